@@ -1,0 +1,1 @@
+"""The HTTP face of mtl-tune: a FastAPI app and its dashboard. Never imports torch."""

@@ -1,0 +1,22 @@
+"""``mtl-tune``: the entry point; each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import train_cmd
+
+app = typer.Typer(
+    name="mtl-tune",
+    help="Hyperparameter optimisation for multi-task learning: loss weighting, per-group learning rates, "
+    "task chaining and GradNorm alpha, searched with Optuna.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("problems")(train_cmd.problems)
+app.command("train")(train_cmd.train)
+
+
+if __name__ == "__main__":
+    app()

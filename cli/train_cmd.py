@@ -1,0 +1,129 @@
+"""``mtl-tune problems`` and ``mtl-tune train``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli._common import console, fail, parse_assignments, user_errors
+
+
+def problems() -> None:
+    """List the problems (built-in and plugins) with their tasks."""
+    from tuner.problems import available_problems
+
+    table = Table("problem", "tasks (kind, metric)", "description")
+    for name, cls in sorted(available_problems().items()):
+        try:
+            tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in cls.create().tasks)
+        except ValueError:
+            tasks = "declared by the data (--target COLUMN:KIND)"
+        table.add_row(name, tasks, cls.description)
+    console.print(table)
+
+
+def train(
+    problem: Annotated[str | None, typer.Option(help="Problem name (see `mtl-tune problems`).")] = None,
+    tasks: Annotated[int | None, typer.Option(help="Number of tasks (gradnorm-toy: 2 or up to 10).")] = None,
+    data: Annotated[Path | None, typer.Option(help="CSV file for the csv problem.")] = None,
+    target: Annotated[list[str] | None, typer.Option(help="csv target COLUMN:regression|classification.")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="equal, static, uncertainty, uncertainty-positive, gradnorm or dwa.")
+    ] = None,
+    weights: Annotated[list[str] | None, typer.Option(help="Static task weights, e.g. a=1,b=2.")] = None,
+    lr_shared: Annotated[float | None, typer.Option(help="Learning rate of the shared trunk.")] = None,
+    lr_heads: Annotated[float | None, typer.Option(help="One learning rate for every task head.")] = None,
+    lr_head: Annotated[list[str] | None, typer.Option(help="Per-task head learning rate TASK=X (repeatable).")] = None,
+    lr_weighting: Annotated[float | None, typer.Option(help="Learning rate of the learnable loss weights.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="GradNorm asymmetry alpha.")] = None,
+    chain: Annotated[str | None, typer.Option(help="Task chaining SOURCE:TARGET:none|detach|through.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam, adamw or sgd.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the initialisation and the batch order.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps; default: the best available.")] = None,
+    config: Annotated[Path | None, typer.Option(help="JSON configuration, e.g. from `mtl-tune study best`.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Train one configuration and print per-task validation results and the final loss weights."""
+    from tuner.config import Chain, TrainConfig
+    from tuner.problems import create_problem
+    from tuner.train import NonFiniteLossError
+    from tuner.train import train as run_training
+
+    with user_errors():
+        base: dict[str, Any] = {}
+        if config is not None:
+            base = _read_config(config)
+        problem = problem or base.get("problem")
+        if not problem:
+            raise fail("--problem is required (or a --config file that names one)")
+        options: dict[str, Any] = dict(base.get("problem_options") or {})
+        for key, value in (("tasks", tasks), ("data", data), ("target", target)):
+            if value:
+                options[key] = value
+        overrides: dict[str, Any] = {
+            "strategy": strategy,
+            "alpha": alpha,
+            "lr_shared": lr_shared,
+            "lr_heads": lr_heads,
+            "lr_weighting": lr_weighting,
+            "optimizer": optimizer,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seed": seed,
+        }
+        cfg = dict(base.get("config", {}))
+        cfg.update({k: v for k, v in overrides.items() if v is not None})
+        if weights:
+            cfg["weights"] = parse_assignments(weights, "--weights")
+            cfg.setdefault("strategy", "static")
+        if lr_head:
+            cfg["lr_head"] = parse_assignments(lr_head, "--lr-head")
+        if chain:
+            cfg["chain"] = Chain.parse(chain).model_dump()
+        train_config = TrainConfig.model_validate(cfg)
+        prob = create_problem(problem, options)
+        try:
+            result = run_training(prob, train_config, device=device)
+        except NonFiniteLossError as exc:
+            raise fail(f"training diverged: {exc}; try a smaller learning rate", code=1) from None
+
+    if as_json:
+        out = result.to_json()
+        out["problem_options"] = _jsonable(options)
+        typer.echo(json.dumps(out))
+        return
+    _print_result(result)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise fail(f"--config: file {str(path)!r} not found") from None
+    except json.JSONDecodeError as exc:
+        raise fail(f"--config {path}: not valid JSON ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise fail(f"--config {path}: expected a JSON object")
+    if "config" not in loaded:  # a bare TrainConfig
+        loaded = {"config": loaded}
+    return loaded
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+
+
+def _print_result(result: Any) -> None:
+    final = result.final
+    table = Table("task", "val loss", "metric", "loss weight", "sigma", title=f"{result.problem} on {result.device}")
+    for name, t in final.tasks.items():
+        sigma = f"{t.sigma:.4g}" if t.sigma is not None else "-"
+        table.add_row(name, f"{t.val_loss:.4g}", f"{t.metric:.4g}", f"{t.weight:.4g}", sigma)
+    console.print(table)
+    console.print(f"objective (mean val loss / untrained val loss): [bold]{result.objective:.4f}[/]")

@@ -1,0 +1,59 @@
+"""Built-in problems, the problem interface and the registry (with ``mtl_tune.problems`` entry-point plugins)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from tuner.problems._base import (
+    Dataset,
+    Defaults,
+    Problem,
+    ProblemError,
+    ProblemOptions,
+    Split,
+    Task,
+    Trunk,
+    mlp_trunk,
+)
+from tuner.problems._csv import CsvProblem
+from tuner.problems._digits import MultiDigits
+from tuner.problems._toys import GradNormToy, UncertaintyToy
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Dataset",
+    "Defaults",
+    "Problem",
+    "ProblemError",
+    "ProblemOptions",
+    "Split",
+    "Task",
+    "Trunk",
+    "available_problems",
+    "create_problem",
+    "mlp_trunk",
+]
+
+ENTRY_POINT_GROUP = "mtl_tune.problems"
+_BUILTIN: dict[str, type[Problem]] = {cls.name: cls for cls in (GradNormToy, UncertaintyToy, MultiDigits, CsvProblem)}
+
+
+def available_problems() -> dict[str, type[Problem]]:
+    """Built-in problems plus the ones installed packages register under ``mtl_tune.problems``."""
+    problems = dict(_BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Problem)):
+            raise ProblemError(f"entry point {ep.name!r} ({ep.value}) is not a tuner.problems.Problem subclass")
+        problems.setdefault(getattr(cls, "name", ep.name), cls)
+    return problems
+
+
+def create_problem(name: str, options: Mapping[str, Any] | None = None) -> Problem:
+    """Build a registered problem by name; only registered names are accepted."""
+    problems = available_problems()
+    if name not in problems:
+        raise ProblemError(f"unknown problem {name!r}; available: {', '.join(sorted(problems))}")
+    return problems[name].create(options)

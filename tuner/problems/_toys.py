@@ -1,0 +1,126 @@
+"""The papers' own toy problems: GradNorm's (Chen et al. 2018, §4) and the uncertainty notebook's (Kendall et al.)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from tuner.problems._base import (
+    Dataset,
+    Defaults,
+    Problem,
+    ProblemOptions,
+    Split,
+    Task,
+    Trunk,
+    mlp_trunk,
+)
+
+# Task scales for ``--tasks 10``: a wide, fixed spread so that the loss scales differ by four orders of magnitude.
+TEN_TASK_SIGMAS = (1.0, 100.0, 2.0, 50.0, 5.0, 20.0, 10.0, 70.0, 3.0, 35.0)
+
+
+class GradNormToyOptions(ProblemOptions):
+    tasks: int = Field(2, ge=2, le=10, description="number of tasks: 2 uses sigma=(1, 100); 10 a fixed wide list")
+    n_train: int = Field(2000, ge=10)
+    n_val: int = Field(500, ge=10)
+
+
+class GradNormToy(Problem):
+    """Regression tasks f_i(x) = sigma_i * tanh((B + eps_i) x) sharing one 4x100 ReLU trunk.
+
+    B ~ N(0, 10^2) and eps_i ~ N(0, 3.5^2) elementwise, x in R^250, 100 outputs per task. The tasks differ only in
+    scale sigma_i, which is what makes equal weighting fail. Natural metric: sum_i L_i / L_i(0).
+    """
+
+    name: ClassVar[str] = "gradnorm-toy"
+    description: ClassVar[str] = "GradNorm's synthetic regression tasks of very different scales (Chen et al. 2018)"
+    Options = GradNormToyOptions
+    in_dim: ClassVar[int] = 250
+    out_dim: ClassVar[int] = 100
+
+    @property
+    def opts(self) -> GradNormToyOptions:
+        assert isinstance(self.options, GradNormToyOptions)
+        return self.options
+
+    @property
+    def sigmas(self) -> tuple[float, ...]:
+        n = self.opts.tasks
+        if n == 2:
+            return (1.0, 100.0)
+        return TEN_TASK_SIGMAS[:n]
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [Task(f"t{i}", "regression", out_dim=self.out_dim, metric="mse") for i in range(self.opts.tasks)]
+
+    def load(self) -> Dataset:
+        rng = np.random.default_rng(self.options.seed)
+        b = rng.normal(0.0, 10.0, size=(self.out_dim, self.in_dim))
+        eps = [rng.normal(0.0, 3.5, size=(self.out_dim, self.in_dim)) for _ in self.sigmas]
+        n = self.opts.n_train + self.opts.n_val
+        x = rng.normal(0.0, 1.0, size=(n, self.in_dim))
+        ys = {
+            f"t{i}": sigma * np.tanh(x @ (b + e).T) for i, (sigma, e) in enumerate(zip(self.sigmas, eps, strict=True))
+        }
+        return _split(x, ys, self.opts.n_train)
+
+    def build_trunk(self, hidden: int, depth: int) -> Trunk:
+        return mlp_trunk(self.in_dim, hidden, depth)
+
+    @property
+    def defaults(self) -> Defaults:
+        return Defaults(
+            lr_shared=1e-3, lr_heads=1e-3, lr_weighting=2.5e-2, batch_size=100, epochs=20, hidden=100, depth=4
+        )
+
+
+class UncertaintyToyOptions(ProblemOptions):
+    n_train: int = Field(2000, ge=10)
+    n_val: int = Field(500, ge=10)
+
+
+class UncertaintyToy(Problem):
+    """Kendall's notebook data: x ~ N(0, 1), y1 = 2x + 8 + 10 eps1, y2 = 3x + 3 + eps2.
+
+    Uncertainty weighting should learn sigma1 / sigma2 close to the noise ratio, 10.
+    """
+
+    name: ClassVar[str] = "uncertainty-toy"
+    description: ClassVar[str] = "two regressions with noise 10 and 1 (Kendall, Gal & Cipolla 2018)"
+    Options = UncertaintyToyOptions
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [Task("y1", "regression"), Task("y2", "regression")]
+
+    def load(self) -> Dataset:
+        assert isinstance(self.options, UncertaintyToyOptions)
+        rng = np.random.default_rng(self.options.seed)
+        n = self.options.n_train + self.options.n_val
+        x = rng.normal(0.0, 1.0, size=(n, 1))
+        ys = {
+            "y1": 2 * x + 8 + 10 * rng.normal(size=(n, 1)),
+            "y2": 3 * x + 3 + 1 * rng.normal(size=(n, 1)),
+        }
+        return _split(x, ys, self.options.n_train)
+
+    def build_trunk(self, hidden: int, depth: int) -> Trunk:
+        return mlp_trunk(1, hidden, depth)
+
+    @property
+    def defaults(self) -> Defaults:
+        return Defaults(lr_shared=1e-2, lr_heads=1e-2, lr_weighting=5e-2, batch_size=100, epochs=30, hidden=64, depth=1)
+
+
+def _split(x: np.ndarray, ys: dict[str, np.ndarray], n_train: int) -> Dataset:
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    yt = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in ys.items()}
+    return Dataset(
+        train=Split(xt[:n_train], {k: v[:n_train] for k, v in yt.items()}),
+        val=Split(xt[n_train:], {k: v[n_train:] for k, v in yt.items()}),
+    )

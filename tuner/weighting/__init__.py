@@ -1,0 +1,36 @@
+"""Loss-weighting strategies, one per module, behind ``WeightingStrategy``; ``STRATEGIES`` maps names to classes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tuner.config import ConfigError, TrainConfig
+from tuner.problems import Task
+from tuner.weighting._base import WeightingStrategy
+from tuner.weighting._dwa import DWA
+from tuner.weighting._fixed import Equal, Static
+from tuner.weighting._gradnorm import GradNorm, per_task_grad_norms
+from tuner.weighting._uncertainty import Uncertainty, UncertaintyPositive
+
+__all__ = [
+    "DWA",
+    "STRATEGIES",
+    "Equal",
+    "GradNorm",
+    "Static",
+    "Uncertainty",
+    "UncertaintyPositive",
+    "WeightingStrategy",
+    "build_strategy",
+    "per_task_grad_norms",
+]
+
+STRATEGIES: dict[str, type[WeightingStrategy]] = {
+    cls.name: cls for cls in (Equal, Static, Uncertainty, UncertaintyPositive, GradNorm, DWA)
+}
+
+
+def build_strategy(tasks: Sequence[Task], config: TrainConfig) -> WeightingStrategy:
+    if config.strategy not in STRATEGIES:
+        raise ConfigError(f"strategy: unknown {config.strategy!r}; available: {', '.join(STRATEGIES)}")
+    return STRATEGIES[config.strategy].from_config(tasks, config)

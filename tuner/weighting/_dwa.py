@@ -1,0 +1,43 @@
+"""Dynamic Weight Average.
+
+Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention", CVPR 2019 (https://arxiv.org/abs/1803.10704).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from tuner.problems import Task
+from tuner.weighting._base import WeightingStrategy
+
+
+class DWA(WeightingStrategy):
+    """lambda_k = T softmax(w_k / tau), w_k = L_k(t-1) / L_k(t-2) on epoch-mean training losses; 1 for the first two
+    epochs."""
+
+    name: ClassVar[str] = "dwa"
+
+    def __init__(self, tasks: Sequence[Task], temperature: float = 2.0) -> None:
+        super().__init__(tasks)
+        self.temperature = temperature
+        self.register_buffer("_lambda", torch.ones(self.n_tasks))
+        self.register_buffer("_prev", torch.ones(self.n_tasks))
+        self._epochs_seen = 0
+
+    def combine(self, losses: Tensor) -> Tensor:
+        return (self._lambda * losses).sum()
+
+    def on_epoch_end(self, train_losses: Tensor) -> None:
+        current = train_losses.detach()
+        self._epochs_seen += 1
+        if self._epochs_seen >= 2:
+            ratio = current / self._prev.clamp_min(1e-12)
+            self._lambda = self.n_tasks * torch.softmax(ratio / self.temperature, dim=0)
+        self._prev = current.clone()
+
+    def weights(self) -> Tensor:
+        return self._lambda.detach().clone()
