@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import train_cmd
+from cli import db_cmd, study_cmd, train_cmd, worker_cmd
 
 app = typer.Typer(
     name="mtl-tune",
@@ -16,6 +16,9 @@ app = typer.Typer(
 )
 app.command("problems")(train_cmd.problems)
 app.command("train")(train_cmd.train)
+app.add_typer(study_cmd.app, name="study")
+app.add_typer(db_cmd.app, name="db")
+app.command("worker")(worker_cmd.worker)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,208 @@
+"""``mtl-tune study run|list|show|best|export|delete``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli._common import console, fail, user_errors
+from cli._options import StorageOption, resolve_storage
+
+app = typer.Typer(help="Launch, follow and inspect studies.", no_args_is_help=True)
+
+
+@app.command()
+def run(
+    problem: Annotated[str, typer.Option(help="Problem name (see `mtl-tune problems`).")],
+    tasks: Annotated[int | None, typer.Option(help="Number of tasks, for problems that take it.")] = None,
+    data: Annotated[Path | None, typer.Option(help="CSV file for the csv problem.")] = None,
+    target: Annotated[list[str] | None, typer.Option(help="csv target COLUMN:regression|classification.")] = None,
+    trials: Annotated[int, typer.Option(help="Finished (complete or pruned) trials to reach; failed ones are "
+                                             "retried and do not count.")] = 20,
+    study: Annotated[str | None, typer.Option(help="Study name; running again with the same name resumes it.")] = None,
+    storage_url: StorageOption = None,
+    space: Annotated[Path | None, typer.Option(help="Search-space file (YAML or JSON).")] = None,
+    sampler: Annotated[str, typer.Option(help="tpe, random, cmaes, gp, nsga2 or qmc.")] = "tpe",
+    pruner: Annotated[str | None, typer.Option(help="hyperband (default), median, successive-halving or none. "
+                                                    "Pareto studies are never pruned (Optuna cannot prune "
+                                                    "multi-objective studies).")] = None,
+    objective: Annotated[str, typer.Option(help="scalar: minimise mean_i val_loss_i / untrained val_loss_i; "
+                                                "pareto: one objective per task metric.")] = "scalar",
+    epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: the problem's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler and of every trial's training.")] = 0,
+    timeout: Annotated[float | None, typer.Option(help="Start no new trial after this many seconds.")] = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes; 0 records the study and follows workers "
+                                              "running elsewhere.")] = 1,
+    device: Annotated[str | None, typer.Option(help="Device of the local workers (default: best available).")] = None,
+    detach: Annotated[bool, typer.Option(help="Record the study and return at once.")] = False,
+) -> None:
+    """Create (or resume) a study and run it until TRIALS trials have finished."""
+    import storage
+    from tuner.study import StudySpec, create_or_resume, load_space
+
+    with user_errors():
+        url = resolve_storage(storage_url)
+        options: dict[str, Any] = {k: v for k, v in (("tasks", tasks), ("data", str(data) if data else None),
+                                                      ("target", target)) if v}
+        space_dict = load_space(space).model_dump(mode="json", exclude_unset=True) if space else None
+        spec = StudySpec(name=study, problem=problem, problem_options=options, n_trials=trials, space=space_dict,
+                         objective=objective, sampler=sampler, pruner=pruner, epochs=epochs, seed=seed)
+        launched = create_or_resume(url, spec, source="cli")
+    verb = "created" if launched.created else "resumed"
+    console.print(f"study [bold]{launched.study_name}[/] {verb} in {storage.redact(url)}")
+    if detach:
+        return
+    deadline = time.time() + timeout if timeout else None
+    procs = [_spawn_worker(url, launched.study_name, i, device, deadline) for i in range(workers)]
+    try:
+        _follow(url, launched.study_name, launched.n_trials, procs)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.wait(timeout=60)
+        console.print("interrupted: no trial is left running; run the same command again to resume")
+        raise typer.Exit(130) from None
+    show(launched.study_name, storage_url=url)
+
+
+def _spawn_worker(url: str, name: str, index: int, device: str | None, deadline: float | None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "cli.main", "worker", "--storage", url, "--study", name, "--exit-when-idle",
+           "--worker-index", str(index)]
+    if device:
+        cmd += ["--device", device]
+    if deadline:
+        cmd += ["--deadline", str(deadline)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+
+
+def _follow(url: str, name: str, target: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    """A progress bar fed by the database, so it shows every worker's trials, local or remote."""
+    import storage
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[detail]}"))
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task(name, total=target, detail="")
+        while True:
+            with storage.session_scope(url) as session:
+                p = storage.study_progress(session, name)
+            best = f"{p.best_value:.4g}" if p.best_value is not None else "-"
+            progress.update(bar, completed=p.complete + p.pruned, total=p.n_trials,
+                            detail=f"complete {p.complete}  pruned {p.pruned}  failed {p.failed}  best {best}")
+            workers_alive = any(proc.poll() is None for proc in procs)
+            if procs and not workers_alive:
+                break
+            if not procs and p.status in ("completed", "failed", "stopped"):
+                break
+            time.sleep(0.5)
+    bad = [proc.returncode for proc in procs if proc.returncode not in (0, None)]
+    if bad:
+        console.print(f"[yellow]{len(bad)} worker(s) exited with an error (codes {bad})[/]")
+
+
+@app.command("list")
+def list_studies(storage_url: StorageOption = None) -> None:
+    """Every study: problem, objective, status, trials by state, best value."""
+    import storage
+
+    with user_errors():
+        url = resolve_storage(storage_url)
+        storage.ensure_schema(url)
+        with storage.session_scope(url) as session:
+            rows = [storage.study_progress(session, job.study_name) for job in storage.list_jobs(session)]
+    table = Table("study", "problem", "objective", "status", "complete", "pruned", "failed", "target", "best")
+    for p in rows:
+        best = f"{p.best_value:.4g}" if p.best_value is not None else "-"
+        table.add_row(p.study_name, p.problem, p.objective, p.status, str(p.complete), str(p.pruned), str(p.failed),
+                      str(p.n_trials), best)
+    console.print(table)
+
+
+@app.command()
+def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: StorageOption = None) -> None:
+    """Best configuration, per-task best vs baseline, trials by state; the Pareto set for pareto studies."""
+    from tuner.study.report import study_report
+
+    with user_errors():
+        report = study_report(resolve_storage(storage_url), name)
+    console.print(f"[bold]{report.name}[/]  problem {report.problem}  objective {report.objective}  "
+                  f"status {report.status}")
+    console.print("trials: " + ", ".join(f"{k} {v}" for k, v in report.states.items()))
+    for row in report.best_rows:
+        console.print(f"best trial #{row['number']}  values {row['values']}")
+        console.print_json(json.dumps(row["config"]))
+    if report.comparison:
+        table = Table("task", "metric", "baseline", "best", "change", title="best vs baseline (validation)")
+        for task, c in report.comparison.items():
+            change = f"{c['change']:+.1%}" if c["change"] is not None else "-"
+            table.add_row(task, c["metric_name"], _fmt(c["baseline"]), _fmt(c["best"]), change)
+        console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:.4g}" if value is not None else "-"
+
+
+@app.command()
+def best(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage_url: StorageOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the configuration JSON on stdout.")] = False,
+    output: Annotated[Path | None, typer.Option(help="Write the configuration JSON to this file.")] = None,
+    trial: Annotated[int | None, typer.Option(help="Take this trial instead (pareto studies need one).")] = None,
+) -> None:
+    """The best trial's configuration, as JSON that `mtl-tune train --config FILE` reproduces."""
+    from tuner.study.report import best_config
+
+    with user_errors():
+        doc = best_config(resolve_storage(storage_url), name, trial_number=trial)
+    text = json.dumps(doc, indent=2)
+    if output is not None:
+        output.write_text(text + "\n")
+        console.print(f"wrote {output}")
+    if as_json or output is None:
+        typer.echo(text)
+
+
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage_url: StorageOption = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output: Annotated[Path | None, typer.Option(help="File to write (default: stdout).")] = None,
+) -> None:
+    """Every trial: number, state, values, parameters, per-task final metrics, duration."""
+    from tuner.study.report import export_trials
+
+    if fmt not in ("csv", "json"):
+        raise fail(f"--format: expected csv or json, got {fmt!r}")
+    with user_errors():
+        text = export_trials(resolve_storage(storage_url), name, fmt)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+
+
+@app.command()
+def delete(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage_url: StorageOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a study, its trials and its recorded metrics."""
+    from tuner.study.report import delete_study
+
+    if not yes:
+        typer.confirm(f"delete study {name!r} and all its trials?", abort=True)
+    with user_errors():
+        delete_study(resolve_storage(storage_url), name)
+    console.print(f"deleted {name}")

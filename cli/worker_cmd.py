@@ -1,0 +1,41 @@
+"""``mtl-tune worker``: run trials of queued studies from any machine that reaches the database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli._common import console, user_errors
+from cli._options import StorageOption, resolve_storage
+
+
+def worker(
+    storage_url: StorageOption = None,
+    study: Annotated[str | None, typer.Option(help="Only run trials of this study.")] = None,
+    device: Annotated[str | None, typer.Option(help="Device for training, e.g. cuda:0 or cpu.")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="Exit after this many trials.")] = None,
+    exit_when_idle: Annotated[bool, typer.Option(help="Exit when no study needs trials instead of polling.")] = False,
+    poll: Annotated[float, typer.Option(help="Seconds between looks for work when idle.")] = 2.0,
+    heartbeat: Annotated[int, typer.Option(help="Seconds between heartbeats of the running trial.")] = 10,
+    grace: Annotated[int, typer.Option(help="Seconds of silence after which a trial's worker counts as dead.")] = 60,
+    deadline: Annotated[float | None, typer.Option(hidden=True, help="Unix time after which no trial starts.")] = None,
+    worker_index: Annotated[int, typer.Option(hidden=True, help="Offsets the sampler seed of local workers.")] = 0,
+) -> None:
+    """Loop: find a study that needs trials, claim a slot, run one trial, repeat. SIGTERM/SIGINT end it cleanly
+    (the running trial is marked failed and its slot is retried by another worker)."""
+    from tuner.study import Worker, WorkerSettings
+
+    with user_errors():
+        url = resolve_storage(storage_url)
+        settings = WorkerSettings(
+            url=url, study_name=study, device=device, max_trials=max_trials, exit_when_idle=exit_when_idle,
+            poll_seconds=poll, heartbeat_seconds=heartbeat, grace_seconds=grace, deadline=deadline,
+            worker_index=worker_index,
+        )
+        try:
+            n = Worker(settings).run()
+        except KeyboardInterrupt:
+            console.print("worker interrupted; its running trial was marked failed and will be retried")
+            raise typer.Exit(130) from None
+    console.print(f"worker done: {n} trial(s) run")

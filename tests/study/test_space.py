@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tuner.problems import create_problem
+from tuner.study import Range, SpaceError, default_space, load_space, parse_space, resolve_space
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "problem_text"),
+    [
+        ({"lr_sharedd": {"low": 1e-4, "high": 1e-2}}, "lr_sharedd", "Extra inputs"),
+        ({"lr_shared": {"low": 1e-2, "high": 1e-4}}, "lr_shared", "low (0.01) > high (0.0001)"),
+        ({"lr_heads": {"low": 0.0, "high": 1e-2}}, "lr_heads", "log range must be positive"),
+        ({"strategy": ["equal", "magic"]}, "strategy", "unknown strategy 'magic'"),
+        ({"chain": "sideways"}, "chain", "unknown chain mode"),
+        ({"batch_size": [0, 32]}, "batch_size", "batch size must be >= 1"),
+    ],
+)
+def test_invalid_space_names_the_field(data: dict, field: str, problem_text: str) -> None:
+    with pytest.raises(SpaceError) as err:
+        parse_space(data)
+    message = str(err.value)
+    assert f"space: {field}" in message
+    assert problem_text in message
+
+
+def test_space_file_yaml_and_json(tmp_path: Path) -> None:
+    yml = tmp_path / "space.yaml"
+    yml.write_text("strategy: [equal, gradnorm]\nalpha: {low: 0.5, high: 2.0, log: false}\nlr_shared: 0.001\n")
+    space = load_space(yml)
+    assert space.strategies == ["equal", "gradnorm"]
+    assert space.alpha == Range(low=0.5, high=2.0, log=False)
+    assert space.lr_shared == 0.001
+    js = tmp_path / "space.json"
+    js.write_text(json.dumps({"strategy": "uncertainty", "weights": {"low": 0, "high": 1}}))
+    with pytest.raises(SpaceError, match="space: weights"):
+        load_space(js)
+    with pytest.raises(SpaceError, match="not valid YAML"):
+        (tmp_path / "bad.yaml").write_text("strategy: [equal\n")
+        load_space(tmp_path / "bad.yaml")
+
+
+def test_default_space_follows_the_problem() -> None:
+    digits = create_problem("multi-digits")
+    space = default_space(digits)
+    d = digits.defaults
+    assert isinstance(space.lr_shared, Range)
+    assert space.lr_shared.low == pytest.approx(d.lr_shared / 10)
+    assert space.lr_shared.high == pytest.approx(d.lr_shared * 10)
+    assert space.chain == ["none", "detach", "through"]
+    assert default_space(create_problem("uncertainty-toy")).chain is None
+
+
+def test_resolve_space_checks_task_names() -> None:
+    toy = create_problem("gradnorm-toy", {"tasks": 2})
+    with pytest.raises(SpaceError, match="weights.t7: unknown task"):
+        resolve_space(toy, {"weights": {"t7": {"low": 0.1, "high": 2}}})
+    with pytest.raises(SpaceError, match="has no task chain"):
+        resolve_space(toy, {"chain": ["detach"]})
+    merged = resolve_space(toy, {"strategy": "gradnorm"})
+    assert merged.strategy == "gradnorm"
+    assert merged.lr_shared == default_space(toy).lr_shared

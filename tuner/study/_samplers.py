@@ -1,0 +1,57 @@
+"""Samplers and pruners by name, always seeded and with their arguments spelled out (defaults move between
+Optuna releases)."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import optuna
+
+Objective = Literal["scalar", "pareto"]
+SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2", "qmc"]
+PrunerName = Literal["hyperband", "median", "successive-halving", "none"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
+PRUNERS: tuple[str, ...] = get_args(PrunerName)
+
+
+def make_sampler(name: str, *, seed: int, objective: str) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=10, n_ei_candidates=24, multivariate=True, group=True, constant_liar=True
+        )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        # CMA-ES samples continuous knobs; categorical ones (strategy, optimizer) fall back to random.
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=1, independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            warn_independent_sampling=False,
+        )
+    if name == "gp":
+        return optuna.samplers.GPSampler(
+            seed=seed, n_startup_trials=10, independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            warn_independent_sampling=False,
+        )
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(
+            qmc_type="sobol", scramble=True, seed=seed,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            warn_asynchronous_seeding=False, warn_independent_sampling=False,
+        )
+    raise ValueError(f"sampler: unknown {name!r}; expected one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, *, epochs: int, objective: str) -> optuna.pruners.BasePruner:
+    """Optuna cannot prune multi-objective studies, so pareto studies always get no pruner."""
+    if objective == "pareto" or name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1, interval_steps=1)
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    raise ValueError(f"pruner: unknown {name!r}; expected one of {', '.join(PRUNERS)}")

@@ -1,0 +1,174 @@
+"""The search-space specification: which knobs a study searches, over what range, and which are fixed.
+
+A space file (YAML or JSON) and the REST API's ``space`` field share this schema. A knob given as a plain value is
+fixed; a ``{low, high}`` range is searched (log-uniform for learning rates and task weights); a list is a
+categorical choice. Parameters exist only where they mean something: ``alpha`` only for GradNorm, task weights
+only for ``static``, ``lr_weighting`` only for strategies with learnable weights, ``chain`` only for problems with a
+chain.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuner.problems import Problem
+from tuner.weighting import STRATEGIES
+
+CHAIN_MODES = ("none", "detach", "through")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+class SpaceError(ValueError):
+    """An invalid search space; the message names the field."""
+
+
+class Range(BaseModel):
+    """A searched float: uniform in [low, high], or log-uniform when ``log`` is true."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: float
+    high: float
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range must be positive, got low={self.low} (set log: false to include 0)")
+        return self
+
+
+FloatKnob = float | Range
+
+
+class SearchSpace(BaseModel):
+    """What a study searches; omitted knobs take the problem's default space."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str | list[str] = Field(default_factory=lambda: ["equal", "static", "uncertainty", "gradnorm", "dwa"])
+    weights: FloatKnob | dict[str, FloatKnob] = Field(default_factory=lambda: Range(low=0.1, high=10.0))
+    lr_shared: FloatKnob | None = None
+    lr_heads: FloatKnob | None = None
+    lr_head: dict[str, FloatKnob] | None = None
+    lr_weighting: FloatKnob | None = None
+    alpha: FloatKnob = Field(default_factory=lambda: Range(low=0.0, high=3.0, log=False))
+    chain: str | list[str] | None = None
+    weight_decay: FloatKnob = 0.0
+    batch_size: int | list[int] | None = None
+    optimizer: str | list[str] = "adam"
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _range_not_tasks(cls, value: object) -> object:
+        # {low, high} is one range for every task, not weights for tasks named "low" and "high".
+        if isinstance(value, dict) and value and set(value) <= {"low", "high", "log"}:
+            return Range.model_validate(value)
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategies(cls, value: str | list[str]) -> str | list[str]:
+        return _known(value, tuple(STRATEGIES), "strategy")
+
+    @field_validator("chain")
+    @classmethod
+    def _known_chain(cls, value: str | list[str] | None) -> str | list[str] | None:
+        return None if value is None else _known(value, CHAIN_MODES, "chain mode")
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str | list[str]) -> str | list[str]:
+        return _known(value, OPTIMIZERS, "optimizer")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: int | list[int] | None) -> int | list[int] | None:
+        for v in [value] if isinstance(value, int) else value or []:
+            if v < 1:
+                raise ValueError(f"batch size must be >= 1, got {v}")
+        return value
+
+    @property
+    def strategies(self) -> list[str]:
+        return [self.strategy] if isinstance(self.strategy, str) else list(self.strategy)
+
+
+def _known(value: str | list[str], allowed: tuple[str, ...], what: str) -> str | list[str]:
+    values = [value] if isinstance(value, str) else value
+    if not values:
+        raise ValueError(f"at least one {what} is required")
+    for v in values:
+        if v not in allowed:
+            raise ValueError(f"unknown {what} {v!r}; expected one of {', '.join(allowed)}")
+    return value
+
+
+def default_space(problem: Problem) -> SearchSpace:
+    """Learning rates a decade either side of the problem's defaults; chaining searched where the problem has one."""
+    d = problem.defaults
+    return SearchSpace(
+        lr_shared=Range(low=d.lr_shared / 10, high=d.lr_shared * 10),
+        lr_heads=Range(low=d.lr_heads / 10, high=d.lr_heads * 10),
+        lr_weighting=Range(low=d.lr_weighting / 10, high=d.lr_weighting * 10),
+        chain=list(CHAIN_MODES) if d.chain else None,
+        batch_size=d.batch_size,
+    )
+
+
+def resolve_space(problem: Problem, space: SearchSpace | dict[str, Any] | None) -> SearchSpace:
+    """The user's knobs over the problem's default space; checks task names against the problem."""
+    base = default_space(problem)
+    if space is None:
+        return base
+    given = space if isinstance(space, SearchSpace) else parse_space(space)
+    merged = base.model_copy(update={k: getattr(given, k) for k in given.model_fields_set})
+    names = problem.task_names
+    for field, mapping in (("weights", merged.weights), ("lr_head", merged.lr_head)):
+        if isinstance(mapping, dict):
+            unknown = sorted(set(mapping) - set(names))
+            if unknown:
+                raise SpaceError(f"{field}.{unknown[0]}: unknown task; tasks of {problem.name!r}: {names}")
+    if merged.chain is not None and problem.defaults.chain is None and "chain" in given.model_fields_set:
+        raise SpaceError(f"chain: problem {problem.name!r} has no task chain to search")
+    return merged
+
+
+def parse_space(data: dict[str, Any]) -> SearchSpace:
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        raise SpaceError(f"space: {_explain(exc)}") from None
+
+
+def _explain(exc: ValidationError) -> str:
+    """The most telling error: for a union knob (a value or a range), the member the input looked like."""
+    errors = exc.errors()
+    mismatch = ("_type", "_parsing", "union_tag_invalid")
+    telling = [e for e in errors if not e["type"].endswith(mismatch)] or errors
+    err = telling[0]
+    members = ("Range", "float", "int", "str", "list[str]", "list[int]", "dict[str,union[float,Range]]")
+    where = ".".join(str(p) for p in err["loc"] if str(p) not in members and not str(p).startswith("function-"))
+    return f"{where or 'space'}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def load_space(path: Path) -> SearchSpace:
+    """Read a YAML or JSON space file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpaceError(f"space file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpaceError(f"space file {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"space file {path}: expected a mapping of knobs")
+    return parse_space(data)

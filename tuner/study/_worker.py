@@ -1,0 +1,196 @@
+"""The worker loop: find a job that needs trials, claim a slot, run one trial, repeat.
+
+Any number of workers, on any machines that reach the same database, share a job: each slot is claimed in a
+transaction (no overshoot), a failed trial frees its slot, and a worker killed mid-trial leaves a claim whose
+heartbeat goes stale; Optuna's heartbeat then fails that trial and re-enqueues its parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+import optuna
+from sqlalchemy.orm import Session
+
+import storage
+from tuner.problems import create_problem
+from tuner.study._samplers import make_pruner, make_sampler
+from tuner.study._space import SearchSpace
+from tuner.study._trial import JobInfo, TrialRunner
+
+log = logging.getLogger("mtl_tune.worker")
+
+STATE_NAMES = {
+    optuna.trial.TrialState.COMPLETE: "complete",
+    optuna.trial.TrialState.PRUNED: "pruned",
+    optuna.trial.TrialState.FAIL: "failed",
+}
+MAX_CONSECUTIVE_FAILURES = 10
+# A trial (and its slot) whose worker has been silent for GRACE_SECONDS is considered dead.
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 60
+
+
+@dataclass
+class WorkerSettings:
+    url: str
+    study_name: str | None = None
+    device: str | None = None
+    max_trials: int | None = None
+    exit_when_idle: bool = False
+    poll_seconds: float = 2.0
+    heartbeat_seconds: int = HEARTBEAT_SECONDS
+    grace_seconds: int = GRACE_SECONDS
+    deadline: float | None = None  # wall-clock time after which no new trial starts
+    worker_index: int = 0
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, on_trial_end: Callable[[str, str], None] | None = None) -> None:
+        self.settings = settings
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.on_trial_end = on_trial_end
+        self.trials_run = 0
+        self._failures: dict[str, int] = {}
+        self._samplers: dict[str, optuna.samplers.BaseSampler] = {}
+
+    def run(self) -> int:
+        """Loop until idle (with ``exit_when_idle``), ``max_trials``, the deadline, or SIGTERM/SIGINT."""
+        s = self.settings
+        storage.ensure_schema(s.url)
+        with _sigterm_as_interrupt():
+            while not self._done():
+                job = self._next_job()
+                if job is None:
+                    if s.exit_when_idle:
+                        break
+                    time.sleep(s.poll_seconds)
+                    continue
+                claim = storage.claim_slot(s.url, study_name=job.study_name, worker=self.name,
+                                           grace_seconds=s.grace_seconds)
+                if claim is not None:
+                    self._run_trial(job, claim)
+        return self.trials_run
+
+    def _done(self) -> bool:
+        s = self.settings
+        if s.max_trials is not None and self.trials_run >= s.max_trials:
+            return True
+        return s.deadline is not None and time.time() >= s.deadline
+
+    def _next_job(self) -> JobInfo | None:
+        with storage.session_scope(self.settings.url) as session:
+            jobs = storage.jobs_needing_trials(session, study_name=self.settings.study_name,
+                                               grace_seconds=self.settings.grace_seconds)
+            return JobInfo.of(jobs[0]) if jobs else None
+
+    def _run_trial(self, job: JobInfo, claim_id: int) -> None:
+        s = self.settings
+        problem = create_problem(job.problem, job.problem_options)
+        runner = TrialRunner(s.url, job, problem, SearchSpace.model_validate(job.space or {}), claim_id, s.device)
+        study = optuna.load_study(
+            study_name=job.study_name,
+            storage=storage.optuna_storage(s.url, heartbeat_interval=s.heartbeat_seconds,
+                                           grace_period=s.grace_seconds),
+            sampler=self._sampler(job),
+            pruner=make_pruner(job.pruner, epochs=job.epochs, objective=job.objective),
+        )
+        finished: list[optuna.trial.FrozenTrial] = []
+        try:
+            with _claim_heartbeat(s.url, claim_id, s.heartbeat_seconds):
+                study.optimize(runner, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: finished.append(t)])
+        except KeyboardInterrupt:
+            with storage.session_scope(s.url) as session:
+                storage.finish_claim(session, claim_id, state="failed")
+            raise
+        self.trials_run += 1
+        self._record(job, claim_id, finished[0] if finished else None)
+
+    def _sampler(self, job: JobInfo) -> optuna.samplers.BaseSampler:
+        """One sampler per job for the worker's lifetime, so its random state advances from trial to trial.
+
+        The seed mixes in the worker's index and the trials already recorded, so parallel workers and a resumed
+        study do not repeat earlier suggestions, while one worker on a fresh study stays reproducible.
+        """
+        if job.study_name not in self._samplers:
+            with storage.session_scope(self.settings.url) as session:
+                recorded = sum(storage.claim_counts(session, job.study_name).values())
+            seed = job.seed + 7919 * self.settings.worker_index + recorded
+            self._samplers[job.study_name] = make_sampler(job.sampler, seed=seed, objective=job.objective)
+        return self._samplers[job.study_name]
+
+    def _record(self, job: JobInfo, claim_id: int, trial: optuna.trial.FrozenTrial | None) -> None:
+        state = STATE_NAMES.get(trial.state, "failed") if trial is not None else "failed"
+        with storage.session_scope(self.settings.url) as session:
+            storage.finish_claim(session, claim_id, state=state)
+            if trial is not None:
+                duration = trial.duration.total_seconds() if trial.duration else None
+                storage.write_summary(
+                    session, job_id=job.id, trial_number=trial.number, state=state, values=trial.values,
+                    params=trial.params, task_metrics=trial.user_attrs.get("tasks"), duration_s=duration,
+                    started_at=trial.datetime_start, finished_at=trial.datetime_complete,
+                )
+            self._after_trial(session, job, state, trial)
+        if self.on_trial_end is not None:
+            self.on_trial_end(job.study_name, state)
+
+    def _after_trial(self, session: Session, job: JobInfo, state: str,
+                     trial: optuna.trial.FrozenTrial | None) -> None:
+        """Stop a job that only fails (a broken problem would otherwise retry forever) and settle stop requests."""
+        failures = self._failures.get(job.study_name, 0) + 1 if state == "failed" else 0
+        self._failures[job.study_name] = failures
+        record = storage.get_job(session, job.study_name)
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            reason = trial.user_attrs.get("fail_reason", "unknown error") if trial is not None else "unknown error"
+            storage.set_status(session, job.study_name, "failed",
+                               error=f"{failures} consecutive trials failed; last: {reason}")
+        elif record.status == "stopping" and storage.claim_counts(session, job.study_name).get("running", 0) == 0:
+            storage.set_status(session, job.study_name, "stopped")
+
+
+@contextmanager
+def _claim_heartbeat(url: str, claim_id: int, every: float) -> Iterator[None]:
+    """Keep the claim fresh while a long epoch runs, so no other worker takes its slot."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                with storage.session_scope(url) as session:
+                    storage.heartbeat(session, claim_id)
+            except storage.StorageError as exc:
+                log.warning("claim heartbeat failed: %s", exc)
+
+    thread = threading.Thread(target=beat, name="mtl-tune-claim-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the worker like Ctrl-C: Optuna marks the running trial FAIL, the claim is released."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,153 @@
+"""What the CLI shows about a study: computed here as plain data, printed by the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+import storage
+from tuner.study._suggest import BASELINE_ATTR
+
+
+@dataclass
+class StudyReport:
+    name: str
+    problem: str
+    objective: str
+    status: str
+    states: dict[str, int]
+    best_rows: list[dict[str, Any]] = field(default_factory=list)
+    comparison: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _load(url: str, name: str) -> tuple[storage.StudyJob, optuna.Study]:
+    storage.ensure_schema(url)
+    with storage.session_scope(url) as session:
+        job = storage.get_job(session, name)
+        session.expunge(job)
+    return job, optuna.load_study(study_name=name, storage=storage.optuna_storage(url))
+
+
+def _row(trial: FrozenTrial) -> dict[str, Any]:
+    return {"number": trial.number, "values": trial.values, "config": trial.user_attrs.get("config", {})}
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The best trial of a scalar study, or the Pareto set of a multi-objective one."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return []
+    return study.best_trials if len(study.directions) > 1 else [study.best_trial]
+
+
+def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return next((t for t in finished if t.user_attrs.get(BASELINE_ATTR)), None)
+
+
+def compare(baseline: FrozenTrial | None, best: FrozenTrial | None, metric_names: dict[str, str]) -> dict[str, Any]:
+    """Per task: the baseline's and the best trial's validation metric and the relative change."""
+    if baseline is None or best is None:
+        return {}
+    base_tasks, best_tasks = baseline.user_attrs.get("tasks", {}), best.user_attrs.get("tasks", {})
+    out = {}
+    for task, b in base_tasks.items():
+        after = best_tasks.get(task, {}).get("metric")
+        before = b.get("metric")
+        change = (after - before) / abs(before) if before not in (None, 0) and after is not None else None
+        out[task] = {"metric_name": metric_names.get(task, "metric"), "baseline": before, "best": after,
+                     "change": change}
+    return out
+
+
+def study_report(url: str, name: str) -> StudyReport:
+    job, study = _load(url, name)
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    bests = best_trials(study)
+    report = StudyReport(name, job.problem, job.objective, job.status, states, [_row(t) for t in bests])
+    metric_names = study.user_attrs.get("metric_names", {})
+    report.comparison = compare(baseline_trial(study), bests[0] if len(bests) == 1 else None, metric_names)
+    return report
+
+
+def best_config(url: str, name: str, *, trial_number: int | None = None) -> dict[str, Any]:
+    """A document ``mtl-tune train --config`` accepts: problem, its options and the trial's configuration."""
+    job, study = _load(url, name)
+    if trial_number is not None:
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
+        if not trials:
+            raise ValueError(f"study {name!r} has no trial {trial_number}")
+        trial = trials[0]
+    else:
+        bests = best_trials(study)
+        if not bests:
+            raise ValueError(f"study {name!r} has no completed trial yet")
+        if len(bests) > 1:
+            numbers = ", ".join(str(t.number) for t in bests)
+            raise ValueError(f"study {name!r} is multi-objective; choose one of its Pareto set with --trial "
+                             f"({numbers})")
+        trial = bests[0]
+    return {
+        "study": name,
+        "trial": trial.number,
+        "problem": job.problem,
+        "problem_options": job.problem_options,
+        "config": trial.user_attrs.get("config", {}),
+        "values": trial.values,
+    }
+
+
+def export_trials(url: str, name: str, fmt: str) -> str:
+    _, study = _load(url, name)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "values": t.values,
+            "params": t.params,
+            "tasks": t.user_attrs.get("tasks", {}),
+            "baseline": bool(t.user_attrs.get(BASELINE_ATTR)),
+            "duration_s": t.duration.total_seconds() if t.duration else None,
+            "fail_reason": t.user_attrs.get("fail_reason"),
+        })
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    return _to_csv(rows)
+
+
+def _to_csv(rows: list[dict[str, Any]]) -> str:
+    flat = []
+    for r in rows:
+        item: dict[str, Any] = {k: r[k] for k in ("number", "state", "baseline", "duration_s", "fail_reason")}
+        for i, v in enumerate(r["values"] or []):
+            item[f"value_{i}"] = v
+        item.update({f"param_{k}": v for k, v in r["params"].items()})
+        for task, numbers in r["tasks"].items():
+            item.update({f"{task}_{k}": v for k, v in numbers.items()})
+        flat.append(item)
+    columns: list[str] = []
+    for item in flat:
+        columns += [c for c in item if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(flat)
+    return buf.getvalue()
+
+
+def delete_study(url: str, name: str) -> None:
+    storage.ensure_schema(url)
+    with storage.session_scope(url) as session:
+        storage.get_job(session, name)
+    optuna.delete_study(study_name=name, storage=storage.optuna_storage(url))
+    with storage.session_scope(url) as session:
+        storage.delete_job(session, name)
