@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -19,28 +21,45 @@ from cli._options import StorageOption, resolve_storage
 app = typer.Typer(help="Launch, follow and inspect studies.", no_args_is_help=True)
 
 
+def _print_table(table: Table) -> None:
+    # Piped output (scripts, files) gets whole names instead of columns cut to a guessed 80-character terminal.
+    (console if console.is_terminal else Console(width=200)).print(table)
+
+
 @app.command()
 def run(
     problem: Annotated[str, typer.Option(help="Problem name (see `mtl-tune problems`).")],
     tasks: Annotated[int | None, typer.Option(help="Number of tasks, for problems that take it.")] = None,
     data: Annotated[Path | None, typer.Option(help="CSV file for the csv problem.")] = None,
     target: Annotated[list[str] | None, typer.Option(help="csv target COLUMN:regression|classification.")] = None,
-    trials: Annotated[int, typer.Option(help="Finished (complete or pruned) trials to reach; failed ones are "
-                                             "retried and do not count.")] = 20,
+    trials: Annotated[
+        int,
+        typer.Option(help="Finished (complete or pruned) trials to reach; failed ones are retried and do not count."),
+    ] = 20,
     study: Annotated[str | None, typer.Option(help="Study name; running again with the same name resumes it.")] = None,
     storage_url: StorageOption = None,
     space: Annotated[Path | None, typer.Option(help="Search-space file (YAML or JSON).")] = None,
     sampler: Annotated[str, typer.Option(help="tpe, random, cmaes, gp, nsga2 or qmc.")] = "tpe",
-    pruner: Annotated[str | None, typer.Option(help="hyperband (default), median, successive-halving or none. "
-                                                    "Pareto studies are never pruned (Optuna cannot prune "
-                                                    "multi-objective studies).")] = None,
-    objective: Annotated[str, typer.Option(help="scalar: minimise mean_i val_loss_i / untrained val_loss_i; "
-                                                "pareto: one objective per task metric.")] = "scalar",
+    pruner: Annotated[
+        str | None,
+        typer.Option(
+            help="hyperband (default), median, successive-halving or none. "
+            "Pareto studies are never pruned (Optuna cannot prune "
+            "multi-objective studies)."
+        ),
+    ] = None,
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="scalar: minimise mean_i val_loss_i / untrained val_loss_i; pareto: one objective per task metric."
+        ),
+    ] = "scalar",
     epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: the problem's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler and of every trial's training.")] = 0,
     timeout: Annotated[float | None, typer.Option(help="Start no new trial after this many seconds.")] = None,
-    workers: Annotated[int, typer.Option(help="Local worker processes; 0 records the study and follows workers "
-                                              "running elsewhere.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Local worker processes; 0 records the study and follows workers running elsewhere.")
+    ] = 1,
     device: Annotated[str | None, typer.Option(help="Device of the local workers (default: best available).")] = None,
     detach: Annotated[bool, typer.Option(help="Record the study and return at once.")] = False,
 ) -> None:
@@ -50,18 +69,32 @@ def run(
 
     with user_errors():
         url = resolve_storage(storage_url)
-        options: dict[str, Any] = {k: v for k, v in (("tasks", tasks), ("data", str(data) if data else None),
-                                                      ("target", target)) if v}
+        options: dict[str, Any] = {
+            k: v for k, v in (("tasks", tasks), ("data", str(data) if data else None), ("target", target)) if v
+        }
         space_dict = load_space(space).model_dump(mode="json", exclude_unset=True) if space else None
-        spec = StudySpec(name=study, problem=problem, problem_options=options, n_trials=trials, space=space_dict,
-                         objective=objective, sampler=sampler, pruner=pruner, epochs=epochs, seed=seed)
+        spec = StudySpec.model_validate(
+            {
+                "name": study,
+                "problem": problem,
+                "problem_options": options,
+                "n_trials": trials,
+                "space": space_dict,
+                "objective": objective,
+                "sampler": sampler,
+                "pruner": pruner,
+                "epochs": epochs,
+                "seed": seed,
+            }
+        )
         launched = create_or_resume(url, spec, source="cli")
     verb = "created" if launched.created else "resumed"
     console.print(f"study [bold]{launched.study_name}[/] {verb} in {storage.redact(url)}")
     if detach:
         return
     deadline = time.time() + timeout if timeout else None
-    procs = [_spawn_worker(url, launched.study_name, i, device, deadline) for i in range(workers)]
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    procs = [_spawn_worker(url, launched.study_name, i, device, deadline, threads) for i in range(workers)]
     try:
         _follow(url, launched.study_name, launched.n_trials, procs)
     except KeyboardInterrupt:
@@ -72,9 +105,25 @@ def run(
     show(launched.study_name, storage_url=url)
 
 
-def _spawn_worker(url: str, name: str, index: int, device: str | None, deadline: float | None) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "cli.main", "worker", "--storage", url, "--study", name, "--exit-when-idle",
-           "--worker-index", str(index)]
+def _spawn_worker(
+    url: str, name: str, index: int, device: str | None, deadline: float | None, threads: int
+) -> subprocess.Popen[bytes]:
+    # Local workers split the cores between them instead of each taking all of them.
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "worker",
+        "--storage",
+        url,
+        "--study",
+        name,
+        "--exit-when-idle",
+        "--worker-index",
+        str(index),
+        "--threads",
+        str(threads),
+    ]
     if device:
         cmd += ["--device", device]
     if deadline:
@@ -86,16 +135,25 @@ def _follow(url: str, name: str, target: int, procs: list[subprocess.Popen[bytes
     """A progress bar fed by the database, so it shows every worker's trials, local or remote."""
     import storage
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[detail]}"))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task(name, total=target, detail="")
         while True:
             with storage.session_scope(url) as session:
                 p = storage.study_progress(session, name)
             best = f"{p.best_value:.4g}" if p.best_value is not None else "-"
-            progress.update(bar, completed=p.complete + p.pruned, total=p.n_trials,
-                            detail=f"complete {p.complete}  pruned {p.pruned}  failed {p.failed}  best {best}")
+            progress.update(
+                bar,
+                completed=p.complete + p.pruned,
+                total=p.n_trials,
+                detail=f"complete {p.complete}  pruned {p.pruned}  failed {p.failed}  best {best}",
+            )
             workers_alive = any(proc.poll() is None for proc in procs)
             if procs and not workers_alive:
                 break
@@ -120,20 +178,30 @@ def list_studies(storage_url: StorageOption = None) -> None:
     table = Table("study", "problem", "objective", "status", "complete", "pruned", "failed", "target", "best")
     for p in rows:
         best = f"{p.best_value:.4g}" if p.best_value is not None else "-"
-        table.add_row(p.study_name, p.problem, p.objective, p.status, str(p.complete), str(p.pruned), str(p.failed),
-                      str(p.n_trials), best)
-    console.print(table)
+        table.add_row(
+            p.study_name,
+            p.problem,
+            p.objective,
+            p.status,
+            str(p.complete),
+            str(p.pruned),
+            str(p.failed),
+            str(p.n_trials),
+            best,
+        )
+    _print_table(table)
 
 
 @app.command()
 def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: StorageOption = None) -> None:
     """Best configuration, per-task best vs baseline, trials by state; the Pareto set for pareto studies."""
-    from tuner.study.report import study_report
+    from storage.reports import study_report
 
     with user_errors():
         report = study_report(resolve_storage(storage_url), name)
-    console.print(f"[bold]{report.name}[/]  problem {report.problem}  objective {report.objective}  "
-                  f"status {report.status}")
+    console.print(
+        f"[bold]{report.name}[/]  problem {report.problem}  objective {report.objective}  status {report.status}"
+    )
     console.print("trials: " + ", ".join(f"{k} {v}" for k, v in report.states.items()))
     for row in report.best_rows:
         console.print(f"best trial #{row['number']}  values {row['values']}")
@@ -143,7 +211,7 @@ def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: 
         for task, c in report.comparison.items():
             change = f"{c['change']:+.1%}" if c["change"] is not None else "-"
             table.add_row(task, c["metric_name"], _fmt(c["baseline"]), _fmt(c["best"]), change)
-        console.print(table)
+        _print_table(table)
 
 
 def _fmt(value: float | None) -> str:
@@ -159,7 +227,7 @@ def best(
     trial: Annotated[int | None, typer.Option(help="Take this trial instead (pareto studies need one).")] = None,
 ) -> None:
     """The best trial's configuration, as JSON that `mtl-tune train --config FILE` reproduces."""
-    from tuner.study.report import best_config
+    from storage.reports import best_config
 
     with user_errors():
         doc = best_config(resolve_storage(storage_url), name, trial_number=trial)
@@ -179,7 +247,7 @@ def export(
     output: Annotated[Path | None, typer.Option(help="File to write (default: stdout).")] = None,
 ) -> None:
     """Every trial: number, state, values, parameters, per-task final metrics, duration."""
-    from tuner.study.report import export_trials
+    from storage.reports import export_trials
 
     if fmt not in ("csv", "json"):
         raise fail(f"--format: expected csv or json, got {fmt!r}")
@@ -199,7 +267,7 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a study, its trials and its recorded metrics."""
-    from tuner.study.report import delete_study
+    from storage.reports import delete_study
 
     if not yes:
         typer.confirm(f"delete study {name!r} and all its trials?", abort=True)

@@ -21,6 +21,8 @@ def worker(
     grace: Annotated[int, typer.Option(help="Seconds of silence after which a trial's worker counts as dead.")] = 60,
     deadline: Annotated[float | None, typer.Option(hidden=True, help="Unix time after which no trial starts.")] = None,
     worker_index: Annotated[int, typer.Option(hidden=True, help="Offsets the sampler seed of local workers.")] = 0,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for training (default: torch's choice).")] = None,
+    verbose: Annotated[bool, typer.Option(help="Log every trial (Optuna's INFO messages).")] = False,
 ) -> None:
     """Loop: find a study that needs trials, claim a slot, run one trial, repeat. SIGTERM/SIGINT end it cleanly
     (the running trial is marked failed and its slot is retried by another worker)."""
@@ -29,8 +31,15 @@ def worker(
     with user_errors():
         url = resolve_storage(storage_url)
         settings = WorkerSettings(
-            url=url, study_name=study, device=device, max_trials=max_trials, exit_when_idle=exit_when_idle,
-            poll_seconds=poll, heartbeat_seconds=heartbeat, grace_seconds=grace, deadline=deadline,
+            url=url,
+            study_name=study,
+            device=device,
+            max_trials=max_trials,
+            exit_when_idle=exit_when_idle,
+            poll_seconds=poll,
+            heartbeat_seconds=heartbeat,
+            grace_seconds=grace,
+            deadline=deadline,
             worker_index=worker_index,
         )
         try:

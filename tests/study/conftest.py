@@ -8,6 +8,7 @@ import torch
 
 import storage
 
+
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
     threads = torch.get_num_threads()

@@ -13,6 +13,9 @@ def run_study(url: str, *, workers_trials: int | None = None, **spec_fields: obj
     fields: dict[str, object] = {"problem": "uncertainty-toy", "problem_options": dict(TINY), "epochs": 2}
     fields.update(spec_fields)
     launched = create_study(url, StudySpec.model_validate(fields), source="cli")
-    Worker(WorkerSettings(url=url, study_name=launched.study_name, exit_when_idle=True,
-                          max_trials=workers_trials, device="cpu")).run()
+    Worker(
+        WorkerSettings(
+            url=url, study_name=launched.study_name, exit_when_idle=True, max_trials=workers_trials, device="cpu"
+        )
+    ).run()
     return launched.study_name

@@ -57,7 +57,7 @@ def test_default_space_follows_the_problem() -> None:
 
 def test_resolve_space_checks_task_names() -> None:
     toy = create_problem("gradnorm-toy", {"tasks": 2})
-    with pytest.raises(SpaceError, match="weights.t7: unknown task"):
+    with pytest.raises(SpaceError, match=r"weights\.t7: unknown task"):
         resolve_space(toy, {"weights": {"t7": {"low": 0.1, "high": 2}}})
     with pytest.raises(SpaceError, match="has no task chain"):
         resolve_space(toy, {"chain": ["detach"]})

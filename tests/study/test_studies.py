@@ -10,9 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 import storage
+from storage.reports import best_config, study_report
 from tests.study.helpers import TINY, run_study
 from tuner.study import BASELINE_ATTR, SAMPLERS, StudySpec, Worker, WorkerSettings, create_or_resume, create_study
-from tuner.study.report import best_config, study_report
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -73,8 +73,15 @@ def test_pareto_study_has_a_pareto_set_and_no_pruning(sqlite_url: str) -> None:
 
 
 def test_bad_configurations_get_pruned(sqlite_url: str) -> None:
-    spec = StudySpec(problem="uncertainty-toy", problem_options=TINY, epochs=6, n_trials=12, sampler="random",
-                     pruner="median", name="prune-me")
+    spec = StudySpec(
+        problem="uncertainty-toy",
+        problem_options=TINY,
+        epochs=6,
+        n_trials=12,
+        sampler="random",
+        pruner="median",
+        name="prune-me",
+    )
     launched = create_study(sqlite_url, spec, source="cli")
     study = _study(sqlite_url, launched.study_name)
     settings = WorkerSettings(url=sqlite_url, study_name="prune-me", exit_when_idle=True, device="cpu")
@@ -89,12 +96,20 @@ def test_bad_configurations_get_pruned(sqlite_url: str) -> None:
 
 
 def test_non_finite_loss_fails_the_trial_with_its_reason_and_the_study_goes_on(sqlite_url: str) -> None:
-    spec = StudySpec(problem="uncertainty-toy", problem_options=TINY, epochs=2, n_trials=3, sampler="random",
-                     pruner="none", name="diverge", space={"optimizer": "sgd", "lr_shared": {"low": 1e3, "high": 1e4},
-                                                           "strategy": "equal"})
+    spec = StudySpec(
+        problem="uncertainty-toy",
+        problem_options=TINY,
+        epochs=2,
+        n_trials=3,
+        sampler="random",
+        pruner="none",
+        name="diverge",
+        space={"optimizer": "sgd", "lr_shared": {"low": 1e3, "high": 1e4}, "strategy": "equal"},
+    )
     launched = create_study(sqlite_url, spec, source="cli")
-    Worker(WorkerSettings(url=sqlite_url, study_name=launched.study_name, exit_when_idle=True, device="cpu",
-                          max_trials=4)).run()
+    Worker(
+        WorkerSettings(url=sqlite_url, study_name=launched.study_name, exit_when_idle=True, device="cpu", max_trials=4)
+    ).run()
     trials = _study(sqlite_url, "diverge").get_trials()
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed, [t.state for t in trials]
@@ -103,8 +118,9 @@ def test_non_finite_loss_fails_the_trial_with_its_reason_and_the_study_goes_on(s
 
 
 def test_resume_reaches_the_target(sqlite_url: str) -> None:
-    spec = StudySpec(problem="uncertainty-toy", problem_options=TINY, epochs=1, n_trials=5, sampler="tpe",
-                     name="resume-me")
+    spec = StudySpec(
+        problem="uncertainty-toy", problem_options=TINY, epochs=1, n_trials=5, sampler="tpe", name="resume-me"
+    )
     create_or_resume(sqlite_url, spec, source="cli")
     Worker(WorkerSettings(url=sqlite_url, study_name="resume-me", exit_when_idle=True, max_trials=2)).run()
     again = create_or_resume(sqlite_url, spec, source="cli")
@@ -123,7 +139,9 @@ def test_best_configuration_reproduces_its_objective(sqlite_url: str, tmp_path) 
     path.write_text(json.dumps(doc))
     out = subprocess.run(
         [sys.executable, "-m", "cli.main", "train", "--config", str(path), "--device", "cpu", "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result = json.loads(out.stdout)
     assert result["objective"] == pytest.approx(doc["values"][0], rel=1e-4)

@@ -38,4 +38,5 @@ __all__ = [
     "resolve_space",
     "suggest_config",
     "task_table",
+    "validate",
 ]

@@ -9,6 +9,7 @@ import optuna
 
 import storage
 from tuner.problems import Problem, create_problem
+from tuner.problems._base import Direction
 from tuner.study._space import SearchSpace, resolve_space
 from tuner.study._spec import StudySpec
 from tuner.study._suggest import BASELINE_ATTR
@@ -21,7 +22,7 @@ class Launched:
     n_trials: int
 
 
-def directions(problem: Problem, objective: str) -> list[str]:
+def directions(problem: Problem, objective: str) -> list[Direction]:
     """Scalar studies minimise one normalised loss; pareto studies follow each task's metric."""
     if objective == "pareto":
         return [t.direction for t in problem.tasks]
@@ -63,9 +64,13 @@ def create_study(url: str, spec: StudySpec, *, source: str) -> Launched:
         with storage.session_scope(url) as session:
             storage.delete_job(session, name)
         raise storage.StudyExists(f"study {name!r} already exists in the Optuna storage") from None
-    for key, value in (("problem", spec.problem), ("problem_options", spec.problem_options),
-                       ("objective", spec.objective), ("epochs", epochs),
-                       ("metric_names", {t.name: t.metric for t in problem.tasks})):
+    for key, value in (
+        ("problem", spec.problem),
+        ("problem_options", spec.problem_options),
+        ("objective", spec.objective),
+        ("epochs", epochs),
+        ("metric_names", {t.name: t.metric for t in problem.tasks}),
+    ):
         study.set_user_attr(key, value)
     study.enqueue_trial({}, user_attrs={BASELINE_ATTR: True})
     return Launched(name, True, spec.n_trials)

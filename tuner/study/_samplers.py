@@ -25,21 +25,28 @@ def make_sampler(name: str, *, seed: int, objective: str) -> optuna.samplers.Bas
     if name == "cmaes":
         # CMA-ES samples continuous knobs; categorical ones (strategy, optimizer) fall back to random.
         return optuna.samplers.CmaEsSampler(
-            seed=seed, n_startup_trials=1, independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            seed=seed,
+            n_startup_trials=1,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
             warn_independent_sampling=False,
         )
     if name == "gp":
         return optuna.samplers.GPSampler(
-            seed=seed, n_startup_trials=10, independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            seed=seed,
+            n_startup_trials=10,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
             warn_independent_sampling=False,
         )
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "qmc":
         return optuna.samplers.QMCSampler(
-            qmc_type="sobol", scramble=True, seed=seed,
+            qmc_type="sobol",
+            scramble=True,
+            seed=seed,
             independent_sampler=optuna.samplers.RandomSampler(seed=seed),
-            warn_asynchronous_seeding=False, warn_independent_sampling=False,
+            warn_asynchronous_seeding=False,
+            warn_independent_sampling=False,
         )
     raise ValueError(f"sampler: unknown {name!r}; expected one of {', '.join(SAMPLERS)}")
 

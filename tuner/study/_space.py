@@ -168,7 +168,9 @@ def load_space(path: Path) -> SearchSpace:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpaceError(f"space file {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        raise SpaceError(
+            f"space file {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
     if not isinstance(data, dict):
         raise SpaceError(f"space file {path}: expected a mapping of knobs")
     return parse_space(data)

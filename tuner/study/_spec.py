@@ -18,7 +18,7 @@ class StudySpec(BaseModel):
 
     name: str | None = Field(None, pattern=NAME_PATTERN, description="study name; generated when absent")
     problem: str = Field(description="a registered problem name")
-    problem_options: dict[str, Any] = Field(default_factory=dict, description="e.g. {\"tasks\": 10}")
+    problem_options: dict[str, Any] = Field(default_factory=dict, description='e.g. {"tasks": 10}')
     n_trials: int = Field(20, ge=1, le=1_000_000, description="finished (complete or pruned) trials to reach")
     space: dict[str, Any] | None = Field(None, description="search space; the problem's default when absent")
     objective: Objective = "scalar"
@@ -32,4 +32,3 @@ class StudySpec(BaseModel):
         if self.objective == "pareto":
             return "none"
         return self.pruner or "hyperband"
-

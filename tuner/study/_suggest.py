@@ -6,12 +6,11 @@ from typing import Any
 
 import optuna
 
+from storage.reports import BASELINE_ATTR
 from tuner.config import Chain, TrainConfig
 from tuner.problems import Problem
 from tuner.study._space import FloatKnob, Range, SearchSpace
 from tuner.weighting import STRATEGIES, build_strategy
-
-BASELINE_ATTR = "baseline"
 
 
 def baseline_config(problem: Problem, *, epochs: int, seed: int) -> TrainConfig:

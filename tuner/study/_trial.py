@@ -39,9 +39,17 @@ class JobInfo:
     @classmethod
     def of(cls, job: storage.StudyJob) -> JobInfo:
         return cls(
-            id=job.id, study_name=job.study_name, problem=job.problem, problem_options=dict(job.problem_options or {}),
-            space=job.space, objective=job.objective, sampler=job.sampler, pruner=job.pruner, epochs=job.epochs,
-            n_trials=job.n_trials, seed=job.seed,
+            id=job.id,
+            study_name=job.study_name,
+            problem=job.problem,
+            problem_options=dict(job.problem_options or {}),
+            space=job.space,
+            objective=job.objective,
+            sampler=job.sampler,
+            pruner=job.pruner,
+            epochs=job.epochs,
+            n_trials=job.n_trials,
+            seed=job.seed,
         )
 
 
@@ -87,14 +95,27 @@ class TrialRunner:
     def _epoch(self, trial: optuna.Trial, report: EpochReport, last: list[EpochReport]) -> None:
         last[:] = [report]
         rows = [
-            {"task": name, "train_loss": t.train_loss, "val_loss": t.val_loss, "metric": t.metric,
-             "weight": t.weight, "sigma": t.sigma, "grad_norm": t.grad_norm}
+            {
+                "task": name,
+                "train_loss": t.train_loss,
+                "val_loss": t.val_loss,
+                "metric": t.metric,
+                "weight": t.weight,
+                "sigma": t.sigma,
+                "grad_norm": t.grad_norm,
+            }
             for name, t in report.tasks.items()
         ]
         # One transaction per epoch: every task's numbers plus the claim's heartbeat, then the stop flag.
         with storage.session_scope(self.url) as session:
-            storage.write_epoch(session, job_id=self.job.id, trial_number=trial.number, epoch=report.epoch,
-                                rows=rows, claim_id=self.claim_id)
+            storage.write_epoch(
+                session,
+                job_id=self.job.id,
+                trial_number=trial.number,
+                epoch=report.epoch,
+                rows=rows,
+                claim_id=self.claim_id,
+            )
             status = storage.get_job(session, self.job.study_name).status
         if status in STOPPING:
             raise StopRequested(f"study {self.job.study_name!r} was asked to stop")

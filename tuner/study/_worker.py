@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 import optuna
+import sqlalchemy.exc
 from sqlalchemy.orm import Session
 
 import storage
@@ -34,6 +35,7 @@ STATE_NAMES = {
     optuna.trial.TrialState.PRUNED: "pruned",
     optuna.trial.TrialState.FAIL: "failed",
 }
+DB_ERRORS = (storage.StorageError, sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
 MAX_CONSECUTIVE_FAILURES = 10
 # A trial (and its slot) whose worker has been silent for GRACE_SECONDS is considered dead.
 HEARTBEAT_SECONDS = 10
@@ -69,17 +71,29 @@ class Worker:
         storage.ensure_schema(s.url)
         with _sigterm_as_interrupt():
             while not self._done():
-                job = self._next_job()
-                if job is None:
-                    if s.exit_when_idle:
+                try:
+                    if not self._step() and s.exit_when_idle:
                         break
+                except DB_ERRORS as exc:
+                    # A restarted database or a dropped connection: wait and carry on; engines pre-ping and
+                    # reconnect, and a trial that was cut off is failed by the heartbeat and retried.
+                    log.warning("storage error, retrying in %.0f s: %s", s.poll_seconds, exc)
                     time.sleep(s.poll_seconds)
-                    continue
-                claim = storage.claim_slot(s.url, study_name=job.study_name, worker=self.name,
-                                           grace_seconds=s.grace_seconds)
-                if claim is not None:
-                    self._run_trial(job, claim)
         return self.trials_run
+
+    def _step(self) -> bool:
+        """Run one trial if any study needs one; False when there is no work."""
+        s = self.settings
+        job = self._next_job()
+        if job is None:
+            if s.exit_when_idle and not self._study_active():
+                return False
+            time.sleep(s.poll_seconds)
+            return True
+        claim = storage.claim_slot(s.url, study_name=job.study_name, worker=self.name, grace_seconds=s.grace_seconds)
+        if claim is not None:
+            self._run_trial(job, claim)
+        return True
 
     def _done(self) -> bool:
         s = self.settings
@@ -87,10 +101,22 @@ class Worker:
             return True
         return s.deadline is not None and time.time() >= s.deadline
 
+    def _study_active(self) -> bool:
+        """Whether the named study may still need this worker: other workers' trials can fail and free slots."""
+        if self.settings.study_name is None:
+            return False
+        with storage.session_scope(self.settings.url) as session:
+            job = storage.find_job(session, self.settings.study_name)
+            return job is not None and job.status in ("queued", "running")
+
     def _next_job(self) -> JobInfo | None:
         with storage.session_scope(self.settings.url) as session:
-            jobs = storage.jobs_needing_trials(session, study_name=self.settings.study_name,
-                                               grace_seconds=self.settings.grace_seconds)
+            # Claims of workers that died (kill -9, lost machine) are closed, so stop requests can settle.
+            storage.reap_stale_claims(session, grace_seconds=self.settings.grace_seconds)
+        with storage.session_scope(self.settings.url) as session:
+            jobs = storage.jobs_needing_trials(
+                session, study_name=self.settings.study_name, grace_seconds=self.settings.grace_seconds
+            )
             return JobInfo.of(jobs[0]) if jobs else None
 
     def _run_trial(self, job: JobInfo, claim_id: int) -> None:
@@ -99,8 +125,7 @@ class Worker:
         runner = TrialRunner(s.url, job, problem, SearchSpace.model_validate(job.space or {}), claim_id, s.device)
         study = optuna.load_study(
             study_name=job.study_name,
-            storage=storage.optuna_storage(s.url, heartbeat_interval=s.heartbeat_seconds,
-                                           grace_period=s.grace_seconds),
+            storage=storage.optuna_storage(s.url, heartbeat_interval=s.heartbeat_seconds, grace_period=s.grace_seconds),
             sampler=self._sampler(job),
             pruner=make_pruner(job.pruner, epochs=job.epochs, objective=job.objective),
         )
@@ -135,24 +160,31 @@ class Worker:
             if trial is not None:
                 duration = trial.duration.total_seconds() if trial.duration else None
                 storage.write_summary(
-                    session, job_id=job.id, trial_number=trial.number, state=state, values=trial.values,
-                    params=trial.params, task_metrics=trial.user_attrs.get("tasks"), duration_s=duration,
-                    started_at=trial.datetime_start, finished_at=trial.datetime_complete,
+                    session,
+                    job_id=job.id,
+                    trial_number=trial.number,
+                    state=state,
+                    values=trial.values,
+                    params=trial.params,
+                    task_metrics=trial.user_attrs.get("tasks"),
+                    duration_s=duration,
+                    started_at=trial.datetime_start,
+                    finished_at=trial.datetime_complete,
                 )
             self._after_trial(session, job, state, trial)
         if self.on_trial_end is not None:
             self.on_trial_end(job.study_name, state)
 
-    def _after_trial(self, session: Session, job: JobInfo, state: str,
-                     trial: optuna.trial.FrozenTrial | None) -> None:
+    def _after_trial(self, session: Session, job: JobInfo, state: str, trial: optuna.trial.FrozenTrial | None) -> None:
         """Stop a job that only fails (a broken problem would otherwise retry forever) and settle stop requests."""
         failures = self._failures.get(job.study_name, 0) + 1 if state == "failed" else 0
         self._failures[job.study_name] = failures
         record = storage.get_job(session, job.study_name)
         if failures >= MAX_CONSECUTIVE_FAILURES:
             reason = trial.user_attrs.get("fail_reason", "unknown error") if trial is not None else "unknown error"
-            storage.set_status(session, job.study_name, "failed",
-                               error=f"{failures} consecutive trials failed; last: {reason}")
+            storage.set_status(
+                session, job.study_name, "failed", error=f"{failures} consecutive trials failed; last: {reason}"
+            )
         elif record.status == "stopping" and storage.claim_counts(session, job.study_name).get("running", 0) == 0:
             storage.set_status(session, job.study_name, "stopped")
 

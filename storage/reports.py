@@ -1,4 +1,7 @@
-"""What the CLI shows about a study: computed here as plain data, printed by the CLI."""
+"""Study reports read through Optuna's API: best trials, the baseline, per-task comparison, export, deletion.
+
+Plain data; the CLI and the API render it.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-import storage
-from tuner.study._suggest import BASELINE_ATTR
+from storage._engine import session_scope
+from storage._optuna import optuna_storage
+from storage._schema import ensure_schema
+from storage.jobs import delete_job, get_job
+from storage.models import StudyJob
+
+#: The user attribute that marks a study's baseline trial (equal weighting, default learning rates).
+BASELINE_ATTR = "baseline"
 
 
 @dataclass
@@ -26,12 +35,12 @@ class StudyReport:
     comparison: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _load(url: str, name: str) -> tuple[storage.StudyJob, optuna.Study]:
-    storage.ensure_schema(url)
-    with storage.session_scope(url) as session:
-        job = storage.get_job(session, name)
+def _load(url: str, name: str) -> tuple[StudyJob, optuna.Study]:
+    ensure_schema(url)
+    with session_scope(url) as session:
+        job = get_job(session, name)
         session.expunge(job)
-    return job, optuna.load_study(study_name=name, storage=storage.optuna_storage(url))
+    return job, optuna.load_study(study_name=name, storage=optuna_storage(url))
 
 
 def _row(trial: FrozenTrial) -> dict[str, Any]:
@@ -60,8 +69,12 @@ def compare(baseline: FrozenTrial | None, best: FrozenTrial | None, metric_names
         after = best_tasks.get(task, {}).get("metric")
         before = b.get("metric")
         change = (after - before) / abs(before) if before not in (None, 0) and after is not None else None
-        out[task] = {"metric_name": metric_names.get(task, "metric"), "baseline": before, "best": after,
-                     "change": change}
+        out[task] = {
+            "metric_name": metric_names.get(task, "metric"),
+            "baseline": before,
+            "best": after,
+            "change": change,
+        }
     return out
 
 
@@ -92,8 +105,9 @@ def best_config(url: str, name: str, *, trial_number: int | None = None) -> dict
             raise ValueError(f"study {name!r} has no completed trial yet")
         if len(bests) > 1:
             numbers = ", ".join(str(t.number) for t in bests)
-            raise ValueError(f"study {name!r} is multi-objective; choose one of its Pareto set with --trial "
-                             f"({numbers})")
+            raise ValueError(
+                f"study {name!r} is multi-objective; choose one of its Pareto set with --trial ({numbers})"
+            )
         trial = bests[0]
     return {
         "study": name,
@@ -109,16 +123,18 @@ def export_trials(url: str, name: str, fmt: str) -> str:
     _, study = _load(url, name)
     rows = []
     for t in study.get_trials(deepcopy=False):
-        rows.append({
-            "number": t.number,
-            "state": t.state.name.lower(),
-            "values": t.values,
-            "params": t.params,
-            "tasks": t.user_attrs.get("tasks", {}),
-            "baseline": bool(t.user_attrs.get(BASELINE_ATTR)),
-            "duration_s": t.duration.total_seconds() if t.duration else None,
-            "fail_reason": t.user_attrs.get("fail_reason"),
-        })
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "values": t.values,
+                "params": t.params,
+                "tasks": t.user_attrs.get("tasks", {}),
+                "baseline": bool(t.user_attrs.get(BASELINE_ATTR)),
+                "duration_s": t.duration.total_seconds() if t.duration else None,
+                "fail_reason": t.user_attrs.get("fail_reason"),
+            }
+        )
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
     return _to_csv(rows)
@@ -145,9 +161,9 @@ def _to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def delete_study(url: str, name: str) -> None:
-    storage.ensure_schema(url)
-    with storage.session_scope(url) as session:
-        storage.get_job(session, name)
-    optuna.delete_study(study_name=name, storage=storage.optuna_storage(url))
-    with storage.session_scope(url) as session:
-        storage.delete_job(session, name)
+    ensure_schema(url)
+    with session_scope(url) as session:
+        get_job(session, name)
+    optuna.delete_study(study_name=name, storage=optuna_storage(url))
+    with session_scope(url) as session:
+        delete_job(session, name)

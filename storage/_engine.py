@@ -1,0 +1,128 @@
+"""One engine per URL per process, and the session scope every storage call runs in."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from storage._errors import translate
+from storage._url import is_sqlite, normalize_url, redact
+
+SQLITE_BUSY_TIMEOUT_S = 30
+SQLITE_BEGIN_OPTION = "mtl_tune_sqlite_begin"
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """``create_engine`` settings for a normalized URL; Optuna's engine gets the same ones."""
+    if is_sqlite(url):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}}
+    return {
+        "pool_size": 5,
+        "max_overflow": 5,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {"connect_timeout": 10},
+    }
+
+
+def get_engine(url: str) -> Engine:
+    """The process-wide engine for ``url`` (normalized first), created on first use."""
+    url = normalize_url(url)
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = _create(url)
+    return engine
+
+
+def dispose_engines(*, close: bool = True) -> None:
+    """Forget every cached engine; in a forked child pass ``close=False`` to leave the parent's sockets alone."""
+    from storage._optuna import clear_optuna_storages
+
+    clear_optuna_storages()
+    with _lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.dispose(close=close)
+
+
+def _create(url: str) -> Engine:
+    engine = create_engine(url, **engine_kwargs(url))
+    if is_sqlite(url):
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's legacy mode only BEGINs before DML, so a SELECT and a later UPDATE would not share a transaction;
+    # SQLAlchemy emits BEGIN itself instead (see its "Serializable isolation / Savepoints / Transactional DDL").
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def write_lock(session: Session) -> None:
+    """On SQLite, start the session's transaction with ``BEGIN IMMEDIATE``; a no-op on PostgreSQL.
+
+    Call it before the session's first statement in functions that read and then write: a deferred SQLite
+    transaction that has read cannot later take the write lock once another writer committed (SQLITE_BUSY,
+    which the busy timeout does not retry), whereas ``BEGIN IMMEDIATE`` waits for the lock up-front.
+    """
+    if session.in_transaction() or session.get_bind().dialect.name != "sqlite":
+        return
+    session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+
+
+@contextmanager
+def translate_errors(url: str) -> Iterator[None]:
+    """Driver errors meaning "unreachable" or "busy" become ``StorageUnavailable`` / ``StorageError``."""
+    try:
+        yield
+    except DBAPIError as exc:
+        storage_error = translate(exc, redact(url))
+        if storage_error is None:
+            raise
+        raise storage_error from exc
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits when the block succeeds and rolls back when it raises.
+
+    Objects stay readable after the block (no expiry on commit).
+    """
+    engine = get_engine(url)
+    with translate_errors(url):
+        session = Session(engine, expire_on_commit=False)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            _rollback_quietly(session)
+            raise
+        finally:
+            session.close()
+
+
+def _rollback_quietly(session: Session) -> None:
+    with suppress(DBAPIError):  # the connection is already gone; the error being raised says why
+        session.rollback()

@@ -1,0 +1,62 @@
+"""Optuna's RDB storage over the same URL, with heartbeats and retry of trials whose worker died."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import TYPE_CHECKING
+
+from storage._engine import engine_kwargs, get_engine, translate_errors
+from storage._url import normalize_url
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+
+# How often Optuna re-runs a trial whose worker stopped sending heartbeats before giving up on it.
+MAX_RETRY = 3
+
+_storages: dict[tuple[str, int, int | None], RDBStorage] = {}
+_lock = threading.Lock()
+
+
+def optuna_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int | None = None) -> RDBStorage:
+    """Optuna's ``RDBStorage`` for ``url``, cached per (URL, heartbeat settings).
+
+    A running trial whose heartbeat is older than ``grace_period`` (default ``2 * heartbeat_interval``) is
+    failed by the next ``ask`` and re-enqueued with the same parameters
+    (``RetryHeartbeatStaleTrialCallback``, Optuna 5's name for the former ``RetryFailedTrialCallback``).
+    """
+    url = normalize_url(url)
+    key = (url, heartbeat_interval, grace_period)
+    with _lock:
+        storage = _storages.get(key)
+        if storage is None:
+            storage = _storages[key] = _create(url, heartbeat_interval, grace_period)
+    return storage
+
+
+def clear_optuna_storages() -> None:
+    with _lock:
+        storages = list(_storages.values())
+        _storages.clear()
+    for storage in storages:
+        storage.engine.dispose()
+
+
+def _create(url: str, heartbeat_interval: int, grace_period: int | None) -> RDBStorage:
+    import optuna
+
+    with translate_errors(url):
+        # Connecting through our engine first reports an unreachable server as StorageUnavailable and, on
+        # SQLite, switches the file to WAL (a persistent setting Optuna's own connections then share).
+        with get_engine(url).connect():
+            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs(url),
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            )

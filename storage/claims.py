@@ -1,0 +1,129 @@
+"""Trial slots: workers claim one slot per trial, transactionally, so together they never overshoot a job's target.
+
+A slot counts while its claim is complete or pruned, or running with a heartbeat newer than the grace period;
+a failed claim, or a running one whose worker went silent, frees its slot for another worker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage._engine import session_scope, write_lock
+from storage.jobs import ACTIVE_STATUSES, check_choice, get_job, running_claims
+from storage.models import StudyJob, TrialClaim, utcnow
+
+CLAIM_STATES = ("running", "complete", "pruned", "failed")
+FINISHED_STATES = ("complete", "pruned")
+
+
+def _counted(cutoff: datetime) -> ColumnElement[bool]:
+    live = and_(TrialClaim.state == "running", TrialClaim.heartbeat_at > cutoff)
+    return or_(TrialClaim.state.in_(FINISHED_STATES), live)
+
+
+def jobs_needing_trials(session: Session, *, study_name: str | None = None, grace_seconds: float) -> list[StudyJob]:
+    """Queued or running jobs with fewer counted claims than their target, oldest first."""
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    counted = (
+        select(func.count(TrialClaim.id)).where(TrialClaim.job_id == StudyJob.id, _counted(cutoff)).scalar_subquery()
+    )
+    query = select(StudyJob).where(StudyJob.status.in_(ACTIVE_STATUSES), counted < StudyJob.n_trials)
+    if study_name is not None:
+        query = query.where(StudyJob.study_name == study_name)
+    return list(session.scalars(query.order_by(StudyJob.created_at, StudyJob.id)))
+
+
+def claim_slot(url: str, *, study_name: str, worker: str, grace_seconds: float) -> int | None:
+    """Claim one trial slot of the job in its own transaction; the claim id, or None when there is none to take.
+
+    None also when the job is gone or not queued/running. The job row is locked first (``FOR UPDATE`` on
+    PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) so concurrent claimers, in any process, are serialised.
+    """
+    with session_scope(url) as session:
+        write_lock(session)
+        query = select(StudyJob).where(StudyJob.study_name == study_name).with_for_update()
+        job = session.scalars(query).one_or_none()
+        if job is None or job.status not in ACTIVE_STATUSES:
+            return None
+        finished = _count(session, job.id, TrialClaim.state.in_(FINISHED_STATES))
+        if finished >= job.n_trials:
+            job.status = "completed"
+            return None
+        cutoff = utcnow() - timedelta(seconds=grace_seconds)
+        if _count(session, job.id, _counted(cutoff)) >= job.n_trials:
+            return None
+        now = utcnow()
+        claim = TrialClaim(job_id=job.id, worker=worker, state="running", claimed_at=now, heartbeat_at=now)
+        session.add(claim)
+        job.status = "running"
+        session.flush()
+        return claim.id
+
+
+def attach_trial(session: Session, claim_id: int, trial_number: int) -> None:
+    """Record which Optuna trial the claim runs."""
+    values = {"trial_number": trial_number, "heartbeat_at": utcnow()}
+    session.execute(update(TrialClaim).where(TrialClaim.id == claim_id).values(values))
+
+
+def heartbeat(session: Session, claim_id: int) -> None:
+    """Keep the claim's slot: a running claim without a heartbeat for the grace period loses it."""
+    session.execute(update(TrialClaim).where(TrialClaim.id == claim_id).values(heartbeat_at=utcnow()))
+
+
+def finish_claim(session: Session, claim_id: int, *, state: str) -> None:
+    """Close a claim as complete, pruned or failed (a failed claim frees its slot).
+
+    The job becomes ``completed`` when its finished claims reach the target, and a ``stopping`` job becomes
+    ``stopped`` once no claim of it is running.
+    """
+    check_choice("state", state, CLAIM_STATES[1:])
+    write_lock(session)
+    claim = session.get(TrialClaim, claim_id)
+    if claim is None:
+        raise ValueError(f"no trial claim with id {claim_id}")
+    # Lock the job row as claim_slot does, so two finishing workers cannot both miss the last slot.
+    job = session.scalars(select(StudyJob).where(StudyJob.id == claim.job_id).with_for_update()).one()
+    claim.state = state
+    claim.finished_at = claim.heartbeat_at = utcnow()
+    session.flush()
+    if job.status in ("queued", "running", "stopping"):
+        if _count(session, job.id, TrialClaim.state.in_(FINISHED_STATES)) >= job.n_trials:
+            job.status = "completed"
+        elif job.status == "stopping" and not running_claims(session, job.id):
+            job.status = "stopped"
+
+
+def reap_stale_claims(session: Session, *, grace_seconds: float) -> int:
+    """Fail running claims whose worker went silent for ``grace_seconds`` (killed, machine lost); returns how many.
+
+    Their slots were already free for ``claim_slot``; this makes counts truthful and lets a ``stopping`` job whose
+    last running claims died become ``stopped``.
+    """
+    write_lock(session)
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    stale = and_(TrialClaim.state == "running", TrialClaim.heartbeat_at <= cutoff)
+    job_ids = set(session.scalars(select(TrialClaim.job_id).where(stale)))
+    if not job_ids:
+        return 0
+    result = session.execute(update(TrialClaim).where(stale).values(state="failed", finished_at=utcnow()))
+    for job in session.scalars(select(StudyJob).where(StudyJob.id.in_(job_ids), StudyJob.status == "stopping")):
+        if not running_claims(session, job.id):
+            job.status = "stopped"
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_counts(session: Session, study_name: str) -> dict[str, int]:
+    """Claims of the job per state (every state present, zero included); raises ``StudyNotFound``."""
+    job = get_job(session, study_name)
+    query = select(TrialClaim.state, func.count()).where(TrialClaim.job_id == job.id).group_by(TrialClaim.state)
+    counts = dict.fromkeys(CLAIM_STATES, 0)
+    counts.update({state: n for state, n in session.execute(query)})
+    return counts
+
+
+def _count(session: Session, job_id: int, condition: ColumnElement[bool]) -> int:
+    return session.scalar(select(func.count()).where(TrialClaim.job_id == job_id, condition)) or 0

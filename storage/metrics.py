@@ -1,0 +1,84 @@
+"""Per-epoch per-task metrics and per-trial summaries: what the dashboard plots and pages through."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from storage.models import EpochMetric, TrialClaim, TrialSummary, utcnow
+
+_OPTIONAL_KEYS = ("sigma", "grad_norm")
+_REQUIRED_KEYS = ("task", "train_loss", "val_loss", "metric", "weight")
+
+
+def write_epoch(
+    session: Session,
+    *,
+    job_id: int,
+    trial_number: int,
+    epoch: int,
+    rows: Sequence[Mapping[str, Any]],
+    claim_id: int | None = None,
+) -> None:
+    """One row per task in a single bulk INSERT, plus the claim's heartbeat; the caller's scope commits once.
+
+    Each row maps ``task, train_loss, val_loss, metric, weight`` and optionally ``sigma, grad_norm``.
+    """
+    records = [
+        {"job_id": job_id, "trial_number": trial_number, "epoch": epoch}
+        | {key: row[key] for key in _REQUIRED_KEYS}
+        | {key: row.get(key) for key in _OPTIONAL_KEYS}
+        for row in rows
+    ]
+    if records:
+        # render_nulls keeps rows with and without sigma/grad_norm in one batch (the ORM splits on omitted NULLs).
+        session.execute(insert(EpochMetric).execution_options(render_nulls=True), records)
+    if claim_id is not None:
+        session.execute(update(TrialClaim).where(TrialClaim.id == claim_id).values(heartbeat_at=utcnow()))
+
+
+def write_summary(
+    session: Session,
+    *,
+    job_id: int,
+    trial_number: int,
+    state: str,
+    values: Sequence[float] | None,
+    params: Mapping[str, Any],
+    task_metrics: Mapping[str, Any] | None,
+    duration_s: float | None,
+    started_at: datetime | None,
+    finished_at: datetime | None,
+) -> None:
+    """Insert or replace the summary row of one trial."""
+    record = {
+        "job_id": job_id,
+        "trial_number": trial_number,
+        "state": state,
+        "objective": values[0] if values else None,
+        "values": None if values is None else list(values),
+        "params": dict(params),
+        "task_metrics": None if task_metrics is None else dict(task_metrics),
+        "duration_s": duration_s,
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(TrialSummary).values(record)
+    changed = {key: upsert.excluded[key] for key in record if key not in ("job_id", "trial_number")}
+    session.execute(upsert.on_conflict_do_update(index_elements=["job_id", "trial_number"], set_=changed))
+
+
+def trial_curves(session: Session, *, job_id: int, trial_number: int) -> list[EpochMetric]:
+    """Every epoch's rows of one trial, by epoch then task."""
+    query = (
+        select(EpochMetric)
+        .where(EpochMetric.job_id == job_id, EpochMetric.trial_number == trial_number)
+        .order_by(EpochMetric.epoch, EpochMetric.task)
+    )
+    return list(session.scalars(query))

@@ -1,0 +1,130 @@
+"""mtl-tune's own tables (never Optuna's): study jobs, trial-slot claims, per-epoch metrics, trial summaries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names, so migrations can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive, in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class StudyJob(Base):
+    """What a study was asked to do (by the CLI or REST), and where it stands."""
+
+    __tablename__ = "study_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(64), unique=True)
+    problem: Mapped[str] = mapped_column(String(128))
+    problem_options: Mapped[dict[str, Any]]
+    space: Mapped[dict[str, Any] | None]
+    objective: Mapped[str] = mapped_column(String(16))  # scalar | pareto
+    directions: Mapped[list[Any]]  # "minimize" / "maximize", one per objective value
+    sampler: Mapped[str] = mapped_column(String(64))
+    pruner: Mapped[str] = mapped_column(String(64))
+    epochs: Mapped[int]
+    n_trials: Mapped[int]  # target number of finished (complete or pruned) trials
+    seed: Mapped[int]
+    source: Mapped[str] = mapped_column(String(16))  # cli | rest
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class TrialClaim(Base):
+    """One trial slot of a job, held by a worker while it runs the trial."""
+
+    __tablename__ = "trial_claims"
+    __table_args__ = (Index(None, "job_id", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("study_jobs.id", ondelete="CASCADE"))  # indexed with state
+    worker: Mapped[str] = mapped_column(String(255))  # host:pid
+    state: Mapped[str] = mapped_column(String(16))  # running | complete | pruned | failed
+    trial_number: Mapped[int | None]
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class EpochMetric(Base):
+    """One task's numbers at the end of one epoch of one trial."""
+
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (
+        # Its index also serves (job_id, trial_number) lookups, so a separate index would only slow writes.
+        UniqueConstraint("job_id", "trial_number", "epoch", "task"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("study_jobs.id", ondelete="CASCADE"))
+    trial_number: Mapped[int]
+    epoch: Mapped[int]
+    task: Mapped[str] = mapped_column(String(128))
+    train_loss: Mapped[float] = mapped_column(Float)
+    val_loss: Mapped[float] = mapped_column(Float)
+    metric: Mapped[float] = mapped_column(Float)
+    weight: Mapped[float] = mapped_column(Float)
+    sigma: Mapped[float | None] = mapped_column(Float)
+    grad_norm: Mapped[float | None] = mapped_column(Float)
+
+
+class TrialSummary(Base):
+    """A finished trial in one row, so trial lists page through an index instead of loading Optuna trials."""
+
+    __tablename__ = "trial_summaries"
+    __table_args__ = (
+        UniqueConstraint("job_id", "trial_number"),
+        Index(None, "job_id", "state"),
+        Index(None, "job_id", "objective"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("study_jobs.id", ondelete="CASCADE"))
+    trial_number: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16))
+    objective: Mapped[float | None] = mapped_column(Float)  # the first objective value
+    values: Mapped[list[Any] | None]
+    params: Mapped[dict[str, Any]]
+    task_metrics: Mapped[dict[str, Any] | None]  # {task: {val_loss, metric, weight, sigma}}
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+MTL = [sys.executable, "-m", "cli.main"]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def mtl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MTL, *args], capture_output=True, text=True, check=check, timeout=300)
+
+
+def test_study_lifecycle_from_the_cli(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    run = mtl(
+        "study",
+        "run",
+        "--problem",
+        "uncertainty-toy",
+        "--trials",
+        "5",
+        "--epochs",
+        "2",
+        "--study",
+        "life",
+        "--storage",
+        url,
+        "--workers",
+        "2",
+        "--sampler",
+        "random",
+    )
+    assert "created" in run.stdout
+    study = optuna.load_study(study_name="life", storage=url)
+    assert sum(t.state in FINISHED for t in study.get_trials()) == 5
+    assert len({t.number for t in study.get_trials()}) == len(study.get_trials())
+
+    listed = mtl("study", "list", "--storage", url).stdout
+    assert "life" in listed and "completed" in listed
+
+    shown = mtl("study", "show", "life", "--storage", url).stdout
+    assert "best vs baseline" in shown and "y1" in shown and "y2" in shown
+
+    best = json.loads(mtl("study", "best", "life", "--storage", url, "--json").stdout)
+    assert best["problem"] == "uncertainty-toy" and best["config"]["epochs"] == 2
+    assert best["values"][0] == min(t.value for t in study.get_trials() if t.state == TrialState.COMPLETE)
+
+    rows = json.loads(mtl("study", "export", "life", "--storage", url, "--format", "json").stdout)
+    assert len(rows) == len(study.get_trials()) and {"number", "state", "params", "tasks"} <= set(rows[0])
+    csv_text = mtl("study", "export", "life", "--storage", url, "--format", "csv").stdout
+    assert csv_text.splitlines()[0].startswith("number,state")
+
+    mtl("study", "delete", "life", "--storage", url, "--yes")
+    assert "life" not in mtl("study", "list", "--storage", url).stdout
+    missing = mtl("study", "show", "life", "--storage", url, check=False)
+    assert missing.returncode == 2 and "life" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_ctrl_c_leaves_nothing_running_and_the_same_command_resumes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'int.db'}"
+    cmd = [
+        *MTL,
+        "study",
+        "run",
+        "--problem",
+        "gradnorm-toy",
+        "--trials",
+        "4",
+        "--epochs",
+        "4",
+        "--study",
+        "intr",
+        "--storage",
+        url,
+        "--pruner",
+        "none",
+        "--sampler",
+        "random",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            trials = optuna.load_study(study_name="intr", storage=url).get_trials()
+        except Exception:  # the study may not exist yet
+            continue
+        if any(t.state == TrialState.RUNNING for t in trials) and any(t.state in FINISHED for t in trials):
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    proc.wait(timeout=120)
+    assert proc.returncode == 130
+    trials = optuna.load_study(study_name="intr", storage=url).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert sum(t.state in FINISHED for t in trials) < 4
+
+    subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
+    trials = optuna.load_study(study_name="intr", storage=url).get_trials()
+    assert sum(t.state in FINISHED for t in trials) == 4
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_invalid_space_file_is_refused_with_its_field(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("lr_shared: {low: 0.1, high: 0.01}\n")
+    out = mtl(
+        "study",
+        "run",
+        "--problem",
+        "uncertainty-toy",
+        "--space",
+        str(space),
+        "--storage",
+        f"sqlite:///{tmp_path / 'x.db'}",
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "lr_shared" in out.stderr and "low" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_run_help_says_pareto_studies_are_not_pruned() -> None:
+    text = " ".join(mtl("study", "run", "--help").stdout.split())
+    assert "Pareto studies are never pruned" in text
+    assert "MTL_TUNE_STORAGE" in text

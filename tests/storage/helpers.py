@@ -1,0 +1,88 @@
+"""Shared test data and the code claimer processes run (importable by spawned children)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+import storage
+
+JOB_DEFAULTS: dict[str, Any] = {
+    "problem": "uncertainty-toy",
+    "problem_options": {"n": 64},
+    "space": {"strategy": ["equal", "uncertainty"]},
+    "objective": "scalar",
+    "directions": ["minimize"],
+    "sampler": "tpe",
+    "pruner": "median",
+    "epochs": 5,
+    "n_trials": 10,
+    "seed": 0,
+    "source": "cli",
+}
+
+
+def rows(*tasks: str, **extra: Any) -> list[dict[str, Any]]:
+    """One epoch's metric rows, one per task."""
+    return [{"task": t, "train_loss": 1.0, "val_loss": 0.5, "metric": 0.9, "weight": 1.0, **extra} for t in tasks]
+
+
+def count(session: Session, model: type[Any]) -> int:
+    return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def claim_repeatedly(url: str, study_name: str, worker: str, attempts: int, fail_ratio: float, start: Any) -> list[int]:
+    """Run in a child process: claim ``attempts`` times, finishing claims at once (some as failed) or holding them.
+
+    ``start`` is a barrier, so every process contends from the first attempt.
+    """
+    rng = random.Random(worker)
+    claimed = []
+    storage.get_engine(url).connect().close()
+    start.wait(60)
+    for _ in range(attempts):
+        claim_id = storage.claim_slot(url, study_name=study_name, worker=worker, grace_seconds=600)
+        if claim_id is None:
+            time.sleep(0.002)
+            continue
+        claimed.append(claim_id)
+        if fail_ratio > 0:
+            state = "failed" if rng.random() < fail_ratio else "complete"
+            with storage.session_scope(url) as session:
+                storage.finish_claim(session, claim_id, state=state)
+    storage.dispose_engines()
+    return claimed
+
+
+def ensure_schema_in_child(url: str, start: Any) -> str:
+    start.wait(60)
+    revision = storage.ensure_schema(url)
+    storage.dispose_engines()
+    return revision
+
+
+class Processes:
+    """A pool of spawned processes kept for the whole session (spawning costs about a second each)."""
+
+    size = 4
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._manager = ctx.Manager()
+        self._pool = ctx.Pool(self.size)
+
+    def run(self, target: Any, args: list[tuple[Any, ...]], timeout: float = 120) -> list[Any]:
+        """``target(*a, barrier)`` for each ``a`` in ``args``, each in its own process, all started together."""
+        assert len(args) <= self.size, "more tasks than processes would deadlock on the barrier"
+        barrier = self._manager.Barrier(len(args))
+        return self._pool.starmap_async(target, [(*a, barrier) for a in args], chunksize=1).get(timeout)
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+        self._manager.shutdown()

@@ -1,0 +1,85 @@
+"""Alembic migrations: empty database to head, the previous revision (with data) to head, refusals."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+
+import storage
+from storage._schema import VERSION_TABLE, _config
+from tests.storage.helpers import Processes, ensure_schema_in_child, rows
+
+OUR_TABLES = {"study_jobs", "trial_claims", "epoch_metrics", "trial_summaries", VERSION_TABLE}
+
+
+def _tables(url: str) -> set[str]:
+    with storage.get_engine(url).connect() as connection:
+        return set(inspect(connection).get_table_names())
+
+
+def test_empty_database_is_set_up_to_head(empty_url: str) -> None:
+    assert storage.current_revision(empty_url) is None
+    assert storage.ensure_schema(empty_url) == storage.head_revision() == "0002"
+    assert _tables(empty_url) == OUR_TABLES  # in particular no "alembic_version": that one is Optuna's
+    assert storage.current_revision(empty_url) == "0002"
+    assert storage.ensure_schema(empty_url) == "0002"  # idempotent
+
+
+def test_previous_revision_with_data_upgrades_to_head(empty_url: str) -> None:
+    assert storage.upgrade(empty_url, "0001") == "0001"
+    assert "trial_summaries" not in _tables(empty_url)
+    with storage.get_engine(empty_url).begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO study_jobs (study_name, problem, problem_options, objective, directions, sampler,"
+                " pruner, epochs, n_trials, seed, source, status, created_at, updated_at) VALUES ('old', 'p',"
+                " '{}', 'scalar', '[\"minimize\"]', 'tpe', 'median', 3, 4, 0, 'cli', 'running',"
+                " '2024-01-01 00:00:00', '2024-01-01 00:00:00')"
+            )
+        )
+    with pytest.raises(storage.SchemaOutdated, match=r"0001.*0002.*mtl-tune db upgrade"):
+        storage.ensure_schema(empty_url)
+
+    assert storage.upgrade(empty_url) == "0002"
+    assert storage.ensure_schema(empty_url) == "0002"
+    with storage.session_scope(empty_url) as session:
+        job = storage.get_job(session, "old")
+        assert (job.status, job.n_trials, job.directions) == ("running", 4, ["minimize"])
+        assert job.created_at.tzinfo is not None
+        storage.write_epoch(session, job_id=job.id, trial_number=0, epoch=0, rows=rows("a"))
+        storage.write_summary(
+            session, job_id=job.id, trial_number=0, state="complete", values=[1.0], params={}, task_metrics={},
+            duration_s=None, started_at=None, finished_at=None,
+        )  # fmt: skip
+
+
+def test_migrations_leave_optuna_tables_alone(empty_url: str) -> None:
+    storage.optuna_storage(empty_url)  # Optuna creates its tables and its own alembic_version
+    optuna_tables = _tables(empty_url)
+    assert "alembic_version" in optuna_tables and "trials" in optuna_tables
+    storage.ensure_schema(empty_url)
+    assert _tables(empty_url) == optuna_tables | OUR_TABLES
+    with storage.get_engine(empty_url).begin() as connection:
+        command.downgrade(_config(connection), "base")
+    assert _tables(empty_url) == optuna_tables | {VERSION_TABLE}
+    assert storage.upgrade(empty_url) == "0002"
+
+
+def test_a_newer_revision_is_refused(storage_url: str) -> None:
+    with storage.get_engine(storage_url).begin() as connection:
+        connection.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
+    with pytest.raises(storage.StorageError, match=r"9999.*newer"):
+        storage.ensure_schema(storage_url)
+
+
+def test_unversioned_tables_are_refused(storage_url: str) -> None:
+    with storage.get_engine(storage_url).begin() as connection:
+        connection.execute(text(f"DROP TABLE {VERSION_TABLE}"))
+    with pytest.raises(storage.StorageError, match="no revision"):
+        storage.ensure_schema(storage_url)
+
+
+def test_concurrent_first_starts_set_up_once(empty_url: str, processes: Processes) -> None:
+    assert processes.run(ensure_schema_in_child, [(empty_url,)] * 3) == ["0002"] * 3
+    assert storage.current_revision(empty_url) == "0002"
