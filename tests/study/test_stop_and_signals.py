@@ -1,0 +1,84 @@
+"""Stop requests, SIGTERM and remote-worker modes of ``study run``."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import storage
+from tests.study.test_workers import FINISHED, _wait_for_running_trial, launch, start_worker
+
+
+@pytest.mark.slow
+def test_stop_ends_the_running_trial_at_an_epoch_boundary_and_resume_finishes(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'stop.db'}"
+    launch(url, "halt", n_trials=3, epochs=40, problem="gradnorm-toy", options={"n_train": 300, "n_val": 100})
+    worker = start_worker(url, "halt", "--exit-when-idle")
+    running = _wait_for_running_trial(url, "halt", min_epochs=1)
+    with storage.session_scope(url) as session:
+        assert storage.request_stop(session, "halt").status == "stopping"
+    assert worker.wait(timeout=120) == 0
+    study = optuna.load_study(study_name="halt", storage=url)
+    stopped = study.get_trials()[running]
+    assert stopped.state == TrialState.FAIL
+    assert "asked to stop" in stopped.user_attrs["fail_reason"]
+    assert len(stopped.intermediate_values) < 40
+    with storage.session_scope(url) as session:
+        assert storage.get_job(session, "halt").status == "stopped"
+        storage.resume(session, "halt")
+    start_worker(url, "halt", "--exit-when-idle").wait(timeout=300)
+    assert sum(t.state in FINISHED for t in study.get_trials()) == 3
+
+
+@pytest.mark.slow
+def test_sigterm_marks_the_running_trial_failed_and_frees_its_slot(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'term.db'}"
+    launch(url, "term", n_trials=2, epochs=40, problem="gradnorm-toy", options={"n_train": 300, "n_val": 100})
+    worker = start_worker(url, "term")
+    running = _wait_for_running_trial(url, "term", min_epochs=1)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
+    trial = optuna.load_study(study_name="term", storage=url).get_trials()[running]
+    assert trial.state == TrialState.FAIL
+    with storage.session_scope(url) as session:
+        counts = storage.claim_counts(session, "term")
+    assert counts["running"] == 0 and counts["failed"] == 1
+
+
+@pytest.mark.slow
+def test_detach_then_workers_zero_follows_a_worker_started_elsewhere(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'remote.db'}"
+    base = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "study",
+        "run",
+        "--problem",
+        "uncertainty-toy",
+        "--trials",
+        "3",
+        "--epochs",
+        "2",
+        "--study",
+        "remote",
+        "--storage",
+        url,
+    ]
+    started = time.time()
+    out = subprocess.run([*base, "--detach"], capture_output=True, text=True, check=True, timeout=120)
+    assert "created" in out.stdout
+    with storage.session_scope(url) as session:
+        assert storage.get_job(session, "remote").status == "queued"
+    follower = subprocess.Popen([*base, "--workers", "0"], stdout=subprocess.PIPE, text=True)
+    start_worker(url, "remote", "--exit-when-idle").wait(timeout=300)
+    text, _ = follower.communicate(timeout=120)
+    assert follower.returncode == 0
+    assert "remote" in text and "completed" in text
+    assert time.time() - started < 300
