@@ -132,7 +132,7 @@ def main() -> None:
 
 
 def print_tables(results: dict[str, Any]) -> None:
-    print("\n| problem | seed | random: best after 60 trials | random: epochs | TPE+Hyperband: epochs to match | ratio |")
+    print("\n| problem | seed | random: best of 60 trials | random: epochs | TPE+Hyperband: epochs to match | ratio |")
     print("|---|---|---|---|---|---|")
     for name, res in results.items():
         for r in res["rows"]:
@@ -144,7 +144,8 @@ def print_tables(results: dict[str, Any]) -> None:
     for name, res in results.items():
         tuned = res["rows"][0]["tpe_tasks"] or res["rows"][0]["random_tasks"]
         for task, numbers in res["baseline"]["tasks"].items():
-            print(f"| {name} | {task} | {numbers['metric']:.4g} | {tuned.get(task, {}).get('metric', float('nan')):.4g} |")
+            after = tuned.get(task, {}).get("metric", float("nan"))
+            print(f"| {name} | {task} | {numbers['metric']:.4g} | {after:.4g} |")
 
 
 def plot(results: dict[str, Any]) -> None:
@@ -158,7 +159,8 @@ def plot(results: dict[str, Any]) -> None:
         for r in res["rows"]:
             for key, color in (("random_curve", "tab:gray"), ("tpe_curve", "tab:blue")):
                 xs, ys = zip(*r[key], strict=True) if r[key] else ((), ())
-                label = ("random, no pruning" if key == "random_curve" else "TPE + Hyperband") if r["seed"] == 0 else None
+                name_of = "random, no pruning" if key == "random_curve" else "TPE + Hyperband"
+                label = name_of if r["seed"] == 0 else None
                 ax.step(xs, ys, where="post", color=color, alpha=0.8, label=label)
         ax.set(title=name, xlabel="cumulative training epochs", ylabel="best objective (lower is better)")
         ax.set_yscale("log")

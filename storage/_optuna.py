@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
 
 from storage._engine import engine_kwargs, get_engine, translate_errors
-from storage._url import normalize_url
+from storage._url import is_sqlite, normalize_url
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
@@ -53,10 +55,21 @@ def _create(url: str, heartbeat_interval: int, grace_period: int | None) -> RDBS
             pass
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            rdb = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs(url),
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
             )
+    if is_sqlite(url):
+        # Optuna's connections keep pysqlite's own transaction handling; they only get the durability setting.
+        event.listen(rdb.engine, "connect", _sqlite_synchronous_normal)
+        rdb.engine.dispose()
+    return rdb
+
+
+def _sqlite_synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

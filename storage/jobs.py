@@ -123,3 +123,8 @@ def check_choice(field: str, value: str, allowed: Collection[str]) -> None:
 def _check_name(study_name: str) -> None:
     if not study_name or len(study_name) > STUDY_NAME_MAX:
         raise ValueError(f"study name must have 1 to {STUDY_NAME_MAX} characters, got {study_name!r}")
+
+
+def job_status(session: Session, job_id: int) -> str | None:
+    """Just the status column (workers read it every epoch); None when the job is gone."""
+    return session.scalar(select(StudyJob.status).where(StudyJob.id == job_id))

@@ -51,6 +51,24 @@ def make_sampler(name: str, *, seed: int, objective: str) -> optuna.samplers.Bas
     raise ValueError(f"sampler: unknown {name!r}; expected one of {', '.join(SAMPLERS)}")
 
 
+def report_steps(pruner: str, *, epochs: int, objective: str) -> frozenset[int] | None:
+    """The epochs (1-based) at which the pruner reads an intermediate value; None means every epoch.
+
+    Successive halving and Hyperband only look at their rungs (min_resource * reduction_factor^k), so only
+    those are reported to Optuna: each report is a database write, and the per-epoch curves are kept in
+    mtl-tune's own epoch table anyway.
+    """
+    if objective == "pareto" or pruner == "none":
+        return frozenset()
+    if pruner in ("hyperband", "successive-halving"):
+        steps, rung = set(), 1
+        while rung <= epochs:
+            steps.add(rung)
+            rung *= 3
+        return frozenset(steps)
+    return None
+
+
 def make_pruner(name: str, *, epochs: int, objective: str) -> optuna.pruners.BasePruner:
     """Optuna cannot prune multi-objective studies, so pareto studies always get no pruner."""
     if objective == "pareto" or name == "none":

@@ -71,6 +71,7 @@ class TrialRunner:
     space: SearchSpace
     claim_id: int
     device: str | None = None
+    report_steps: frozenset[int] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         with storage.session_scope(self.url) as session:
@@ -116,10 +117,11 @@ class TrialRunner:
                 rows=rows,
                 claim_id=self.claim_id,
             )
-            status = storage.get_job(session, self.job.study_name).status
-        if status in STOPPING:
+            status = storage.job_status(session, self.job.id)
+        if status is None or status in STOPPING:
             raise StopRequested(f"study {self.job.study_name!r} was asked to stop")
-        if self.job.objective == "scalar":
-            trial.report(report.objective, report.epoch)
+        step = report.epoch + 1  # epochs trained so far: the pruners' resource
+        if self.report_steps is None or step in self.report_steps:
+            trial.report(report.objective, step)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")
+                raise optuna.TrialPruned(f"pruned after epoch {step}")

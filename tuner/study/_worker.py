@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 import storage
 from tuner.problems import create_problem
-from tuner.study._samplers import make_pruner, make_sampler
+from tuner.study._samplers import make_pruner, make_sampler, report_steps
 from tuner.study._space import SearchSpace
 from tuner.study._trial import JobInfo, TrialRunner
 
@@ -64,6 +64,7 @@ class Worker:
         self.trials_run = 0
         self._failures: dict[str, int] = {}
         self._samplers: dict[str, optuna.samplers.BaseSampler] = {}
+        self._studies: dict[str, optuna.Study] = {}
 
     def run(self) -> int:
         """Loop until idle (with ``exit_when_idle``), ``max_trials``, the deadline, or SIGTERM/SIGINT."""
@@ -122,13 +123,10 @@ class Worker:
     def _run_trial(self, job: JobInfo, claim_id: int) -> None:
         s = self.settings
         problem = create_problem(job.problem, job.problem_options)
-        runner = TrialRunner(s.url, job, problem, SearchSpace.model_validate(job.space or {}), claim_id, s.device)
-        study = optuna.load_study(
-            study_name=job.study_name,
-            storage=storage.optuna_storage(s.url, heartbeat_interval=s.heartbeat_seconds, grace_period=s.grace_seconds),
-            sampler=self._sampler(job),
-            pruner=make_pruner(job.pruner, epochs=job.epochs, objective=job.objective),
-        )
+        steps = report_steps(job.pruner, epochs=job.epochs, objective=job.objective)
+        space = SearchSpace.model_validate(job.space or {})
+        runner = TrialRunner(s.url, job, problem, space, claim_id, s.device, steps)
+        study = self._study(job)
         finished: list[optuna.trial.FrozenTrial] = []
         try:
             with _claim_heartbeat(s.url, claim_id, s.heartbeat_seconds):
@@ -139,6 +137,20 @@ class Worker:
             raise
         self.trials_run += 1
         self._record(job, claim_id, finished[0] if finished else None)
+
+    def _study(self, job: JobInfo) -> optuna.Study:
+        """Loaded once per job: its sampler's state then advances from trial to trial."""
+        if job.study_name not in self._studies:
+            s = self.settings
+            self._studies[job.study_name] = optuna.load_study(
+                study_name=job.study_name,
+                storage=storage.optuna_storage(
+                    s.url, heartbeat_interval=s.heartbeat_seconds, grace_period=s.grace_seconds
+                ),
+                sampler=self._sampler(job),
+                pruner=make_pruner(job.pruner, epochs=job.epochs, objective=job.objective),
+            )
+        return self._studies[job.study_name]
 
     def _sampler(self, job: JobInfo) -> optuna.samplers.BaseSampler:
         """One sampler per job for the worker's lifetime, so its random state advances from trial to trial.

@@ -1,0 +1,212 @@
+"""Read queries behind the REST API: every one is served by an index, none loads every trial of a study.
+
+The project's own tables answer almost everything. A few questions only Optuna's tables can answer (which trial is
+the baseline, the metric names of the study, the parameters' distributions); those are read-only queries on
+Optuna's tables, bounded the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, literal_column, select, table
+from sqlalchemy import column as col
+from sqlalchemy.orm import Session
+
+from storage.models import EpochMetric, StudyJob, TrialClaim, TrialSummary
+
+#: ``order`` values of a trial page: a column and whether it sorts descending.
+TRIAL_ORDERS: dict[str, tuple[str, bool]] = {
+    "number": ("trial_number", False),
+    "-number": ("trial_number", True),
+    "objective": ("objective", False),
+    "-objective": ("objective", True),
+    "duration_s": ("duration_s", False),
+    "-duration_s": ("duration_s", True),
+}
+
+# Optuna's tables, as far as these queries read them (never written here).
+_studies = table("studies", col("study_id"), col("study_name"))
+_study_attrs = table("study_user_attributes", col("study_id"), col("key"), col("value_json"))
+_trials = table("trials", col("trial_id"), col("number"), col("study_id"), col("state"))
+_trial_attrs = table("trial_user_attributes", col("trial_id"), col("key"), col("value_json"))
+# A bare literal: PostgreSQL stores the state as its own enum type, which a VARCHAR parameter cannot compare with.
+_COMPLETE: ColumnElement[str] = literal_column("'COMPLETE'")
+_trial_params = table("trial_params", col("trial_id"), col("param_name"), col("distribution_json"))
+
+
+def claim_counts_by_job(session: Session, *, job_ids: Sequence[int] | None = None) -> dict[int, dict[str, int]]:
+    """Claims per job and state, from the ``(job_id, state)`` index; jobs without claims are absent."""
+    query = select(TrialClaim.job_id, TrialClaim.state, func.count()).group_by(TrialClaim.job_id, TrialClaim.state)
+    if job_ids is not None:
+        query = query.where(TrialClaim.job_id.in_(job_ids))
+    counts: dict[int, dict[str, int]] = {}
+    for job_id, state, n in session.execute(query):
+        counts.setdefault(job_id, {})[state] = n
+    return counts
+
+
+def best_trial(session: Session, *, job: StudyJob) -> TrialSummary | None:
+    """The complete trial with the best first objective value (walks the ``(job_id, objective)`` index)."""
+    objective = TrialSummary.objective
+    order = objective.desc() if job.directions[0] == "maximize" else objective.asc()
+    query = (
+        select(TrialSummary)
+        .where(TrialSummary.job_id == job.id, objective.is_not(None), TrialSummary.state == "complete")
+        .order_by(order, TrialSummary.id)
+        .limit(1)
+    )
+    return session.scalars(query).first()
+
+
+def count_trials(session: Session, *, job_id: int, state: str | None = None) -> int:
+    query = select(func.count()).select_from(TrialSummary).where(TrialSummary.job_id == job_id)
+    if state is not None:
+        query = query.where(TrialSummary.state == state)
+    return session.scalar(query) or 0
+
+
+def complete_values(session: Session, *, job_id: int) -> list[tuple[int, Any]]:
+    """``(trial_number, values)`` of every complete trial: what a Pareto front is computed from (cache it)."""
+    query = select(TrialSummary.trial_number, TrialSummary.values).where(
+        TrialSummary.job_id == job_id, TrialSummary.state == "complete"
+    )
+    return [(number, values) for number, values in session.execute(query)]
+
+
+def summaries(session: Session, *, job_id: int, numbers: Sequence[int]) -> list[TrialSummary]:
+    query = select(TrialSummary).where(TrialSummary.job_id == job_id, TrialSummary.trial_number.in_(numbers))
+    return list(session.scalars(query.order_by(TrialSummary.trial_number)))
+
+
+def summary(session: Session, *, job_id: int, number: int) -> TrialSummary | None:
+    query = select(TrialSummary).where(TrialSummary.job_id == job_id, TrialSummary.trial_number == number)
+    return session.scalars(query).one_or_none()
+
+
+def trial_page(
+    session: Session, *, job_id: int, state: str | None, order: str, limit: int, offset: int
+) -> tuple[int, list[TrialSummary]]:
+    """One page of a study's trials and the number of trials matching ``state``; missing values sort last.
+
+    The page's ids are picked first along an index (``(job_id, trial_number)``, ``(job_id, objective)``; rows carry
+    JSON, so sorting whole rows would read them all), then only those rows are loaded. Rows with a value and rows
+    without one are paged apart, because an ``IS NULL`` sort key would keep either backend off the index.
+    """
+    name, descending = TRIAL_ORDERS[order]
+    key = getattr(TrialSummary, name)
+    ids = select(TrialSummary.id).where(TrialSummary.job_id == job_id)
+    if state is not None:
+        ids = ids.where(TrialSummary.state == state)
+    keys = [key] if name == "trial_number" else [key, TrialSummary.id]  # trial numbers are unique per job
+    ordering = [k.desc() if descending else k.asc() for k in keys]
+    page_ids = list(session.scalars(ids.where(key.is_not(None)).order_by(*ordering).limit(limit).offset(offset)))
+    if len(page_ids) < limit and name != "trial_number":
+        with_value = session.scalar(select(func.count()).select_from(ids.where(key.is_not(None)).subquery())) or 0
+        missing = ids.where(key.is_(None)).order_by(TrialSummary.id)
+        page_ids += session.scalars(missing.limit(limit - len(page_ids)).offset(max(0, offset - with_value)))
+    rows = {row.id: row for row in session.scalars(select(TrialSummary).where(TrialSummary.id.in_(page_ids)))}
+    return count_trials(session, job_id=job_id, state=state), [rows[i] for i in page_ids if i in rows]
+
+
+def history(session: Session, *, job_id: int, after: int, limit: int | None) -> list[tuple[int, str, Any, Any]]:
+    """``(trial_number, state, objective, values)`` of trials numbered above ``after``, in number order."""
+    query = (
+        select(TrialSummary.trial_number, TrialSummary.state, TrialSummary.objective, TrialSummary.values)
+        .where(TrialSummary.job_id == job_id, TrialSummary.trial_number > after)
+        .order_by(TrialSummary.trial_number)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [(number, state, objective, values) for number, state, objective, values in session.execute(query)]
+
+
+def recent_complete(session: Session, *, job_id: int, limit: int) -> list[tuple[int, Any, Any]]:
+    """``(trial_number, values, params)`` of the ``limit`` most recent complete trials."""
+    query = (
+        select(TrialSummary.trial_number, TrialSummary.values, TrialSummary.params)
+        .where(TrialSummary.job_id == job_id, TrialSummary.state == "complete")
+        .order_by(TrialSummary.trial_number.desc())
+        .limit(limit)
+    )
+    return [(number, values, params) for number, values, params in session.execute(query)]
+
+
+def epochs(session: Session, *, job_id: int, number: int, after_epoch: int | None = None) -> list[EpochMetric]:
+    """One trial's per-epoch per-task rows (only epochs after ``after_epoch`` when given), by epoch then task."""
+    query = select(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.trial_number == number)
+    if after_epoch is not None:
+        query = query.where(EpochMetric.epoch > after_epoch)
+    return list(session.scalars(query.order_by(EpochMetric.epoch, EpochMetric.task)))
+
+
+def live_workers(session: Session, *, since: datetime) -> set[str]:
+    """Workers holding a running claim with a heartbeat after ``since`` (one ``(job_id, state)`` probe per job)."""
+    query = select(TrialClaim.worker).where(
+        TrialClaim.job_id.in_(select(StudyJob.id)), TrialClaim.state == "running", TrialClaim.heartbeat_at > since
+    )
+    return set(session.scalars(query.distinct()))
+
+
+# --- Optuna's tables (read only) ---------------------------------------------------------------------------------
+
+
+def optuna_study_id(session: Session, *, study_name: str) -> int | None:
+    query = select(_studies.c.study_id).where(_studies.c.study_name == study_name)
+    return session.scalar(query)
+
+
+def study_user_attr(session: Session, *, study_id: int, key: str) -> Any:
+    """A study user attribute (decoded), or None."""
+    query = select(_study_attrs.c.value_json).where(_study_attrs.c.study_id == study_id, _study_attrs.c.key == key)
+    value = session.scalar(query)
+    return None if value is None else json.loads(value)
+
+
+def trial_user_attr(session: Session, *, study_id: int, number: int, key: str) -> Any:
+    query = (
+        select(_trial_attrs.c.value_json)
+        .join(_trials, _trials.c.trial_id == _trial_attrs.c.trial_id)
+        .where(_trials.c.study_id == study_id, _trials.c.number == number, _trial_attrs.c.key == key)
+    )
+    value = session.scalar(query)
+    return None if value is None else json.loads(value)
+
+
+def baseline_number(session: Session, *, study_id: int, attr: str) -> int | None:
+    """The lowest-numbered complete trial carrying the baseline user attribute.
+
+    Scans the study's trials; callers ask only when trial 0 (the baseline unless it had to be retried) is not
+    complete, and cache the answer.
+    """
+    query = (
+        select(func.min(_trials.c.number))
+        .join(_trial_attrs, _trial_attrs.c.trial_id == _trials.c.trial_id)
+        .where(_trials.c.study_id == study_id, _trials.c.state == _COMPLETE, _trial_attrs.c.key == attr)
+    )
+    return session.scalar(query)
+
+
+def optuna_trial_id(session: Session, *, study_id: int, number: int) -> int | None:
+    query = select(_trials.c.trial_id).where(_trials.c.study_id == study_id, _trials.c.number == number)
+    return session.scalar(query)
+
+
+def param_distributions(session: Session, *, study_id: int, recent: int = 500) -> dict[str, str]:
+    """``{param: distribution JSON}`` as Optuna recorded them in the study's ``recent`` newest trials."""
+    newest = (
+        select(_trials.c.trial_id)
+        .where(_trials.c.study_id == study_id)
+        .order_by(_trials.c.trial_id.desc())
+        .limit(recent)
+        .subquery()
+    )
+    query = (
+        select(_trial_params.c.param_name, _trial_params.c.distribution_json)
+        .where(_trial_params.c.trial_id.in_(select(newest.c.trial_id)))
+        .order_by(_trial_params.c.trial_id)
+    )
+    return {name: dist for name, dist in session.execute(query)}
