@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db_cmd, study_cmd, train_cmd, worker_cmd
+from cli import db_cmd, serve_cmd, study_cmd, train_cmd, worker_cmd
 
 app = typer.Typer(
     name="mtl-tune",
@@ -19,6 +19,7 @@ app.command("train")(train_cmd.train)
 app.add_typer(study_cmd.app, name="study")
 app.add_typer(db_cmd.app, name="db")
 app.command("worker")(worker_cmd.worker)
+app.command("serve")(serve_cmd.serve)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""``GET /api/health``: storage reachable, schema revision, workers alive. Always 200; ``status`` says how it is."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter
+
+import storage
+from api.deps import SettingsDep, WorkerPoolDep
+from api.schemas import Health
+from storage import api_queries as q
+from storage.models import utcnow
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health(settings: SettingsDep, pool: WorkerPoolDep) -> Health:
+    head = storage.head_revision()
+    workers = set(pool.alive()) if pool is not None else set()
+    try:
+        revision = storage.current_revision(settings.storage)
+        with storage.session_scope(settings.storage) as session:
+            since = utcnow() - timedelta(seconds=settings.worker_grace_seconds)
+            workers |= q.live_workers(session, since=since) if revision is not None else set()
+    except storage.StorageError:
+        return Health(status="degraded", storage=False, schema_revision=None, head_revision=head,
+                      workers_alive=len(workers))  # fmt: skip
+    status = "ok" if revision == head else "degraded"
+    return Health(status=status, storage=True, schema_revision=revision, head_revision=head,
+                  workers_alive=len(workers))  # fmt: skip

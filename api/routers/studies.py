@@ -1,0 +1,60 @@
+"""Studies: launch, list, read, stop, resume, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+import storage
+from api import views
+from api.deps import Authorized, JobDep, SessionDep, SettingsDep, StudyName
+from api.launch import launch
+from api.removal import delete_study
+from api.schemas import StudyCreate, StudyDetail, StudyList, StudySummary
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    404: {"description": "no study of that name"},
+    503: {"description": "storage unreachable"},
+}
+
+
+@router.post("", status_code=201, dependencies=[Authorized],
+             responses={409: {"description": "a study of that name exists"}, 503: _ERRORS[503]})  # fmt: skip
+def create_study(body: StudyCreate, settings: SettingsDep, session: SessionDep) -> StudyDetail:
+    """Record the study and its job (workers pick it up); 422 names the offending field."""
+    name = launch(settings.storage, body, data_dir=settings.data_dir)
+    return views.study_detail(session, storage.get_job(session, name))
+
+
+@router.get("", responses={503: _ERRORS[503]})
+def list_studies(session: SessionDep) -> StudyList:
+    return StudyList(studies=views.study_summaries(session))
+
+
+@router.get("/{name}", responses=_ERRORS)
+def get_study(session: SessionDep, job: JobDep) -> StudyDetail:
+    return views.study_detail(session, job)
+
+
+@router.post("/{name}/stop", dependencies=[Authorized], responses=_ERRORS)
+def stop_study(session: SessionDep, name: StudyName) -> StudySummary:
+    """``stopping`` while trials still run (each ends after its current epoch), then ``stopped``."""
+    storage.request_stop(session, name)
+    session.commit()
+    return views.study_summary(session, storage.get_job(session, name))
+
+
+@router.post("/{name}/resume", dependencies=[Authorized], responses=_ERRORS)
+def resume_study(session: SessionDep, name: StudyName) -> StudySummary:
+    """Queue a stopped, failed or completed study again; workers fill its missing trials."""
+    storage.resume(session, name)
+    session.commit()
+    return views.study_summary(session, storage.get_job(session, name))
+
+
+@router.delete("/{name}", status_code=204, dependencies=[Authorized], responses=_ERRORS)
+def remove_study(settings: SettingsDep, session: SessionDep, name: StudyName) -> Response:
+    """The Optuna study, the job and every recorded metric."""
+    delete_study(settings.storage, session, name)
+    return Response(status_code=204)

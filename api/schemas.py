@@ -1,0 +1,238 @@
+"""The REST API's JSON: request bodies and response models (pydantic v2).
+
+``StudyCreate`` mirrors ``tuner.study.StudySpec`` field for field (a test keeps them in step): the API must not
+import ``tuner`` (and with it torch) just to describe its body.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # tuner.study._spec.NAME_PATTERN
+Objective = Literal["scalar", "pareto"]
+SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2", "qmc"]
+PrunerName = Literal["hyperband", "median", "successive-halving", "none"]
+TrialOrder = Literal["number", "-number", "objective", "-objective", "duration_s", "-duration_s"]
+ParamValue = float | int | str | bool
+INT32_MAX = 2**31 - 1  # integer columns are 32-bit on PostgreSQL
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """JSON bodies may carry NaN or Infinity; neither is a valid option, range bound or parameter."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: numbers must be finite")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{where}.{i}")
+
+
+# --- requests ------------------------------------------------------------------------------------------------------
+
+
+class StudyCreate(BaseModel):
+    """A study to launch; omitted fields take the problem's defaults."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"problem": "uncertainty-toy", "problem_options": {"n_train": 200, "n_val": 100}, "n_trials": 3,
+                 "epochs": 2},
+                {"name": "digits-pareto", "problem": "multi-digits", "objective": "pareto", "sampler": "nsga2",
+                 "n_trials": 50, "space": {"strategy": ["equal", "uncertainty"], "lr_shared": {"low": 1e-4,
+                 "high": 1e-2}}},
+            ]
+        },
+    )  # fmt: skip
+
+    name: str | None = Field(
+        None, pattern=NAME_PATTERN, description="URL-safe, at most 64 characters; generated when absent"
+    )
+    problem: str = Field(min_length=1, max_length=128, description="a registered problem (GET /api/problems)")
+    problem_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='e.g. {"tasks": 10}; for csv, "data" is a path inside the server\'s data directory',
+    )
+    n_trials: int = Field(20, ge=1, le=1_000_000, description="finished (complete or pruned) trials to reach")
+    space: dict[str, Any] | None = Field(None, description="search space; the problem's default when absent")
+    objective: Objective = "scalar"
+    sampler: SamplerName = "tpe"
+    pruner: PrunerName | None = Field(None, description="default: hyperband (scalar), none (pareto)")
+    epochs: int | None = Field(None, ge=1, le=10_000, description="epochs per trial; the problem's default")
+    seed: int = Field(0, ge=0, le=INT32_MAX)
+
+    @model_validator(mode="after")
+    def _finite(self) -> StudyCreate:
+        _check_finite(self.problem_options, "problem_options")
+        _check_finite(self.space, "space")
+        return self
+
+
+class EnqueueRequest(BaseModel):
+    """A configuration for the study to evaluate next (warm start): parameter name to value."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"params": {"strategy": "uncertainty", "lr_shared": 0.01}}]}
+    )
+
+    params: dict[str, ParamValue] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _finite(self) -> EnqueueRequest:
+        _check_finite(self.params, "params")
+        return self
+
+
+# --- responses -----------------------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    storage: bool
+    schema_revision: str | None
+    head_revision: str
+    workers_alive: int
+
+
+class TaskInfo(BaseModel):
+    name: str
+    kind: str
+    metric: str
+    direction: Literal["minimize", "maximize"]
+
+
+class ProblemInfo(BaseModel):
+    name: str
+    description: str
+    tasks: list[TaskInfo] = Field(description="empty when the tasks depend on data (csv)")
+    default_space: dict[str, Any]
+    options: dict[str, Any] = Field(description="JSON schema of problem_options")
+
+
+class ProblemList(BaseModel):
+    problems: list[ProblemInfo]
+
+
+class TrialCounts(BaseModel):
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+
+
+class StudySummary(BaseModel):
+    name: str
+    problem: str
+    problem_options: dict[str, Any]
+    objective: str
+    directions: list[str]
+    status: str
+    sampler: str
+    pruner: str
+    epochs: int
+    n_trials: int
+    trials: TrialCounts
+    best_value: float | None = Field(description="best first objective value of a complete trial; null for pareto")
+    created_at: datetime
+    updated_at: datetime
+    last_error: str | None
+
+
+class StudyList(BaseModel):
+    studies: list[StudySummary]
+
+
+class TaskMetrics(BaseModel):
+    val_loss: float | None = None
+    metric: float | None = None
+    weight: float | None = None
+    sigma: float | None = None
+
+
+class TrialRow(BaseModel):
+    number: int
+    state: str
+    values: list[float | None] | None
+    objective: float | None
+    params: dict[str, Any]
+    tasks: dict[str, TaskMetrics]
+    duration_s: float | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    baseline: bool
+
+
+class Comparison(BaseModel):
+    metric: str
+    baseline: float | None
+    best: float | None
+    change: float | None = Field(description="(best - baseline) / |baseline|")
+
+
+class StudyDetail(StudySummary):
+    space: dict[str, Any] | None
+    tasks: list[TaskInfo]
+    best: list[TrialRow] = Field(description="the best trial (scalar) or the Pareto set (pareto)")
+    baseline: TrialRow | None
+    comparison: dict[str, Comparison]
+
+
+class TrialPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[TrialRow]
+
+
+class HistoryItem(BaseModel):
+    number: int
+    state: str
+    objective: float | None
+    values: list[float | None] | None
+
+
+class History(BaseModel):
+    items: list[HistoryItem]
+
+
+class EpochTaskMetrics(BaseModel):
+    train_loss: float | None
+    val_loss: float | None
+    metric: float | None
+    weight: float | None
+    sigma: float | None
+    grad_norm: float | None
+
+
+class EpochRow(BaseModel):
+    epoch: int
+    tasks: dict[str, EpochTaskMetrics]
+
+
+class TrialDetail(TrialRow):
+    config: dict[str, Any]
+    fail_reason: str | None
+    epochs: list[EpochRow]
+
+
+class Importance(BaseModel):
+    status: Literal["ready", "computing", "unavailable"]
+    importances: dict[str, float]
+    computed_at: datetime | None
+    n_trials: int = Field(description="complete trials the importances were computed from")
+    stale: bool = Field(description="more trials finished since; a recomputation is under way")
+    evaluator: str = "ped-anova"
+    note: str | None = Field(None, description="e.g. that only the most recent trials were used")
+
+
+class Enqueued(BaseModel):
+    study: str
+    params: dict[str, ParamValue]
+    status: str = Field(description="the study's status after enqueuing")

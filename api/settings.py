@@ -1,0 +1,43 @@
+"""The API's settings: one ``Settings`` read from ``MTL_TUNE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import storage
+
+
+class Settings(BaseSettings):
+    """``MTL_TUNE_STORAGE``, ``MTL_TUNE_API_TOKEN``, ``MTL_TUNE_DATA_DIR``, ``MTL_TUNE_MAX_BODY_BYTES``, ..."""
+
+    model_config = SettingsConfigDict(env_prefix="MTL_TUNE_", extra="ignore")
+
+    storage: str = Field(default_factory=storage.default_url, description="SQLAlchemy URL of the study database")
+    api_token: SecretStr | None = Field(None, description="when set, POST and DELETE need 'Authorization: Bearer'")
+    data_dir: Path = Field(Path("data"), description="the only directory csv problems may read data files from")
+    max_body_bytes: int = Field(1_048_576, ge=1, description="larger request bodies are refused with 413")
+    worker_grace_seconds: int = Field(60, ge=1, description="a running claim silent this long is not a live worker")
+    importance_max_trials: int = Field(2000, ge=10, description="importances use this many most recent trials")
+
+    @field_validator("storage")
+    @classmethod
+    def _normalized(cls, value: str) -> str:
+        try:
+            return storage.normalize_url(value)
+        except storage.StorageError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("api_token")
+    @classmethod
+    def _blank_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings; tests and ``create_app(settings)`` override this dependency."""
+    return Settings()

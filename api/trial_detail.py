@@ -1,0 +1,58 @@
+"""One trial: its summary row (or, while it runs, Optuna's record of it), configuration and per-epoch curves."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session
+
+import storage
+from api import views
+from api.errors import NotFound
+from api.schemas import TrialDetail, TrialRow
+from storage import StudyJob
+from storage import api_queries as q
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+_STATES = {"RUNNING": "running", "WAITING": "waiting", "COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
+
+
+def trial_detail(url: str, session: Session, job: StudyJob, number: int, *, after_epoch: int | None) -> TrialDetail:
+    """Raises ``NotFound`` when the study has no such trial."""
+    summary = q.summary(session, job_id=job.id, number=number)
+    frozen = optuna_trial(url, session, job, number)
+    if summary is not None:
+        row = views.trial_row(summary, baseline_number=views.baseline_of(session, job))
+    elif frozen is not None:
+        row = frozen_row(frozen)
+    else:
+        raise NotFound(f"study {job.study_name!r} has no trial {number}")
+    attrs = frozen.user_attrs if frozen is not None else {}
+    epochs = views.epoch_rows(q.epochs(session, job_id=job.id, number=number, after_epoch=after_epoch))
+    return TrialDetail(
+        **row.model_dump(),
+        config=attrs.get("config") or {},
+        fail_reason=attrs.get("fail_reason"),
+        epochs=epochs,
+    )
+
+
+def optuna_trial(url: str, session: Session, job: StudyJob, number: int) -> FrozenTrial | None:
+    """One trial read through Optuna's storage (a handful of indexed queries), or None."""
+    study_id = views.study_id(session, job)
+    trial_id = q.optuna_trial_id(session, study_id=study_id, number=number) if study_id is not None else None
+    return None if trial_id is None else storage.optuna_storage(url).get_trial(trial_id)
+
+
+def frozen_row(trial: FrozenTrial) -> TrialRow:
+    values = trial.values
+    return TrialRow(
+        number=trial.number, state=_STATES.get(trial.state.name, trial.state.name.lower()),
+        values=views.values_of(values), objective=views.finite(values[0]) if values else None,
+        params=trial.params, tasks=views.task_metrics(trial.user_attrs.get("tasks")),
+        duration_s=trial.duration.total_seconds() if trial.duration else None,
+        started_at=views.as_utc(trial.datetime_start), finished_at=views.as_utc(trial.datetime_complete),
+        baseline=bool(trial.user_attrs.get(views.BASELINE_ATTR)),
+    )  # fmt: skip

@@ -1,0 +1,168 @@
+"""Bearer token on mutating routes, body size limit, and 503 when the storage is unreachable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import storage
+from tests.api.helpers import client_for, database, launch_body
+
+TOKEN = "s3cret-token"
+MUTATIONS = [
+    ("POST", "/api/studies", launch_body(name="new")),
+    ("POST", "/api/studies/guarded/trials", {"params": {"lr_shared": 0.01}}),
+    ("POST", "/api/studies/guarded/stop", None),
+    ("POST", "/api/studies/guarded/resume", None),
+    ("DELETE", "/api/studies/guarded", None),
+]
+READS = [
+    "/api/health", "/api/problems", "/api/studies", "/api/studies/guarded", "/api/studies/guarded/trials",
+    "/api/studies/guarded/trials/0", "/api/studies/guarded/history", "/api/studies/guarded/importance",
+]  # fmt: skip
+AUTHORIZED = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def guarded(make_client: Callable[..., TestClient], sqlite_url: str) -> TestClient:
+    client = make_client(sqlite_url, api_token=TOKEN)
+    created = client.post("/api/studies", json=launch_body(name="guarded"), headers=AUTHORIZED)
+    assert created.status_code == 201
+    return client
+
+
+@pytest.fixture(scope="module")
+def guarded_shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """``guarded`` for a whole module, for requests that change nothing."""
+    with database("sqlite", tmp_path_factory.mktemp("guarded")) as url, client_for(url, api_token=TOKEN) as client:
+        assert client.post("/api/studies", json=launch_body(name="guarded"), headers=AUTHORIZED).status_code == 201
+        yield client
+
+
+@pytest.mark.parametrize(("method", "path", "body"), MUTATIONS)
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Basic {TOKEN}", "Bearer ", f"Bearer {TOKEN}x"])
+def test_mutations_without_the_token_are_401(
+    guarded_shared: TestClient, method: str, path: str, body: object, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = guarded_shared.request(method, path, json=body, headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    study = guarded_shared.get("/api/studies/guarded").json()
+    assert (study["status"], study["n_trials"]) == ("queued", 3)  # nothing changed
+    assert [s["name"] for s in guarded_shared.get("/api/studies").json()["studies"]] == ["guarded"]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), MUTATIONS)
+def test_mutations_with_the_token_succeed(guarded: TestClient, method: str, path: str, body: object) -> None:
+    response = guarded.request(method, path, json=body, headers=AUTHORIZED)
+    assert response.status_code in (200, 201, 202, 204), response.text
+
+
+@pytest.mark.parametrize("path", READS)
+def test_reads_stay_open(guarded_shared: TestClient, path: str) -> None:
+    assert guarded_shared.get(path).status_code == 200
+
+
+def test_without_a_configured_token_mutations_are_open(sqlite_client: TestClient) -> None:
+    assert sqlite_client.post("/api/studies", json=launch_body()).status_code == 201
+
+
+def test_the_token_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> None:
+    from api.settings import Settings
+
+    monkeypatch.setenv("MTL_TUNE_API_TOKEN", TOKEN)
+    monkeypatch.setenv("MTL_TUNE_STORAGE", sqlite_url)
+    settings = Settings()
+    assert settings.api_token is not None and settings.api_token.get_secret_value() == TOKEN
+    assert settings.storage == sqlite_url
+    assert TOKEN not in repr(settings)
+
+
+def test_oversized_body_is_413(make_client: Callable[..., TestClient], sqlite_url: str) -> None:
+    client = make_client(sqlite_url, max_body_bytes=2000)
+    body = launch_body(space={"strategy": ["equal"] * 500})
+    response = client.post("/api/studies", json=body)
+    assert response.status_code == 413
+    assert "2000" in response.json()["detail"]
+
+
+def test_oversized_streamed_body_is_413(make_client: Callable[..., TestClient], sqlite_url: str) -> None:
+    client = make_client(sqlite_url, max_body_bytes=2000)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body arrives in pieces
+        yield b'{"problem": "uncertainty-toy", "space": {"strategy": ['
+        for _ in range(300):
+            yield b'"equal",'
+        yield b'"equal"]}}'
+
+    response = client.post("/api/studies", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+UNREACHABLE = ["sqlite:////nonexistent-dir/mtl-tune.db", "postgresql+psycopg://postgres@127.0.0.1:1/nothing"]
+
+
+@pytest.fixture(params=UNREACHABLE, ids=["sqlite", "postgresql"])
+def unreachable(make_client: Callable[..., TestClient], request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    yield make_client(request.param)
+    storage.dispose_engines()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/studies", None),
+        ("GET", "/api/studies/x", None),
+        ("GET", "/api/studies/x/trials", None),
+        ("GET", "/api/studies/x/trials/0", None),
+        ("GET", "/api/studies/x/history", None),
+        ("GET", "/api/studies/x/importance", None),
+        ("POST", "/api/studies", launch_body()),
+        ("POST", "/api/studies/x/trials", {"params": {"lr_shared": 0.01}}),
+        ("POST", "/api/studies/x/stop", None),
+        ("DELETE", "/api/studies/x", None),
+    ],
+)
+def test_unreachable_storage_is_503(unreachable: TestClient, method: str, path: str, body: object) -> None:
+    response = unreachable.request(method, path, json=body)
+    assert response.status_code == 503, response.text
+    assert "unavailable" in response.json()["detail"]
+
+
+def test_health_reports_an_unreachable_storage(unreachable: TestClient) -> None:
+    health = unreachable.get("/api/health").json()
+    assert health["status"] == "degraded" and health["storage"] is False and health["schema_revision"] is None
+
+
+def test_health(sqlite_client: TestClient) -> None:
+    assert sqlite_client.get("/api/health").json() == {
+        "status": "ok", "storage": True, "schema_revision": storage.head_revision(),
+        "head_revision": storage.head_revision(), "workers_alive": 0,
+    }  # fmt: skip
+
+
+def test_an_outdated_schema_refuses_to_start(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    storage.upgrade(url, "0001")
+    with pytest.raises(storage.SchemaOutdated, match="mtl-tune db upgrade"):
+        make_client(url)
+
+
+def test_reads_do_not_import_torch(tmp_path: Path) -> None:
+    code = f"""
+import sys
+from fastapi.testclient import TestClient
+from api.main import create_app
+from api.settings import Settings
+with TestClient(create_app(Settings(storage="sqlite:///{tmp_path / "reads.db"}"))) as client:
+    for path in ("/api/health", "/api/studies", "/api/studies/x", "/docs", "/openapi.json"):
+        client.get(path)
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

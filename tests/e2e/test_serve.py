@@ -1,0 +1,145 @@
+"""End to end over real HTTP: ``mtl-tune serve`` with one local worker runs a study launched by a POST; after a
+restart everything is still there, and the database is still a plain Optuna storage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import optuna
+import pytest
+
+import storage
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+BODY = {"name": "e2e", "problem": "uncertainty-toy", "problem_options": {"n_train": 200, "n_val": 100}, "epochs": 2,
+        "n_trials": 3, "sampler": "random"}  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except httpx.TransportError:
+            result = None
+        if result:
+            return result
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _processes_using(path: Path) -> list[int]:
+    """Pids of processes whose command line mentions ``path`` (the serve process and its workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(path).encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+class Server:
+    def __init__(self, url: str, log: Path) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url, self.log = url, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, workers: int) -> httpx.Client:
+        cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(self.port), "--storage", self.url,
+               "--workers", str(workers)]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k != "MTL_TUNE_API_TOKEN"}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, env=env, start_new_session=True)
+        client = httpx.Client(base_url=self.base, timeout=30)
+        _wait(lambda: client.get("/api/health").status_code == 200, 90, "the server to answer")
+        return client
+
+    def stop(self) -> None:
+        """SIGTERM to the serve process only: it stops its workers itself, then exits (uvicorn re-raises the
+        signal after a graceful shutdown, so the exit status is the signal's)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=60) in (0, -signal.SIGTERM)
+
+    def kill_group(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    server = Server(f"sqlite:///{tmp_path / 'e2e.db'}", tmp_path / "serve.log")
+    yield server
+    server.kill_group()
+    for pid in _processes_using(tmp_path):
+        os.kill(pid, signal.SIGKILL)
+    storage.dispose_engines()
+
+
+def test_serve_runs_a_posted_study_and_keeps_it_across_restarts(server: Server, tmp_path: Path) -> None:
+    client = server.start(workers=1)
+    assert client.get("/api/health").json()["workers_alive"] == 1
+    assert client.get("/docs").status_code == 200
+
+    created = client.post("/api/studies", json=BODY)
+    assert created.status_code == 201, created.text
+    study = _wait(lambda: _completed(client), 180, "the study to complete")
+    assert study["trials"]["complete"] + study["trials"]["pruned"] == 3
+    trials = client.get("/api/studies/e2e/trials").json()
+    assert trials["total"] == 3 and [t["number"] for t in trials["items"]] == [0, 1, 2]
+    trial = client.get("/api/studies/e2e/trials/1").json()
+    assert trial["config"] and trial["epochs"][0]["epoch"] == 0 and set(trial["epochs"][0]["tasks"]) == {"y1", "y2"}
+    history = client.get("/api/studies/e2e/history").json()["items"]
+
+    server.stop()
+    assert _processes_using(tmp_path) == [], (tmp_path / "serve.log").read_text()  # the worker stopped too
+
+    client = server.start(workers=0)
+    assert client.get("/api/studies/e2e").json() == study
+    assert client.get("/api/studies/e2e/trials").json() == trials
+    assert client.get("/api/studies/e2e/trials/1").json() == trial
+    assert client.get("/api/studies/e2e/history").json()["items"] == history
+    assert client.get("/api/health").json()["workers_alive"] == 0
+    server.stop()
+
+    loaded = optuna.load_study(study_name="e2e", storage=server.url)
+    assert [t.number for t in loaded.trials] == [0, 1, 2]
+    assert loaded.trials[0].user_attrs["baseline"] is True
+    assert {t.state.name.lower() for t in loaded.trials} <= {"complete", "pruned"}
+
+
+def _completed(client: httpx.Client) -> dict[str, Any] | None:
+    study: dict[str, Any] = client.get("/api/studies/e2e").json()
+    return study if study["status"] == "completed" else None
+
+
+def test_serve_refuses_an_outdated_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    storage.upgrade(url, "0001")
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "serve", "--storage", url, "--port", str(_free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "mtl-tune db upgrade" in result.stderr
