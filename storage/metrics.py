@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -60,10 +61,10 @@ def write_summary(
         "job_id": job_id,
         "trial_number": trial_number,
         "state": state,
-        "objective": values[0] if values else None,
-        "values": None if values is None else list(values),
+        "objective": _finite(values[0]) if values else None,
+        "values": None if values is None else [_finite(v) for v in values],
         "params": dict(params),
-        "task_metrics": None if task_metrics is None else dict(task_metrics),
+        "task_metrics": None if task_metrics is None else _json_safe(task_metrics),
         "duration_s": duration_s,
         "started_at": started_at,
         "finished_at": finished_at,
@@ -72,6 +73,21 @@ def write_summary(
     upsert = dialect.insert(TrialSummary).values(record)
     changed = {key: upsert.excluded[key] for key in record if key not in ("job_id", "trial_number")}
     session.execute(upsert.on_conflict_do_update(index_elements=["job_id", "trial_number"], set_=changed))
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no spelling for them and PostgreSQL refuses them."""
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def trial_curves(session: Session, *, job_id: int, trial_number: int) -> list[EpochMetric]:

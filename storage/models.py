@@ -115,6 +115,7 @@ class TrialSummary(Base):
         UniqueConstraint("job_id", "trial_number"),
         Index(None, "job_id", "state"),
         Index(None, "job_id", "objective"),
+        Index(None, "job_id", "duration_s"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -104,6 +104,20 @@ def test_write_summary_upserts(storage_url: str, make_job: MakeJob) -> None:
     assert summary.started_at == start and summary.finished_at == start + timedelta(seconds=2.5)
 
 
+def test_non_finite_numbers_of_a_diverged_trial_are_stored_as_null(storage_url: str, make_job: MakeJob) -> None:
+    job = make_job()
+    tasks = {"a": {"val_loss": float("nan"), "metric": float("inf"), "weight": 1.0, "sigma": None}}
+    with storage.session_scope(storage_url) as session:
+        storage.write_summary(
+            session, job_id=job.id, trial_number=0, state="failed", values=[float("nan")], params={},
+            task_metrics=tasks, duration_s=1.0, started_at=None, finished_at=None,
+        )  # fmt: skip
+    with storage.session_scope(storage_url) as session:
+        (summary,) = session.query(storage.TrialSummary).all()
+    assert summary.objective is None and summary.values == [None]
+    assert summary.task_metrics == {"a": {"val_loss": None, "metric": None, "weight": 1.0, "sigma": None}}
+
+
 @pytest.mark.parametrize(("direction", "best"), [("minimize", 0.1), ("maximize", 0.7)])
 def test_progress_reports_counts_and_the_best_value(
     storage_url: str, make_job: MakeJob, direction: str, best: float

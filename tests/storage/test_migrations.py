@@ -20,10 +20,10 @@ def _tables(url: str) -> set[str]:
 
 def test_empty_database_is_set_up_to_head(empty_url: str) -> None:
     assert storage.current_revision(empty_url) is None
-    assert storage.ensure_schema(empty_url) == storage.head_revision() == "0002"
+    assert storage.ensure_schema(empty_url) == storage.head_revision() == "0003"
     assert _tables(empty_url) == OUR_TABLES  # in particular no "alembic_version": that one is Optuna's
-    assert storage.current_revision(empty_url) == "0002"
-    assert storage.ensure_schema(empty_url) == "0002"  # idempotent
+    assert storage.current_revision(empty_url) == "0003"
+    assert storage.ensure_schema(empty_url) == "0003"  # idempotent
 
 
 def test_previous_revision_with_data_upgrades_to_head(empty_url: str) -> None:
@@ -38,11 +38,11 @@ def test_previous_revision_with_data_upgrades_to_head(empty_url: str) -> None:
                 " '2024-01-01 00:00:00', '2024-01-01 00:00:00')"
             )
         )
-    with pytest.raises(storage.SchemaOutdated, match=r"0001.*0002.*mtl-tune db upgrade"):
+    with pytest.raises(storage.SchemaOutdated, match=r"0001.*0003.*mtl-tune db upgrade"):
         storage.ensure_schema(empty_url)
 
-    assert storage.upgrade(empty_url) == "0002"
-    assert storage.ensure_schema(empty_url) == "0002"
+    assert storage.upgrade(empty_url) == "0003"
+    assert storage.ensure_schema(empty_url) == "0003"
     with storage.session_scope(empty_url) as session:
         job = storage.get_job(session, "old")
         assert (job.status, job.n_trials, job.directions) == ("running", 4, ["minimize"])
@@ -54,6 +54,28 @@ def test_previous_revision_with_data_upgrades_to_head(empty_url: str) -> None:
         )  # fmt: skip
 
 
+def test_the_previous_revision_upgrades_to_head_keeping_its_summaries(empty_url: str) -> None:
+    assert storage.upgrade(empty_url, "0002") == "0002"
+    with storage.session_scope(empty_url) as session:
+        job = storage.create_job(
+            session, study_name="prev", problem="p", problem_options={}, space=None, objective="scalar",
+            directions=["minimize"], sampler="tpe", pruner="median", epochs=2, n_trials=3, seed=0, source="cli",
+        )  # fmt: skip
+        storage.write_summary(
+            session, job_id=job.id, trial_number=0, state="complete", values=[0.5], params={"a": 1},
+            task_metrics={"t": {"metric": 1.0}}, duration_s=2.0, started_at=None, finished_at=None,
+        )  # fmt: skip
+    with pytest.raises(storage.SchemaOutdated, match=r"0002.*0003.*mtl-tune db upgrade"):
+        storage.ensure_schema(empty_url)
+    assert storage.upgrade(empty_url) == "0003"
+    with storage.get_engine(empty_url).connect() as connection:
+        indexes = {ix["name"] for ix in inspect(connection).get_indexes("trial_summaries")}
+    assert "ix_trial_summaries_job_id_duration_s" in indexes
+    with storage.session_scope(empty_url) as session:
+        summary = session.query(storage.TrialSummary).one()
+        assert (summary.objective, summary.params, summary.duration_s) == (0.5, {"a": 1}, 2.0)
+
+
 def test_migrations_leave_optuna_tables_alone(empty_url: str) -> None:
     storage.optuna_storage(empty_url)  # Optuna creates its tables and its own alembic_version
     optuna_tables = _tables(empty_url)
@@ -63,7 +85,7 @@ def test_migrations_leave_optuna_tables_alone(empty_url: str) -> None:
     with storage.get_engine(empty_url).begin() as connection:
         command.downgrade(_config(connection), "base")
     assert _tables(empty_url) == optuna_tables | {VERSION_TABLE}
-    assert storage.upgrade(empty_url) == "0002"
+    assert storage.upgrade(empty_url) == "0003"
 
 
 def test_a_newer_revision_is_refused(storage_url: str) -> None:
@@ -81,5 +103,5 @@ def test_unversioned_tables_are_refused(storage_url: str) -> None:
 
 
 def test_concurrent_first_starts_set_up_once(empty_url: str, processes: Processes) -> None:
-    assert processes.run(ensure_schema_in_child, [(empty_url,)] * 3) == ["0002"] * 3
-    assert storage.current_revision(empty_url) == "0002"
+    assert processes.run(ensure_schema_in_child, [(empty_url,)] * 3) == ["0003"] * 3
+    assert storage.current_revision(empty_url) == "0003"

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import FrameType
 
 import optuna
@@ -180,8 +181,8 @@ class Worker:
                     params=trial.params,
                     task_metrics=trial.user_attrs.get("tasks"),
                     duration_s=duration,
-                    started_at=trial.datetime_start,
-                    finished_at=trial.datetime_complete,
+                    started_at=_utc(trial.datetime_start),
+                    finished_at=_utc(trial.datetime_complete),
                 )
             self._after_trial(session, job, state, trial)
         if self.on_trial_end is not None:
@@ -199,6 +200,11 @@ class Worker:
             )
         elif record.status == "stopping" and storage.claim_counts(session, job.study_name).get("running", 0) == 0:
             storage.set_status(session, job.study_name, "stopped")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Optuna records naive local times; the summaries store aware UTC ones."""
+    return moment.astimezone(UTC) if moment is not None else None
 
 
 @contextmanager
