@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The service on the embedded SQLite database (./mtl-tune.db); the first start launches a demo study.
 run: setup
-	$(BIN)/mtl-tune train --problem uncertainty-toy --strategy uncertainty --epochs 30
+	$(BIN)/mtl-tune serve --demo
 
 lint: setup
 	$(BIN)/ruff check .

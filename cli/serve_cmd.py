@@ -25,6 +25,9 @@ def serve(
         typer.Option(help="Comma-separated devices assigned to the workers round-robin, e.g. cuda:0,cuda:1."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    demo: Annotated[
+        bool, typer.Option(help="Launch a demo gradnorm-toy study when the database has no study yet.")
+    ] = False,
 ) -> None:
     """Serve the API (docs at /docs) and the dashboard; set MTL_TUNE_API_TOKEN to require a bearer token for
     changes, MTL_TUNE_DATA_DIR for the directory csv studies may read."""
@@ -44,6 +47,8 @@ def serve(
             storage.ensure_schema(url)  # an outdated schema stops here, before any worker starts
         except storage.StorageError as exc:
             raise fail(str(exc)) from None
+        if demo:
+            _launch_demo(url)
     device_list = [d.strip() for d in (devices or "").split(",") if d.strip()]
     pool = WorkerPool(url, count=workers, devices=device_list)
     app = create_app(settings)
@@ -58,3 +63,19 @@ def serve(
         pool.stop()  # also when startup failed half-way
     if not server.started:
         raise typer.Exit(1)
+
+
+DEMO_STUDY = "demo-gradnorm-toy"
+
+
+def _launch_demo(url: str) -> None:
+    """A first start gets a study to watch; later starts reuse the database as it is."""
+    import storage
+    from tuner.study import StudySpec, create_study
+
+    with storage.session_scope(url) as session:
+        if storage.list_jobs(session):
+            return
+    spec = StudySpec(name=DEMO_STUDY, problem="gradnorm-toy", n_trials=40, epochs=10, sampler="tpe")
+    create_study(url, spec, source="cli")
+    console.print(f"launched the demo study {DEMO_STUDY} (gradnorm-toy, 40 trials)")

@@ -3,6 +3,7 @@ Optuna releases)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal, get_args
 
 import optuna
@@ -18,7 +19,7 @@ PRUNERS: tuple[str, ...] = get_args(PrunerName)
 def make_sampler(name: str, *, seed: int, objective: str) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=10, n_ei_candidates=24, multivariate=True, group=True, constant_liar=True
+            seed=seed, n_startup_trials=10, n_ei_candidates=24, multivariate=True, constant_liar=True
         )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -40,14 +41,16 @@ def make_sampler(name: str, *, seed: int, objective: str) -> optuna.samplers.Bas
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "qmc":
-        return optuna.samplers.QMCSampler(
-            qmc_type="sobol",
-            scramble=True,
-            seed=seed,
-            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
-            warn_asynchronous_seeding=False,
-            warn_independent_sampling=False,
-        )
+        with warnings.catch_warnings():  # QMCSampler is marked experimental; the warning is noise for users
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(
+                qmc_type="sobol",
+                scramble=True,
+                seed=seed,
+                independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+                warn_asynchronous_seeding=False,
+                warn_independent_sampling=False,
+            )
     raise ValueError(f"sampler: unknown {name!r}; expected one of {', '.join(SAMPLERS)}")
 
 
