@@ -116,15 +116,27 @@ def main() -> None:
             rand = run_search(problem, "random", seed, args.trials)
             tpe = run_search(problem, "tpe+hyperband", seed, args.trials, stop_at=rand.best)
             reach = tpe.epochs_to_reach(rand.best)
-            rows.append({
-                "seed": seed, "random_best": rand.best, "random_epochs": rand.epochs, "tpe_best": tpe.best,
-                "tpe_epochs_to_match": reach, "ratio": reach / rand.epochs if reach else None,
-                "random_curve": rand.curve, "tpe_curve": tpe.curve, "tpe_tasks": tpe.best_tasks,
-                "random_tasks": rand.best_tasks, "seconds": rand.seconds + tpe.seconds,
-            })
-            print(f"{name} seed {seed}: random best {rand.best:.4f} in {rand.epochs} epochs; TPE+Hyperband "
-                  f"{'reached it after ' + str(reach) + ' epochs' if reach else 'did not reach it'} "
-                  f"(best {tpe.best:.4f})", flush=True)
+            rows.append(
+                {
+                    "seed": seed,
+                    "random_best": rand.best,
+                    "random_epochs": rand.epochs,
+                    "tpe_best": tpe.best,
+                    "tpe_epochs_to_match": reach,
+                    "ratio": reach / rand.epochs if reach else None,
+                    "random_curve": rand.curve,
+                    "tpe_curve": tpe.curve,
+                    "tpe_tasks": tpe.best_tasks,
+                    "random_tasks": rand.best_tasks,
+                    "seconds": rand.seconds + tpe.seconds,
+                }
+            )
+            print(
+                f"{name} seed {seed}: random best {rand.best:.4f} in {rand.epochs} epochs; TPE+Hyperband "
+                f"{'reached it after ' + str(reach) + ' epochs' if reach else 'did not reach it'} "
+                f"(best {tpe.best:.4f})",
+                flush=True,
+            )
         results[name] = {"rows": rows, "baseline": baseline(problem, args.seeds[0])}
     (OUT / "hpo_efficiency.json").write_text(json.dumps(results, indent=1))
     print_tables(results)

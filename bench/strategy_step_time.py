@@ -4,10 +4,10 @@ Setup (issue #2): ``gradnorm-toy --tasks 10``, batch 100, CPU, one thread. Every
 process and timed with ``tuner.train.train_step`` (the loop's own step). After a warm-up the strategies run in
 interleaved rounds, in a rotating order, so that drifts of the machine (frequency, other processes) hit all of them
 alike; the ratio is the median over rounds of each round's time divided by ``equal``'s time in the same round.
-Time is the training thread's CPU time by default (``--clock cpu``), so that other processes on a shared machine
-do not count; ``--clock wall`` measures wall-clock time. Prints a table; asserts nothing.
+Time is the training thread's CPU time by default (``--clock cpu``), so that time spent waiting for a core on a
+shared machine does not count; ``--clock wall`` measures wall-clock time. Prints a table; asserts nothing.
 
-    .venv/bin/python bench/strategy_step_time.py [--rounds 40] [--steps 25] [--clock cpu|wall]
+    .venv/bin/python bench/strategy_step_time.py [--rounds 40] [--steps 25] [--clock cpu|wall] [--markdown]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from rich.console import Console
@@ -83,22 +84,46 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     times = measure(args.rounds, args.steps, args.warmup, args.tasks, args.batch_size, CLOCKS[args.clock])
 
-    base = times[BASELINE]
-    table = Table(
-        "strategy",
-        f"step time (ms, median, {args.clock} clock)",
-        f"relative to {BASELINE}",
-        title=f"gradnorm-toy --tasks {args.tasks}, batch {args.batch_size}, CPU, {args.threads} thread(s), "
-        f"{args.rounds} rounds x {args.steps} steps",
+    rows = summarise(times)
+    title = (
+        f"gradnorm-toy --tasks {args.tasks}, batch {args.batch_size}, CPU, {args.threads} thread(s), "
+        f"{args.rounds} rounds x {args.steps} steps, {args.clock} clock"
     )
-    for name, per_round in times.items():
-        ratio = statistics.median(t / b for t, b in zip(per_round, base, strict=True))
-        table.add_row(name, f"{statistics.median(per_round) * 1e3:.3f}", f"{ratio:.3f}x")
+    headers = ("strategy", "step time (ms, median)", f"relative to {BASELINE}")
+    cells = [(r.name, f"{r.median_ms:.2f}", f"{r.ratio:.2f}x") for r in rows]
+    if args.markdown:
+        print(f"{title}\n\n| {' | '.join(headers)} |\n|---|---:|---:|")
+        for row in cells:
+            print(f"| {' | '.join(row)} |")
+        return
+    table = Table(*headers, title=title)
+    for row in cells:
+        table.add_row(*row)
     Console().print(table)
+
+
+@dataclass
+class Row:
+    name: str
+    median_ms: float
+    ratio: float
+
+
+def summarise(times: dict[str, list[float]]) -> list[Row]:
+    base = times[BASELINE]
+    return [
+        Row(
+            name=name,
+            median_ms=statistics.median(per_round) * 1e3,
+            ratio=statistics.median(t / b for t, b in zip(per_round, base, strict=True)),
+        )
+        for name, per_round in times.items()
+    ]
 
 
 if __name__ == "__main__":

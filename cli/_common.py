@@ -9,21 +9,27 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """Print ``error: message`` as one line on stderr and return the ``typer.Exit`` to raise."""
+    # Messages quote user data (``['a', 'b']``, paths): escape it from rich markup, and keep it one line.
+    one_line = " ".join(message.splitlines())
+    err_console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 def validation_message(exc: ValidationError) -> str:
+    """Pydantic's errors as ``field: message; ...`` (a model validator's own message stands alone)."""
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "value"
-        parts.append(f"{where}: {err['msg']}")
+        where = ".".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
 
 
@@ -34,8 +40,14 @@ def user_errors() -> Iterator[None]:
         yield
     except ValidationError as exc:
         raise fail(validation_message(exc)) from None
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
         raise fail(str(exc)) from None
+    except Exception as exc:
+        from storage import StorageError  # imported here: `mtl-tune --help` stays fast
+
+        if isinstance(exc, StorageError):  # unknown study, unreachable database, outdated schema
+            raise fail(str(exc)) from None
+        raise
 
 
 def parse_assignments(values: list[str] | None, flag: str) -> dict[str, Any]:

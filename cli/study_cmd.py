@@ -32,6 +32,10 @@ def run(
     tasks: Annotated[int | None, typer.Option(help="Number of tasks, for problems that take it.")] = None,
     data: Annotated[Path | None, typer.Option(help="CSV file for the csv problem.")] = None,
     target: Annotated[list[str] | None, typer.Option(help="csv target COLUMN:regression|classification.")] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="Another problem option KEY=VALUE, e.g. n_train=500 (repeatable; see `mtl-tune problems`)."),
+    ] = None,
     trials: Annotated[
         int,
         typer.Option(help="Finished (complete or pruned) trials to reach; failed ones are retried and do not count."),
@@ -72,6 +76,7 @@ def run(
         options: dict[str, Any] = {
             k: v for k, v in (("tasks", tasks), ("data", str(data) if data else None), ("target", target)) if v
         }
+        options.update(parse_options(option))
         space_dict = load_space(space).model_dump(mode="json", exclude_unset=True) if space else None
         spec = StudySpec.model_validate(
             {
@@ -103,6 +108,20 @@ def run(
         console.print("interrupted: no trial is left running; run the same command again to resume")
         raise typer.Exit(130) from None
     show(launched.study_name, storage_url=url)
+
+
+def parse_options(items: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE that parses as JSON (numbers, true, lists) is taken as such."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise fail(f"--option: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def _spawn_worker(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cli._common import console, fail, parse_assignments, user_errors
+from cli._common import console, fail, parse_assignments, user_errors, validation_message
+
+if TYPE_CHECKING:
+    from tuner.train import TrainResult
 
 
 def problems() -> None:
@@ -17,7 +20,9 @@ def problems() -> None:
     from tuner.problems import available_problems
 
     table = Table("problem", "tasks (kind, metric)", "description")
-    for name, cls in sorted(available_problems().items()):
+    with user_errors():
+        registered = available_problems()
+    for name, cls in sorted(registered.items()):
         try:
             tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in cls.create().tasks)
         except ValueError:
@@ -50,7 +55,7 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Train one configuration and print per-task validation results and the final loss weights."""
-    from tuner.config import Chain, TrainConfig
+    from tuner.config import TrainConfig
     from tuner.problems import create_problem
     from tuner.train import NonFiniteLossError
     from tuner.train import train as run_training
@@ -64,7 +69,7 @@ def train(
             raise fail("--problem is required (or a --config file that names one)")
         options: dict[str, Any] = dict(base.get("problem_options") or {})
         for key, value in (("tasks", tasks), ("data", data), ("target", target)):
-            if value:
+            if value is not None and value != []:
                 options[key] = value
         overrides: dict[str, Any] = {
             "strategy": strategy,
@@ -85,7 +90,7 @@ def train(
         if lr_head:
             cfg["lr_head"] = parse_assignments(lr_head, "--lr-head")
         if chain:
-            cfg["chain"] = Chain.parse(chain).model_dump()
+            cfg["chain"] = _parse_chain(chain)
         train_config = TrainConfig.model_validate(cfg)
         prob = create_problem(problem, options)
         try:
@@ -99,6 +104,17 @@ def train(
         typer.echo(json.dumps(out))
         return
     _print_result(result)
+
+
+def _parse_chain(spec: str) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    from tuner.config import Chain
+
+    try:
+        return Chain.parse(spec).model_dump()
+    except ValidationError as exc:
+        raise fail(f"--chain {spec!r}: {validation_message(exc)}") from None
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -119,7 +135,7 @@ def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
 
 
-def _print_result(result: Any) -> None:
+def _print_result(result: TrainResult) -> None:
     final = result.final
     table = Table("task", "val loss", "metric", "loss weight", "sigma", title=f"{result.problem} on {result.device}")
     for name, t in final.tasks.items():

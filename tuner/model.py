@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -16,12 +16,28 @@ from tuner.problems import ProblemError, Task, Trunk
 class SharedTap:
     """What GradNorm needs to get every task's gradient on the last shared layer from one backward pass.
 
-    ``pre`` is that layer's output fanned out per task (T x B x D, its ``.grad`` is filled by ``backward()``);
-    ``inputs`` is the layer's input (B x E).
+    ``inputs`` is that layer's input (B x E); ``rep`` is the shared representation (the layer's activated output)
+    fanned out per task as a view (B x T x D): each head reads its own slice ``rep[:, i]``, so ``backward()`` hands
+    this tap every task's gradient on it separately; ``slope`` is the activation's derivative (B x 1 x D), which
+    turns those into gradients on the layer's output. Batch first, so that the T tasks' gradients form one
+    B x (T * D) matrix and one matrix product serves them all.
     """
 
     inputs: Tensor
-    pre: Tensor
+    rep: Tensor
+    slope: Tensor
+    _grads: list[Tensor] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        # A hook keeps a reference to the gradient, where retain_grad() would copy T x B x D floats every step. It
+        # appends to a list, not to this tap: a hook referring back to the tap would make a reference cycle that
+        # keeps every step's gradients alive until Python's garbage collector runs.
+        self.rep.register_hook(self._grads.append)
+
+    def layer_output_grads(self) -> Tensor:
+        """Every task's gradient on the last shared layer's output (B x T x D), after ``backward()``."""
+        assert self._grads, "backward() must run before the per-task gradients are read"
+        return sum(self._grads[1:], self._grads[0]) * self.slope
 
 
 @dataclass
@@ -67,28 +83,38 @@ class MultiTaskModel(nn.Module):
         return self.trunk.last
 
     def forward(self, x: Tensor, tap: bool = False) -> Forward:
+        """Every task's output; with ``tap`` also the ``SharedTap`` that GradNorm reads after ``backward()``."""
         h = self.trunk.body(x)
         pre = self.trunk.last(h)
+        rep = self.trunk.activation(pre)
         shared_tap = None
+        reps: Sequence[Tensor] = [rep] * len(self.tasks)
         if tap:
-            # A per-task copy of the last shared layer's output: one backward then leaves each task's gradient
-            # separately in fanned.grad, instead of one autograd call per task.
-            fanned = pre.expand(len(self.tasks), *pre.shape)
-            fanned.retain_grad()
-            reps: Sequence[Tensor] = self.trunk.activation(fanned).unbind(0)
-            shared_tap = SharedTap(inputs=h, pre=fanned)
-        else:
-            rep = self.trunk.activation(pre)
-            reps = [rep] * len(self.tasks)
+            # Each head reads its own slice of an expanded view (nothing is copied): one backward then hands the tap
+            # every task's gradient separately, instead of one autograd call per task.
+            fanned = rep.unsqueeze(1).expand(rep.shape[0], len(self.tasks), rep.shape[1])
+            reps = fanned.unbind(1)
+            slope = self.trunk.activation_slope(pre, rep).unsqueeze(1)
+            shared_tap = SharedTap(inputs=h, rep=fanned, slope=slope)
         outputs: list[Tensor | None] = [None] * len(self.tasks)
         for i in self._order:
             head_in = reps[i]
             if i == self._target:
-                source_out = outputs[self._source]
-                assert source_out is not None and self.chain is not None
-                feature = self.tasks[self._source].prediction_feature(source_out)
-                if self.chain.mode == "detach":
-                    feature = feature.detach()
-                head_in = torch.cat([head_in, feature], dim=-1)
+                head_in = torch.cat([head_in, self._chained_feature(outputs, reps, tap)], dim=-1)
             outputs[i] = self.heads[i](head_in)
         return Forward([o for o in outputs if o is not None], shared_tap)
+
+    def _chained_feature(self, outputs: list[Tensor | None], reps: Sequence[Tensor], tap: bool) -> Tensor:
+        assert self.chain is not None
+        source = self.tasks[self._source]
+        if self.chain.mode == "detach":
+            source_out = outputs[self._source]
+            assert source_out is not None
+            return source.prediction_feature(source_out).detach()
+        if tap:
+            # Recompute the source head on the target's copy of the representation: same value, but the target's
+            # gradient through the chain then lands in the target's slice of the tap, not the source's.
+            return source.prediction_feature(self.heads[self._source](reps[self._target]))
+        source_out = outputs[self._source]
+        assert source_out is not None
+        return source.prediction_feature(source_out)

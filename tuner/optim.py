@@ -10,6 +10,10 @@ from tuner.config import TrainConfig
 from tuner.model import MultiTaskModel
 from tuner.weighting import WeightingStrategy
 
+#: Devices whose optimizer step uses torch's fused kernels (one kernel per param group instead of a loop over
+#: tensors); elsewhere torch's default implementation runs.
+FUSED_DEVICES: tuple[str, ...] = ("cuda",)
+
 
 def param_groups(model: MultiTaskModel, strategy: WeightingStrategy, config: TrainConfig) -> list[dict[str, Any]]:
     """Each group has its own learning rate; the loss weights' group never decays."""
@@ -28,9 +32,12 @@ def param_groups(model: MultiTaskModel, strategy: WeightingStrategy, config: Tra
 
 def build_optimizer(model: MultiTaskModel, strategy: WeightingStrategy, config: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, strategy, config)
+    fused = True if _device_type(model) in FUSED_DEVICES else None
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups, lr=config.lr_shared or 0.0, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        return torch.optim.SGD(groups, lr=0.0, momentum=config.momentum, weight_decay=config.weight_decay, fused=fused)
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=config.lr_shared or 0.0, weight_decay=config.weight_decay)
+    return cls(groups, lr=0.0, weight_decay=config.weight_decay, fused=fused)
+
+
+def _device_type(model: MultiTaskModel) -> str:
+    return next(model.parameters()).device.type

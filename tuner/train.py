@@ -2,13 +2,14 @@
 
 Reads top to bottom: resolve the configuration against the problem's defaults, build model, strategy and
 optimizer, measure the untrained validation losses (the objective's reference), then train epoch by epoch.
+``train_step`` is the one step the loop repeats; the benchmark times exactly that function.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +36,16 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TaskEpoch:
+    """One task's numbers after an epoch: mean training loss, validation loss and metric, current loss weight;
+    ``sigma`` for the uncertainty strategies, the epoch's mean GradNorm ``grad_norm`` and its target for GradNorm."""
+
     train_loss: float
     val_loss: float
     metric: float
     weight: float
     sigma: float | None = None
     grad_norm: float | None = None
+    grad_norm_target: float | None = None
 
 
 @dataclass
@@ -57,11 +62,15 @@ EpochCallback = Callable[[EpochReport], None]
 
 @dataclass
 class TrainResult:
+    """The resolved configuration, the untrained validation losses (``reference``), every epoch's report and the
+    trained model."""
+
     problem: str
     config: TrainConfig
     device: str
     reference: dict[str, float]
     history: list[EpochReport] = field(default_factory=list)
+    model: MultiTaskModel | None = field(default=None, repr=False, compare=False)
 
     @property
     def final(self) -> EpochReport:
@@ -107,6 +116,38 @@ def resolve_config(problem: Problem, config: TrainConfig) -> TrainConfig:
     return filled
 
 
+def build(
+    problem: Problem, config: TrainConfig, device: torch.device
+) -> tuple[MultiTaskModel, WeightingStrategy, torch.optim.Optimizer]:
+    """Model, strategy and optimizer for a resolved ``config`` (see ``resolve_config``), seeded by ``config.seed``."""
+    assert config.hidden and config.depth
+    torch.manual_seed(config.seed)
+    model = MultiTaskModel(problem.tasks, problem.build_trunk(config.hidden, config.depth), config.chain).to(device)
+    strategy = build_strategy(problem.tasks, config).to(device)
+    return model, strategy, build_optimizer(model, strategy, config)
+
+
+def train_step(
+    model: MultiTaskModel,
+    strategy: WeightingStrategy,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    targets: Sequence[Tensor],
+    autocast: AbstractContextManager[Any] | None = None,
+) -> Tensor:
+    """One optimisation step on one batch; returns the per-task losses (shape T, detached, still on the device)."""
+    with autocast or nullcontext():
+        fwd = model(x, tap=strategy.needs_tap)
+    losses = torch.stack([t.loss(o.float(), y) for t, o, y in zip(model.tasks, fwd.outputs, targets, strict=True)])
+    optimizer.zero_grad(set_to_none=True)
+    strategy.combine(losses).backward()
+    detached = losses.detach()
+    strategy.after_backward(detached, fwd.tap)
+    optimizer.step()
+    strategy.after_step()
+    return detached
+
+
 def train(
     problem: Problem,
     config: TrainConfig,
@@ -114,47 +155,37 @@ def train(
     device: str | torch.device | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train ``config`` on ``problem``; ``on_epoch_end`` may raise to stop (the study layer prunes this way)."""
+    """Train ``config`` on ``problem``; ``on_epoch_end`` may raise to stop (the study layer prunes this way).
+
+    Raises ``NonFiniteLossError`` when a task's training or validation loss of an epoch is not finite.
+    """
     config = resolve_config(problem, config)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    assert config.epochs and config.batch_size and config.hidden and config.depth
-    torch.manual_seed(config.seed)
+    assert config.epochs and config.batch_size
+    torch.manual_seed(config.seed)  # for problems whose load() draws from torch's global generator
     data = problem.load()
     train_split, val_split = data.train.to(dev), data.val.to(dev)
-    tasks = problem.tasks
-    model = MultiTaskModel(tasks, problem.build_trunk(config.hidden, config.depth), config.chain).to(dev)
-    strategy = build_strategy(tasks, config).to(dev)
-    optimizer = build_optimizer(model, strategy, config)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 and dev.type == "cuda" else nullcontext()
+    names = problem.task_names
+    model, strategy, optimizer = build(problem, config, dev)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 and dev.type == "cuda" else None
     reference = _evaluate(model, val_split)[0].clamp_min(1e-12)
-    result = TrainResult(problem.name, config, str(dev), dict(zip(problem.task_names, reference.tolist(), strict=True)))
+    result = TrainResult(problem.name, config, str(dev), dict(zip(names, reference.tolist(), strict=True)), model=model)
     shuffle = torch.Generator().manual_seed(config.seed)
 
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(train_split), generator=shuffle).to(dev)
-        loss_sum = torch.zeros(len(tasks), device=dev)
+        loss_sum = torch.zeros(len(names), device=dev)
         n_batches = 0
         for start in range(0, len(train_split), config.batch_size):
             idx = order[start : start + config.batch_size]
-            with autocast:
-                fwd = model(train_split.x[idx], tap=strategy.needs_tap)
-            losses = torch.stack(
-                [t.loss(out.float(), train_split.y[t.name][idx]) for t, out in zip(tasks, fwd.outputs, strict=True)]
-            )
-            optimizer.zero_grad(set_to_none=True)
-            strategy.combine(losses).backward()
-            strategy.after_backward(losses.detach(), fwd.tap)
-            optimizer.step()
-            strategy.after_step()
-            loss_sum += losses.detach()
+            targets = [train_split.y[name][idx] for name in names]
+            loss_sum += train_step(model, strategy, optimizer, train_split.x[idx], targets, autocast)
             n_batches += 1
         train_losses = loss_sum / n_batches
         strategy.on_epoch_end(train_losses)
-        report = _epoch_report(
-            epoch, tasks_names := problem.task_names, model, strategy, val_split, train_losses, reference
-        )
-        _check_finite(report, tasks_names)
+        report = _epoch_report(epoch, names, model, strategy, val_split, train_losses, reference)
+        _check_finite(report)
         result.history.append(report)
         if on_epoch_end is not None:
             on_epoch_end(report)
@@ -195,6 +226,7 @@ def _epoch_report(
             weight=named["weight"][i],
             sigma=named["sigma"][i] if "sigma" in named else None,
             grad_norm=named["grad_norm"][i] if "grad_norm" in named else None,
+            grad_norm_target=named["grad_norm_target"][i] if "grad_norm_target" in named else None,
         )
         for i, name in enumerate(names)
     }
@@ -202,9 +234,8 @@ def _epoch_report(
     return EpochReport(epoch=epoch, tasks=tasks, objective=objective)
 
 
-def _check_finite(report: EpochReport, names: list[str]) -> None:
-    for name in names:
-        t = report.tasks[name]
+def _check_finite(report: EpochReport) -> None:
+    for name, t in report.tasks.items():
         for split, value in (("train", t.train_loss), ("validation", t.val_loss)):
             if not math.isfinite(value):
                 raise NonFiniteLossError(name, report.epoch, split)

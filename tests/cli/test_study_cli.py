@@ -10,13 +10,26 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+import storage
+from cli.main import app
 
 MTL = [sys.executable, "-m", "cli.main"]
+storage_session = storage.session_scope
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def mtl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MTL, *args], capture_output=True, text=True, check=check, timeout=300)
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([*MTL, *args], capture_output=True, text=True, check=check, timeout=300, env=env)
+
+
+def cli(*args: str, code: int = 0) -> tuple[str, str]:
+    """Read-only commands run in-process: same code path, without a new interpreter per call."""
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    return result.stdout, result.stderr
 
 
 def test_study_lifecycle_from_the_cli(tmp_path: Path) -> None:
@@ -38,29 +51,33 @@ def test_study_lifecycle_from_the_cli(tmp_path: Path) -> None:
         "2",
         "--sampler",
         "random",
+        "--option",
+        "n_train=200",
     )
     assert "created" in run.stdout
     study = optuna.load_study(study_name="life", storage=url)
     assert sum(t.state in FINISHED for t in study.get_trials()) == 5
     assert len({t.number for t in study.get_trials()}) == len(study.get_trials())
 
-    listed = mtl("study", "list", "--storage", url).stdout
+    with storage_session(url) as session:
+        assert storage.get_job(session, "life").problem_options == {"n_train": 200}
+    listed = cli("study", "list", "--storage", url)[0]
     assert "life" in listed and "completed" in listed
 
-    shown = mtl("study", "show", "life", "--storage", url).stdout
+    shown = cli("study", "show", "life", "--storage", url)[0]
     assert "best vs baseline" in shown and "y1" in shown and "y2" in shown
 
-    best = json.loads(mtl("study", "best", "life", "--storage", url, "--json").stdout)
+    best = json.loads(cli("study", "best", "life", "--storage", url, "--json")[0])
     assert best["problem"] == "uncertainty-toy" and best["config"]["epochs"] == 2
     assert best["values"][0] == min(t.value for t in study.get_trials() if t.state == TrialState.COMPLETE)
 
-    rows = json.loads(mtl("study", "export", "life", "--storage", url, "--format", "json").stdout)
+    rows = json.loads(cli("study", "export", "life", "--storage", url, "--format", "json")[0])
     assert len(rows) == len(study.get_trials()) and {"number", "state", "params", "tasks"} <= set(rows[0])
-    csv_text = mtl("study", "export", "life", "--storage", url, "--format", "csv").stdout
+    csv_text = cli("study", "export", "life", "--storage", url, "--format", "csv")[0]
     assert csv_text.splitlines()[0].startswith("number,state")
 
-    mtl("study", "delete", "life", "--storage", url, "--yes")
-    assert "life" not in mtl("study", "list", "--storage", url).stdout
+    cli("study", "delete", "life", "--storage", url, "--yes")
+    assert "life" not in cli("study", "list", "--storage", url)[0]
     missing = mtl("study", "show", "life", "--storage", url, check=False)
     assert missing.returncode == 2 and "life" in missing.stderr and "Traceback" not in missing.stderr
 
@@ -85,6 +102,8 @@ def test_ctrl_c_leaves_nothing_running_and_the_same_command_resumes(tmp_path: Pa
         "none",
         "--sampler",
         "random",
+        "--option",
+        "n_train=400",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 240

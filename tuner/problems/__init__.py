@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from tuner.problems._base import (
@@ -41,14 +41,27 @@ _BUILTIN: dict[str, type[Problem]] = {cls.name: cls for cls in (GradNormToy, Unc
 
 
 def available_problems() -> dict[str, type[Problem]]:
-    """Built-in problems plus the ones installed packages register under ``mtl_tune.problems``."""
+    """Built-in problems plus the ones installed packages register under ``mtl_tune.problems``.
+
+    A plugin is keyed by its class's ``name``; a plugin cannot replace a built-in problem of the same name.
+    """
     problems = dict(_BUILTIN)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Problem)):
-            raise ProblemError(f"entry point {ep.name!r} ({ep.value}) is not a tuner.problems.Problem subclass")
-        problems.setdefault(getattr(cls, "name", ep.name), cls)
+        cls = _load_plugin(ep)
+        problems.setdefault(cls.name, cls)
     return problems
+
+
+def _load_plugin(ep: EntryPoint) -> type[Problem]:
+    try:
+        cls = ep.load()
+    except Exception as exc:  # third-party code: any failure becomes one readable error naming the plugin
+        raise ProblemError(f"problem plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Problem)):
+        raise ProblemError(f"problem plugin {ep.name!r} ({ep.value}) is not a tuner.problems.Problem subclass")
+    if not isinstance(getattr(cls, "name", None), str):
+        raise ProblemError(f"problem plugin {ep.name!r} ({ep.value}) does not set the class attribute 'name'")
+    return cls
 
 
 def create_problem(name: str, options: Mapping[str, Any] | None = None) -> Problem:

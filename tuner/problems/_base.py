@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 TaskKind = Literal["regression", "classification"]
 Direction = Literal["minimize", "maximize"]
+#: Metrics a task can report: accuracy for classification; rmse or mse (in the user's units) for regression.
+METRICS: dict[TaskKind, tuple[str, ...]] = {"classification": ("accuracy",), "regression": ("rmse", "mse")}
 
 
 class ProblemError(ValueError):
@@ -24,8 +26,10 @@ class ProblemError(ValueError):
 class Task:
     """One task of a multi-task problem.
 
-    ``out_dim`` is the size of the head's output (classes for classification). ``metric_scale`` converts a
-    regression metric from the standardised training units back to the user's units.
+    ``kind`` decides the loss (cross-entropy or mean squared error) and the metric: ``accuracy`` (maximised) for
+    classification, ``rmse`` (default) or ``mse`` (minimised) for regression. ``out_dim`` is the size of the head's
+    output (classes for classification). ``metric_scale`` converts a regression metric from the standardised
+    training units back to the user's units.
     """
 
     name: str
@@ -35,8 +39,15 @@ class Task:
     metric_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.kind not in METRICS:
+            raise ProblemError(f"task {self.name!r}: unknown kind {self.kind!r}; expected one of {', '.join(METRICS)}")
         if not self.metric:
-            object.__setattr__(self, "metric", "accuracy" if self.kind == "classification" else "rmse")
+            object.__setattr__(self, "metric", METRICS[self.kind][0])
+        if self.metric not in METRICS[self.kind]:
+            raise ProblemError(
+                f"task {self.name!r}: metric {self.metric!r} does not suit a {self.kind} task; "
+                f"expected one of {', '.join(METRICS[self.kind])}"
+            )
 
     @property
     def direction(self) -> Direction:
@@ -50,7 +61,8 @@ class Task:
     def metric_value(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.kind == "classification":
             return (pred.argmax(dim=-1) == target).float().mean()
-        return F.mse_loss(pred, target).sqrt() * self.metric_scale
+        mse = F.mse_loss(pred, target)
+        return mse * self.metric_scale**2 if self.metric == "mse" else mse.sqrt() * self.metric_scale
 
     def prediction_feature(self, pred: Tensor) -> Tensor:
         """What a chained task receives from this task: class probabilities or the regression estimate."""
@@ -80,8 +92,8 @@ class Dataset:
 class Trunk(nn.Module):
     """The shared part of the network.
 
-    It ends in one ``last`` linear layer followed by ``activation``: that layer is the "last shared layer" whose
-    per-task gradients GradNorm balances, so a trunk always exposes it.
+    It ends in one ``last`` linear layer followed by ``activation`` (elementwise, ReLU by default): that layer is
+    the "last shared layer" whose per-task gradients GradNorm balances, so a trunk always exposes it.
     """
 
     def __init__(self, body: nn.Module, last: nn.Linear, activation: nn.Module | None = None) -> None:
@@ -93,6 +105,17 @@ class Trunk(nn.Module):
     @property
     def out_dim(self) -> int:
         return self.last.out_features
+
+    def activation_slope(self, pre: Tensor, out: Tensor) -> Tensor:
+        """The activation's derivative at ``pre`` (``out`` = activation(pre)), elementwise and detached."""
+        if isinstance(self.activation, nn.ReLU):
+            # A comparison needs no autograd pass; as floats, multiplying by it skips a dtype conversion.
+            return (out > 0).to(out.dtype)
+        # Elementwise, so the gradient of sum(activation(p)) is the derivative at every point.
+        with torch.enable_grad():
+            point = pre.detach().requires_grad_()
+            (slope,) = torch.autograd.grad(self.activation(point).sum(), point)
+        return slope
 
 
 def mlp_trunk(in_dim: int, hidden: int, depth: int) -> Trunk:
@@ -107,7 +130,11 @@ def mlp_trunk(in_dim: int, hidden: int, depth: int) -> Trunk:
 
 @dataclass(frozen=True)
 class Defaults:
-    """A problem's default training configuration (the study baseline uses these)."""
+    """A problem's default training configuration (the study baseline uses these).
+
+    ``chain`` is the (source, target) pair that suits task chaining on this problem; a run chains only when its
+    configuration names a chain, so this is what a study offers, not what training does by default.
+    """
 
     lr_shared: float = 1e-3
     lr_heads: float = 1e-3
@@ -131,7 +158,21 @@ class ProblemOptions(BaseModel):
 class Problem(ABC):
     """A multi-task problem: its tasks, its data and the trunk that suits it.
 
-    Register a third-party problem through the ``mtl_tune.problems`` entry-point group, pointing at a subclass.
+    A subclass sets ``name`` (the registry key), optionally ``description`` and ``Options`` (a ``ProblemOptions``
+    subclass: the keyword options ``create`` validates), and implements:
+
+    - ``tasks``: the list of ``Task`` (name, kind, loss, metric and the metric's direction);
+    - ``load()``: a ``Dataset`` of tensors (train and validation ``Split``), deterministic for ``options.seed``;
+    - ``build_trunk(hidden, depth)``: the shared ``Trunk``, which ends in the last shared linear layer.
+
+    ``defaults`` may override the default training configuration; ``__post_init__`` may validate the options
+    further (call ``super().__post_init__()`` first). Raise ``ProblemError`` for bad options or data.
+
+    Third-party problems register in their package metadata under the ``mtl_tune.problems`` entry-point group,
+    pointing at the subclass, e.g. in ``pyproject.toml``::
+
+        [project.entry-points."mtl_tune.problems"]
+        my-problem = "my_package.problems:MyProblem"
     """
 
     name: ClassVar[str]
@@ -141,17 +182,21 @@ class Problem(ABC):
     options: ProblemOptions = field(default_factory=ProblemOptions)
 
     def __post_init__(self) -> None:
-        """Subclasses validate their options further here."""
+        # create() has validated already; direct construction (``GradNormToy()``) gets its own options type here.
+        if not isinstance(self.options, self.Options):
+            self.options = self.parse_options(self.options.model_dump())
 
     @classmethod
     def create(cls, options: Mapping[str, Any] | None = None) -> Problem:
-        from pydantic import ValidationError
+        """Build the problem from keyword options (as the CLI and the study layer pass them)."""
+        return cls(options=cls.parse_options(options))
 
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any] | None) -> ProblemOptions:
         try:
-            parsed = cls.Options.model_validate(dict(options or {}))
+            return cls.Options.model_validate(dict(options or {}))
         except ValidationError as exc:
             raise ProblemError(f"problem {cls.name!r}: {_first_error(exc)}") from None
-        return cls(options=parsed)
 
     @property
     @abstractmethod
@@ -179,7 +224,7 @@ class Problem(ABC):
         return [t.name for t in self.tasks]
 
 
-def _first_error(exc: Any) -> str:
+def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "options"
     return f"{where}: {err['msg']}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import ClassVar
 
 import numpy as np
@@ -55,7 +56,7 @@ class MultiDigits(Problem):
     def build_trunk(self, hidden: int, depth: int) -> Trunk:
         channels = [1] + [16 * 2**i for i in range(max(depth, 1))]
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+        for c_in, c_out in pairwise(channels):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
         side = CANVAS
         for _ in channels[1:]:

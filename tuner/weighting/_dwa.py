@@ -20,6 +20,8 @@ class DWA(WeightingStrategy):
     epochs."""
 
     name: ClassVar[str] = "dwa"
+    _lambda: Tensor
+    _prev: Tensor
 
     def __init__(self, tasks: Sequence[Task], temperature: float = 2.0) -> None:
         super().__init__(tasks)
@@ -34,6 +36,7 @@ class DWA(WeightingStrategy):
     def on_epoch_end(self, train_losses: Tensor) -> None:
         current = train_losses.detach()
         self._epochs_seen += 1
+        # A host-side epoch counter: the first two epochs keep lambda = 1 without reading a tensor.
         if self._epochs_seen >= 2:
             ratio = current / self._prev.clamp_min(1e-12)
             self._lambda = self.n_tasks * torch.softmax(ratio / self.temperature, dim=0)

@@ -17,6 +17,7 @@ class Equal(WeightingStrategy):
     """The plain sum of the task losses."""
 
     name: ClassVar[str] = "equal"
+    _weights: Tensor
 
     def __init__(self, tasks: Sequence[Task], weights: Mapping[str, float] | None = None) -> None:
         super().__init__(tasks)

@@ -11,39 +11,48 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from tuner.config import TrainConfig
 from tuner.model import SharedTap
 from tuner.problems import Task
 from tuner.weighting._base import WeightingStrategy
 
+#: Steps after which the epoch's per-step G and targets are summed into one entry, which bounds their memory.
+COLLAPSE_EVERY = 256
+
 
 def per_task_grad_norms(tap: SharedTap) -> Tensor:
     """G_i = ||grad_W (w_i L_i)||_2 over the last shared layer W (weight and bias), for every task at once.
 
-    ``tap.pre.grad[i]`` is task i's gradient on that layer's output, so W's per-task gradient is
-    ``pre.grad[i]^T @ inputs`` and the bias's is its column sum: one batched matmul, no autograd call per task.
+    With ``delta_i`` task i's gradient on that layer's output (B x D), W's gradient is ``delta_i^T @ inputs`` and
+    the bias's is ``delta_i^T @ 1``, so ``delta_i^T @ [inputs, 1]`` holds both. The tap lays the tasks' gradients
+    out as one B x (T * D) matrix: one matrix product gives every task's at once, with no autograd call per task.
     """
-    delta = tap.pre.grad
-    assert delta is not None, "backward() must run before the gradient norms are read"
-    inputs = tap.inputs.detach().to(delta.dtype)
-    weight_sq = torch.matmul(delta.transpose(1, 2), inputs).square().sum(dim=(1, 2))
-    bias_sq = delta.sum(dim=1).square().sum(dim=1)
-    return (weight_sq + bias_sq).sqrt()
+    # float32 even under bf16 autocast: squared norms of small gradients underflow in bf16.
+    delta = tap.layer_output_grads().float()
+    batch, tasks, width = delta.shape
+    inputs_and_one = F.pad(tap.inputs.detach().float(), (0, 1), value=1.0)
+    per_task = torch.mm(delta.reshape(batch, tasks * width).t(), inputs_and_one)  # (T * D) x (E + 1)
+    return torch.linalg.vector_norm(per_task.view(tasks, -1), dim=1)
 
 
 class GradNorm(WeightingStrategy):
     """Learns task weights w so that each task's gradient norm G_i on the last shared layer approaches
     mean(G) * r_i^alpha, where r_i = L~_i / mean(L~) and L~_i = L_i(t) / L_i(0).
 
-    L_i(0) is task i's loss on the first training batch. The network trains on sum_i w_i L_i with w held constant;
-    w alone receives the GradNorm gradient, in closed form (the target is a constant):
-    d/dw_i sum_j |G_j - target_j| = sign(G_i - target_i) * ||grad_W L_i||. After every step w is renormalised to sum
-    to T and kept positive. Everything stays on the device: no host synchronisation per step.
+    L_i(0) is task i's loss on the first training batch (before any update). The network trains on
+    sum_i w_i L_i with w held constant; w alone receives the GradNorm gradient, in closed form (the target is a
+    constant): d/dw_i sum_j |G_j - target_j| = sign(G_i - target_i) * ||grad_W L_i||, so no second-order gradient
+    reaches the network. After every step w is renormalised to sum to T and kept positive. Everything stays on the
+    device: no host synchronisation per step.
     """
 
     name: ClassVar[str] = "gradnorm"
     needs_tap: ClassVar[bool] = True
+    initial_losses: Tensor
+    _last_g: Tensor
+    _last_target: Tensor
 
     def __init__(self, tasks: Sequence[Task], alpha: float = 1.5, min_weight: float = 1e-4) -> None:
         super().__init__(tasks)
@@ -51,8 +60,12 @@ class GradNorm(WeightingStrategy):
         self.min_weight = min_weight
         self.w = nn.Parameter(torch.ones(self.n_tasks))
         self.register_buffer("initial_losses", torch.ones(self.n_tasks))
-        self.register_buffer("_g_sum", torch.zeros(self.n_tasks))
-        self.register_buffer("_target_sum", torch.zeros(self.n_tasks))
+        self.register_buffer("_last_g", torch.zeros(self.n_tasks))
+        self.register_buffer("_last_target", torch.zeros(self.n_tasks))
+        # The epoch's G and targets, kept as references and summed once per epoch (or every COLLAPSE_EVERY steps)
+        # rather than added up with two more operations every step.
+        self._epoch: list[tuple[Tensor, Tensor]] = []
+        # Host-side counters: they decide when L(0) is taken, and average, without reading any tensor.
         self._steps = 0
         self._steps_in_epoch = 0
 
@@ -62,40 +75,48 @@ class GradNorm(WeightingStrategy):
 
     def combine(self, losses: Tensor) -> Tensor:
         if self._steps == 0:
-            self.initial_losses = losses.detach().clone()
-        return (self.w.detach() * losses).sum()
+            self.initial_losses = losses.detach().float().clamp_min(1e-12)
+        return torch.dot(self.w.detach(), losses)
 
     def after_backward(self, losses: Tensor, tap: SharedTap | None) -> None:
         assert tap is not None, "GradNorm needs the shared-layer tap (needs_tap=True)"
-        g = per_task_grad_norms(tap).float()
-        w = self.w.detach()
-        ratio = losses.detach().float() / self.initial_losses.clamp_min(1e-12)
-        target = g.mean() * (ratio / ratio.mean()).pow(self.alpha)
-        # G_i = w_i ||grad_W L_i||, so d|G_i - target_i| / dw_i = sign(G_i - target_i) ||grad_W L_i||.
-        self.w.grad = torch.sign(g - target) * g / w.clamp_min(self.min_weight)
-        self._g_sum += g
-        self._target_sum += target
+        # Few operations: on a CPU each one's dispatch costs about as much as its arithmetic on T numbers.
+        g = per_task_grad_norms(tap)
+        ratio = losses / self.initial_losses
+        target = (ratio / ratio.mean()).pow_(self.alpha).mul_(g.mean())
+        # G_i = w_i ||grad_W L_i||, so d|G_i - target_i| / dw_i = sign(G_i - target_i) ||grad_W L_i||, and
+        # ||grad_W L_i|| = G_i / w_i (after_step keeps w > 0).
+        self.w.grad = torch.copysign(g / self.w.detach(), g - target)
+        self._epoch.append((g, target))
+        if len(self._epoch) >= COLLAPSE_EVERY:
+            self._epoch = [self._epoch_sums()]
         self._steps += 1
         self._steps_in_epoch += 1
 
-    @torch.no_grad()
     def after_step(self) -> None:
-        self.w.clamp_(min=self.min_weight)
-        self.w.mul_(self.n_tasks / self.w.sum())
+        w = self.w.detach()  # shares w's storage: updating it in place needs no no_grad() context
+        w.clamp_(min=self.min_weight)
+        w.div_(w.sum().div_(self.n_tasks))
 
+    @torch.no_grad()
     def on_epoch_end(self, train_losses: Tensor) -> None:
-        self._last_g = self._g_sum / max(self._steps_in_epoch, 1)
-        self._last_target = self._target_sum / max(self._steps_in_epoch, 1)
-        self._g_sum.zero_()
-        self._target_sum.zero_()
+        if self._epoch:
+            g_sum, target_sum = self._epoch_sums()
+            self._last_g, self._last_target = g_sum / self._steps_in_epoch, target_sum / self._steps_in_epoch
+        self._epoch.clear()
         self._steps_in_epoch = 0
+
+    def _epoch_sums(self) -> tuple[Tensor, Tensor]:
+        g, target = (torch.stack(series).sum(dim=0) for series in zip(*self._epoch, strict=True))
+        return g, target
 
     def weights(self) -> Tensor:
         return self.w.detach().clone()
 
     def report(self) -> dict[str, Tensor]:
-        out = {"weight": self.weights()}
-        if hasattr(self, "_last_g"):
-            out["grad_norm"] = self._last_g
-            out["grad_norm_target"] = self._last_target
-        return out
+        """``grad_norm`` and ``grad_norm_target`` are the epoch's mean G_i and mean target."""
+        return {
+            "weight": self.weights(),
+            "grad_norm": self._last_g.clone(),
+            "grad_norm_target": self._last_target.clone(),
+        }
