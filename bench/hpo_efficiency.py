@@ -6,7 +6,7 @@ to reach what random search reaches with all of its epochs? Target: <= 40 %.
 
     python bench/hpo_efficiency.py [--problems gradnorm-toy multi-digits] [--seeds 0 1 2] [--trials 60]
 
-Prints a table, writes bench/out/hpo_efficiency.png and bench/out/hpo_efficiency.json. Trials run in-process
+Prints tables, writes bench/out/hpo_<problem>.json and docs/hpo_efficiency.png. Trials run in-process
 with Optuna's in-memory storage: this measures the search, not the bookkeeping.
 """
 
@@ -103,7 +103,11 @@ def main() -> None:
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--report-only", action="store_true", help="Only print and plot the saved results.")
     args = parser.parse_args()
+    if args.report_only:
+        report()
+        return
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -138,7 +142,13 @@ def main() -> None:
                 flush=True,
             )
         results[name] = {"rows": rows, "baseline": baseline(problem, args.seeds[0])}
-    (OUT / "hpo_efficiency.json").write_text(json.dumps(results, indent=1))
+        (OUT / f"hpo_{name}.json").write_text(json.dumps(results[name], indent=1))
+    report()
+
+
+def report() -> None:
+    """Tables and the plot from every problem's saved results (problems may run in separate processes)."""
+    results = {p.stem.removeprefix("hpo_"): json.loads(p.read_text()) for p in sorted(OUT.glob("hpo_*.json"))}
     print_tables(results)
     plot(results)
 
@@ -178,7 +188,7 @@ def plot(results: dict[str, Any]) -> None:
         ax.set_yscale("log")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(OUT / "hpo_efficiency.png", dpi=110)
+    fig.savefig(Path(__file__).parent.parent / "docs" / "hpo_efficiency.png", dpi=110)
 
 
 if __name__ == "__main__":

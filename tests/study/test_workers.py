@@ -109,7 +109,7 @@ def test_two_local_workers_on_sqlite(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_a_killed_worker_is_failed_after_the_grace_period_and_retried(pg_url: str) -> None:
-    launch(pg_url, "crash", n_trials=4, epochs=30, problem="gradnorm-toy", options={"n_train": 500, "n_val": 100})
+    launch(pg_url, "crash", n_trials=2, epochs=30, problem="gradnorm-toy", options={"n_train": 300, "n_val": 100})
     beat = ("--heartbeat", "1", "--grace", "4")
     victim = start_worker(pg_url, "crash", *beat)
     running = _wait_for_running_trial(pg_url, "crash", min_epochs=1)
@@ -124,12 +124,12 @@ def test_a_killed_worker_is_failed_after_the_grace_period_and_retried(pg_url: st
     retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == running]
     assert retried and retried[0].state in FINISHED
     assert completed_before <= {t.number for t in study.get_trials() if t.state == TrialState.COMPLETE}
-    assert_exact_target(pg_url, "crash", 4)
+    assert_exact_target(pg_url, "crash", 2)
 
 
 @pytest.mark.slow
 def test_workers_reconnect_after_their_connections_are_killed(pg_url: str) -> None:
-    launch(pg_url, "cut", n_trials=8, epochs=8, problem="gradnorm-toy", options={"n_train": 400, "n_val": 100})
+    launch(pg_url, "cut", n_trials=6, epochs=6, problem="gradnorm-toy", options={"n_train": 300, "n_val": 100})
     procs = [start_worker(pg_url, "cut", "--exit-when-idle", "--heartbeat", "1", "--grace", "5") for _ in range(2)]
     _wait_for_running_trial(pg_url, "cut", min_epochs=1)
     database = pg_url.rsplit("/", 1)[1]
@@ -141,7 +141,7 @@ def test_workers_reconnect_after_their_connections_are_killed(pg_url: str) -> No
         ).fetchone()
     assert killed and killed[0] >= 1
     wait_all(procs)
-    assert_exact_target(pg_url, "cut", 8)
+    assert_exact_target(pg_url, "cut", 6)
 
 
 def _wait_for_running_trial(url: str, name: str, *, min_epochs: int, timeout: float = 120) -> int:

@@ -8,7 +8,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 from pydantic import Field
-from sklearn.datasets import load_digits
 from torch import nn
 
 from tuner.problems._base import Dataset, Defaults, Problem, ProblemOptions, Split, Task, Trunk
@@ -43,6 +42,8 @@ class MultiDigits(Problem):
 
     def load(self) -> Dataset:
         assert isinstance(self.options, MultiDigitsOptions)
+        from sklearn.datasets import load_digits  # imported here: sklearn adds ~2 s to every CLI start
+
         digits = load_digits()
         images = digits.images.astype(np.float32) / 16.0
         labels = digits.target.astype(np.int64)
