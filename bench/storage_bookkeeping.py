@@ -70,6 +70,42 @@ def bookkeeping_ms(url: str, n_trials: int) -> list[float]:
     return times[3:]  # the first trials pay for imports and caches
 
 
+def own_writes_ms(url: str, n_trials: int) -> list[float]:
+    """mtl-tune's own tables alone, as a worker writes them for one trial: claim, 20 epochs, summary."""
+    name = f"own-{uuid.uuid4().hex[:6]}"
+    create_study(url, StudySpec(name=name, problem="multi-digits", n_trials=n_trials, epochs=EPOCHS), source="cli")
+    with storage.session_scope(url) as session:
+        job_id = storage.get_job(session, name).id
+    rows = [{"task": t, "train_loss": 0.5, "val_loss": 0.5, "metric": 0.5, "weight": 1.0} for t in TASKS]
+    times = []
+    for number in range(n_trials):
+        start = time.perf_counter()
+        claim = storage.claim_slot(url, study_name=name, worker="bench", grace_seconds=60)
+        assert claim is not None
+        with storage.session_scope(url) as session:
+            storage.attach_trial(session, claim, number)
+        for epoch in range(EPOCHS):
+            with storage.session_scope(url) as session:
+                storage.write_epoch(session, job_id=job_id, trial_number=number, epoch=epoch, rows=rows, claim_id=claim)
+                storage.job_status(session, job_id)
+        with storage.session_scope(url) as session:
+            storage.finish_claim(session, claim, state="complete")
+            storage.write_summary(
+                session,
+                job_id=job_id,
+                trial_number=number,
+                state="complete",
+                values=[0.5],
+                params={},
+                task_metrics={},
+                duration_s=1.0,
+                started_at=None,
+                finished_at=None,
+            )
+        times.append((time.perf_counter() - start) * 1000)
+    return times[3:]
+
+
 def optuna_only_ms(url: str, n_trials: int) -> list[float]:
     study = optuna.create_study(storage=url, study_name=f"ref-{uuid.uuid4().hex[:6]}")
     times = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from storage._engine import write_lock
@@ -127,4 +127,7 @@ def _check_name(study_name: str) -> None:
 
 def job_status(session: Session, job_id: int) -> str | None:
     """Just the status column (workers read it every epoch); None when the job is gone."""
-    return session.scalar(select(StudyJob.status).where(StudyJob.id == job_id))
+    return session.connection().scalar(_STATUS, {"job_id": job_id})
+
+
+_STATUS = select(StudyJob.status).where(StudyJob.id == bindparam("job_id"))

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -36,11 +36,17 @@ def write_epoch(
         | {key: row.get(key) for key in _OPTIONAL_KEYS}
         for row in rows
     ]
+    # Core statements on the session's connection: this runs every epoch of every trial, and the ORM layer's
+    # per-statement bookkeeping would cost more than the database does.
+    connection = session.connection()
     if records:
-        # render_nulls keeps rows with and without sigma/grad_norm in one batch (the ORM splits on omitted NULLs).
-        session.execute(insert(EpochMetric).execution_options(render_nulls=True), records)
+        connection.execute(_INSERT_EPOCH, records)
     if claim_id is not None:
-        session.execute(update(TrialClaim).where(TrialClaim.id == claim_id).values(heartbeat_at=utcnow()))
+        connection.execute(_HEARTBEAT, {"claim_id": claim_id, "now": utcnow()})
+
+
+_INSERT_EPOCH = insert(EpochMetric)
+_HEARTBEAT = update(TrialClaim).where(TrialClaim.id == bindparam("claim_id")).values(heartbeat_at=bindparam("now"))
 
 
 def write_summary(

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
 import torch
 
 from tuner.problems import Dataset, Defaults, Problem, Split, Task, Trunk, mlp_trunk
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # The models here are tiny: one thread is faster than two and keeps runs reproducible.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class TinyMixed(Problem):
