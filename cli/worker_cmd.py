@@ -26,8 +26,21 @@ def worker(
 ) -> None:
     """Loop: find a study that needs trials, claim a slot, run one trial, repeat. SIGTERM/SIGINT end it cleanly
     (the running trial is marked failed and its slot is retried by another worker)."""
+    import warnings
+
+    import optuna
+
     from tuner.study import Worker, WorkerSettings
 
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if threads:
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(threads)
+        # numpy's BLAS as well: its idle threads spin, and two workers' pools on two cores slow both several-fold.
+        threadpool_limits(limits=threads)
     with user_errors():
         url = resolve_storage(storage_url)
         settings = WorkerSettings(

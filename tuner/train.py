@@ -163,7 +163,7 @@ def train(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     assert config.epochs and config.batch_size
     torch.manual_seed(config.seed)  # for problems whose load() draws from torch's global generator
-    data = problem.load()
+    data = problem.dataset()
     train_split, val_split = data.train.to(dev), data.val.to(dev)
     names = problem.task_names
     model, strategy, optimizer = build(problem, config, dev)

@@ -180,6 +180,7 @@ class Problem(ABC):
     Options: ClassVar[type[ProblemOptions]] = ProblemOptions
 
     options: ProblemOptions = field(default_factory=ProblemOptions)
+    _dataset: Dataset | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # create() has validated already; direct construction (``GradNormToy()``) gets its own options type here.
@@ -205,6 +206,12 @@ class Problem(ABC):
     @abstractmethod
     def load(self) -> Dataset:
         """Build or read the data, deterministically for ``options.seed``."""
+
+    def dataset(self) -> Dataset:
+        """``load()`` once per problem instance: a worker trains many trials on the same data."""
+        if self._dataset is None:
+            self._dataset = self.load()
+        return self._dataset
 
     @abstractmethod
     def build_trunk(self, hidden: int, depth: int) -> Trunk: ...

@@ -24,7 +24,7 @@ import sqlalchemy.exc
 from sqlalchemy.orm import Session
 
 import storage
-from tuner.problems import create_problem
+from tuner.problems import Problem, create_problem
 from tuner.study._samplers import make_pruner, make_sampler, report_steps
 from tuner.study._space import SearchSpace
 from tuner.study._trial import JobInfo, TrialRunner
@@ -66,6 +66,7 @@ class Worker:
         self._failures: dict[str, int] = {}
         self._samplers: dict[str, optuna.samplers.BaseSampler] = {}
         self._studies: dict[str, optuna.Study] = {}
+        self._problems: dict[str, Problem] = {}
 
     def run(self) -> int:
         """Loop until idle (with ``exit_when_idle``), ``max_trials``, the deadline, or SIGTERM/SIGINT."""
@@ -123,7 +124,7 @@ class Worker:
 
     def _run_trial(self, job: JobInfo, claim_id: int) -> None:
         s = self.settings
-        problem = create_problem(job.problem, job.problem_options)
+        problem = self._problem(job)
         steps = report_steps(job.pruner, epochs=job.epochs, objective=job.objective)
         space = SearchSpace.model_validate(job.space or {})
         runner = TrialRunner(s.url, job, problem, space, claim_id, s.device, steps)
@@ -138,6 +139,12 @@ class Worker:
             raise
         self.trials_run += 1
         self._record(job, claim_id, finished[0] if finished else None)
+
+    def _problem(self, job: JobInfo) -> Problem:
+        """One problem instance per job, so its data is built or read once, not once per trial."""
+        if job.study_name not in self._problems:
+            self._problems[job.study_name] = create_problem(job.problem, job.problem_options)
+        return self._problems[job.study_name]
 
     def _study(self, job: JobInfo) -> optuna.Study:
         """Loaded once per job: its sampler's state then advances from trial to trial."""
