@@ -80,13 +80,18 @@ def ensure_schema(url: str) -> str:
     if current == head:
         return head
     if current is None:
-        if _has_project_tables(url):
+        if not _has_project_tables(url):
+            upgrade(url)  # under a lock: concurrent first starts set the database up once
+            return head
+        # Another process may have finished setting it up between the two looks.
+        current = current_revision(url)
+        if current == head:
+            return head
+        if current is None:
             raise StorageError(
                 f"{redact(url)} has mtl-tune tables but no revision in {VERSION_TABLE}; "
                 "it was not created by `mtl-tune db upgrade`"
             )
-        upgrade(url)
-        return head
     if current not in {script.revision for script in _scripts().walk_revisions()}:
         raise StorageError(f"the database schema is at revision {current}, newer than this mtl-tune ({head})")
     raise SchemaOutdated(current, head)
