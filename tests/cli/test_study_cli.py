@@ -93,7 +93,7 @@ def test_ctrl_c_leaves_nothing_running_and_the_same_command_resumes(tmp_path: Pa
         "--trials",
         "4",
         "--epochs",
-        "4",
+        "30",
         "--study",
         "intr",
         "--storage",
@@ -107,14 +107,15 @@ def test_ctrl_c_leaves_nothing_running_and_the_same_command_resumes(tmp_path: Pa
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 240
-    while time.time() < deadline:
-        time.sleep(1)
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.3)
         try:
             trials = optuna.load_study(study_name="intr", storage=url).get_trials()
         except Exception:  # the study may not exist yet
             continue
         if any(t.state == TrialState.RUNNING for t in trials) and any(t.state in FINISHED for t in trials):
             break
+    assert proc.poll() is None, "the study finished before a trial could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     proc.wait(timeout=120)
     assert proc.returncode == 130
