@@ -29,7 +29,7 @@ from api.schemas import (
 from storage import EpochMetric, StudyJob, TrialSummary
 from storage import api_queries as q
 
-BASELINE_ATTR = "baseline"  # storage.reports.BASELINE_ATTR, without importing the CLI's report module
+BASELINE_ATTR = storage.BASELINE_ATTR
 
 _study_ids: Lru[JobKey, int] = Lru()
 _metric_names: Lru[JobKey, dict[str, str]] = Lru()

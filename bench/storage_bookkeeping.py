@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -27,6 +26,7 @@ import optuna
 import psycopg
 
 import storage
+from cli.worker_cmd import worker_command
 from tuner.study import StudySpec, Worker, WorkerSettings, create_study
 from tuner.study import _trial as trial_module
 from tuner.train import EpochReport, TaskEpoch, TrainResult
@@ -150,21 +150,7 @@ def scaling(url: str, trials: int) -> dict[int, float]:
             pruner="none",
         )
         create_study(url, spec, source="cli")
-        cmd = [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "worker",
-            "--storage",
-            url,
-            "--study",
-            name,
-            "--exit-when-idle",
-            "--threads",
-            "1",
-            "--poll",
-            "0.2",
-        ]
+        cmd = worker_command(url, name, "--exit-when-idle", "--threads", "1", "--poll", "0.2")
         procs = [subprocess.Popen([*cmd, "--worker-index", str(i)], stdout=subprocess.DEVNULL) for i in range(workers)]
         for p in procs:
             p.wait()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from cli._common import console, fail, user_errors
 from cli._options import StorageOption, resolve_storage
+from cli.worker_cmd import worker_command
 
 app = typer.Typer(help="Launch, follow and inspect studies.", no_args_is_help=True)
 
@@ -128,21 +128,7 @@ def _spawn_worker(
     url: str, name: str, index: int, device: str | None, deadline: float | None, threads: int
 ) -> subprocess.Popen[bytes]:
     # Local workers split the cores between them instead of each taking all of them.
-    cmd = [
-        sys.executable,
-        "-m",
-        "cli.main",
-        "worker",
-        "--storage",
-        url,
-        "--study",
-        name,
-        "--exit-when-idle",
-        "--worker-index",
-        str(index),
-        "--threads",
-        str(threads),
-    ]
+    cmd = worker_command(url, name, "--exit-when-idle", "--worker-index", str(index), "--threads", str(threads))
     if device:
         cmd += ["--device", device]
     if deadline:

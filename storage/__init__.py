@@ -22,6 +22,7 @@ from storage.claims import (
     reap_stale_claims,
 )
 from storage.jobs import (
+    ACTIVE_STATUSES,
     JOB_STATUSES,
     create_job,
     delete_job,
@@ -35,9 +36,11 @@ from storage.jobs import (
 )
 from storage.metrics import trial_curves, write_epoch, write_summary
 from storage.models import EpochMetric, StudyJob, TrialClaim, TrialSummary
-from storage.queries import StudyProgress, study_progress
+from storage.queries import BASELINE_ATTR, StudyProgress, study_progress
 
 __all__ = [
+    "ACTIVE_STATUSES",
+    "BASELINE_ATTR",
     "CLAIM_STATES",
     "JOB_STATUSES",
     "EpochMetric",

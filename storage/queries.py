@@ -11,6 +11,9 @@ from storage.claims import claim_counts
 from storage.jobs import get_job
 from storage.models import TrialSummary
 
+#: The Optuna user attribute that marks a study's baseline trial (equal weighting, default learning rates).
+BASELINE_ATTR = "baseline"
+
 
 @dataclass(frozen=True)
 class StudyProgress:

@@ -19,9 +19,7 @@ from storage._optuna import optuna_storage
 from storage._schema import ensure_schema
 from storage.jobs import delete_job, get_job
 from storage.models import StudyJob
-
-#: The user attribute that marks a study's baseline trial (equal weighting, default learning rates).
-BASELINE_ATTR = "baseline"
+from storage.queries import BASELINE_ATTR
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -71,7 +70,6 @@ def test_detach_then_workers_zero_follows_a_worker_started_elsewhere(tmp_path) -
         "--storage",
         url,
     ]
-    started = time.time()
     out = subprocess.run([*base, "--detach"], capture_output=True, text=True, check=True, timeout=120)
     assert "created" in out.stdout
     with storage.session_scope(url) as session:
@@ -81,4 +79,3 @@ def test_detach_then_workers_zero_follows_a_worker_started_elsewhere(tmp_path) -
     text, _ = follower.communicate(timeout=120)
     assert follower.returncode == 0
     assert "remote" in text and "completed" in text
-    assert time.time() - started < 300

@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -85,7 +86,7 @@ def test_bad_configurations_get_pruned(sqlite_url: str) -> None:
     launched = create_study(sqlite_url, spec, source="cli")
     study = _study(sqlite_url, launched.study_name)
     settings = WorkerSettings(url=sqlite_url, study_name="prune-me", exit_when_idle=True, device="cpu")
-    Worker(WorkerSettings(**{**settings.__dict__, "max_trials": 6})).run()  # the median's reference trials
+    Worker(replace(settings, max_trials=6)).run()  # the median's reference trials
     for _ in range(4):  # learning rates so small that nothing is learnt
         study.enqueue_trial({"strategy": "equal", "lr_shared": 1e-7, "lr_heads": 1e-7}, user_attrs={"bad": True})
     Worker(settings).run()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -15,6 +14,7 @@ from optuna.trial import TrialState
 from sqlalchemy import func, select
 
 import storage
+from cli.worker_cmd import worker_command
 from tests.pg import ADMIN_DSN, fresh_database
 from tuner.study import StudySpec, create_study
 
@@ -29,21 +29,7 @@ def pg_url() -> Iterator[str]:
 
 
 def start_worker(url: str, study: str, *extra: str) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "cli.main",
-        "worker",
-        "--storage",
-        url,
-        "--study",
-        study,
-        "--threads",
-        "1",
-        "--poll",
-        "0.5",
-        *extra,
-    ]
+    cmd = worker_command(url, study, "--threads", "1", "--poll", "0.5", *extra)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -54,6 +54,11 @@ def make_sampler(name: str, *, seed: int, objective: str) -> optuna.samplers.Bas
     raise ValueError(f"sampler: unknown {name!r}; expected one of {', '.join(SAMPLERS)}")
 
 
+# Rungs of Hyperband and successive halving: MIN_RESOURCE * REDUCTION_FACTOR**k epochs.
+MIN_RESOURCE = 1
+REDUCTION_FACTOR = 3
+
+
 def report_steps(pruner: str, *, epochs: int, objective: str) -> frozenset[int] | None:
     """The epochs (1-based) at which the pruner reads an intermediate value; None means every epoch.
 
@@ -64,10 +69,10 @@ def report_steps(pruner: str, *, epochs: int, objective: str) -> frozenset[int] 
     if objective == "pareto" or pruner == "none":
         return frozenset()
     if pruner in ("hyperband", "successive-halving"):
-        steps, rung = set(), 1
+        steps, rung = set(), MIN_RESOURCE
         while rung <= epochs:
             steps.add(rung)
-            rung *= 3
+            rung *= REDUCTION_FACTOR
         return frozenset(steps)
     return None
 
@@ -77,9 +82,11 @@ def make_pruner(name: str, *, epochs: int, objective: str) -> optuna.pruners.Bas
     if objective == "pareto" or name == "none":
         return optuna.pruners.NopPruner()
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=MIN_RESOURCE, max_resource=epochs, reduction_factor=REDUCTION_FACTOR
+        )
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1, interval_steps=1)
     if name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=MIN_RESOURCE, reduction_factor=REDUCTION_FACTOR)
     raise ValueError(f"pruner: unknown {name!r}; expected one of {', '.join(PRUNERS)}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 
-from storage.reports import BASELINE_ATTR
+from storage import BASELINE_ATTR
 from tuner.config import Chain, TrainConfig
 from tuner.problems import Problem
 from tuner.study._space import FloatKnob, Range, SearchSpace

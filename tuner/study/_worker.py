@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,10 +58,9 @@ class WorkerSettings:
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, on_trial_end: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.on_trial_end = on_trial_end
         self.trials_run = 0
         self._failures: dict[str, int] = {}
         self._samplers: dict[str, optuna.samplers.BaseSampler] = {}
@@ -110,7 +109,7 @@ class Worker:
             return False
         with storage.session_scope(self.settings.url) as session:
             job = storage.find_job(session, self.settings.study_name)
-            return job is not None and job.status in ("queued", "running")
+            return job is not None and job.status in storage.ACTIVE_STATUSES
 
     def _next_job(self) -> JobInfo | None:
         with storage.session_scope(self.settings.url) as session:
@@ -191,22 +190,22 @@ class Worker:
                     started_at=_utc(trial.datetime_start),
                     finished_at=_utc(trial.datetime_complete),
                 )
-            self._after_trial(session, job, state, trial)
-        if self.on_trial_end is not None:
-            self.on_trial_end(job.study_name, state)
+            self._fail_job_after_repeated_failures(session, job, state, trial)
 
-    def _after_trial(self, session: Session, job: JobInfo, state: str, trial: optuna.trial.FrozenTrial | None) -> None:
-        """Stop a job that only fails (a broken problem would otherwise retry forever) and settle stop requests."""
+    def _fail_job_after_repeated_failures(
+        self, session: Session, job: JobInfo, state: str, trial: optuna.trial.FrozenTrial | None
+    ) -> None:
+        """A job whose trials only fail (a broken problem) would otherwise be retried forever.
+
+        Stop requests need nothing here: ``finish_claim`` turns a stopping job stopped with its last claim.
+        """
         failures = self._failures.get(job.study_name, 0) + 1 if state == "failed" else 0
         self._failures[job.study_name] = failures
-        record = storage.get_job(session, job.study_name)
         if failures >= MAX_CONSECUTIVE_FAILURES:
             reason = trial.user_attrs.get("fail_reason", "unknown error") if trial is not None else "unknown error"
             storage.set_status(
                 session, job.study_name, "failed", error=f"{failures} consecutive trials failed; last: {reason}"
             )
-        elif record.status == "stopping" and storage.claim_counts(session, job.study_name).get("running", 0) == 0:
-            storage.set_status(session, job.study_name, "stopped")
 
 
 def _utc(moment: datetime | None) -> datetime | None:
