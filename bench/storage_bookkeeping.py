@@ -27,6 +27,7 @@ import psycopg
 
 import storage
 from cli.worker_cmd import worker_command
+from storage.epochs import record_epoch
 from tuner.study import StudySpec, Worker, WorkerSettings, create_study
 from tuner.study import _trial as trial_module
 from tuner.train import EpochReport, TaskEpoch, TrainResult
@@ -50,59 +51,45 @@ def fake_train(problem: object, config: object, *, device: object = None, on_epo
 def bookkeeping_ms(url: str, n_trials: int) -> list[float]:
     name = f"bench-{uuid.uuid4().hex[:6]}"
     # Random sampling keeps the sampler's own compute (TPE fits on every trial) out of a storage measurement;
-    # Hyperband, the default pruner, makes Optuna read intermediate values at its rungs.
+    # Hyperband, the default pruner, makes Optuna read the study's intermediate values at its rungs.
     spec = StudySpec(
         name=name, problem="multi-digits", n_trials=n_trials, epochs=EPOCHS, sampler="random", pruner="hyperband"
     )
     create_study(url, spec, source="cli")
     worker = Worker(WorkerSettings(url=url, study_name=name, exit_when_idle=True))
     times: list[float] = []
-    original = worker._run_trial
+    original = worker._step
 
-    def timed(job, claim):  # type: ignore[no-untyped-def]
+    def timed() -> bool:  # one worker step: find the job, claim a slot, run the trial, record it
         start = time.perf_counter()
-        original(job, claim)
+        busy = original()
         times.append((time.perf_counter() - start) * 1000)
+        return busy
 
-    worker._run_trial = timed  # type: ignore[method-assign]
+    worker._step = timed  # type: ignore[method-assign]
     with mock.patch.object(trial_module, "train", fake_train):
         worker.run()
-    return times[3:]  # the first trials pay for imports and caches
+    return times[3:-1]  # the first trials pay for imports and caches; the last step only finds the study done
 
 
-def own_writes_ms(url: str, n_trials: int) -> list[float]:
-    """mtl-tune's own tables alone, as a worker writes them for one trial: claim, 20 epochs, summary."""
-    name = f"own-{uuid.uuid4().hex[:6]}"
-    create_study(url, StudySpec(name=name, problem="multi-digits", n_trials=n_trials, epochs=EPOCHS), source="cli")
+def epoch_transaction_ms(url: str, n_epochs: int) -> list[float]:
+    """The per-epoch transaction alone: 3 metric rows, Optuna's intermediate value, the job and trial check."""
+    name = f"epoch-{uuid.uuid4().hex[:6]}"
+    create_study(url, StudySpec(name=name, problem="multi-digits", n_trials=1, epochs=EPOCHS), source="cli")
+    rdb = storage.optuna_storage(url)
+    study = optuna.load_study(study_name=name, storage=rdb)
+    trial = study.ask()
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name(name))
     with storage.session_scope(url) as session:
         job_id = storage.get_job(session, name).id
     rows = [{"task": t, "train_loss": 0.5, "val_loss": 0.5, "metric": 0.5, "weight": 1.0} for t in TASKS]
     times = []
-    for number in range(n_trials):
+    for epoch in range(n_epochs):
         start = time.perf_counter()
-        claim = storage.claim_slot(url, study_name=name, worker="bench", grace_seconds=60)
-        assert claim is not None
-        with storage.session_scope(url) as session:
-            storage.attach_trial(session, claim, number)
-        for epoch in range(EPOCHS):
-            with storage.session_scope(url) as session:
-                storage.write_epoch(session, job_id=job_id, trial_number=number, epoch=epoch, rows=rows, claim_id=claim)
-                storage.job_status(session, job_id)
-        with storage.session_scope(url) as session:
-            storage.finish_claim(session, claim, state="complete")
-            storage.write_summary(
-                session,
-                job_id=job_id,
-                trial_number=number,
-                state="complete",
-                values=[0.5],
-                params={},
-                task_metrics={},
-                duration_s=1.0,
-                started_at=None,
-                finished_at=None,
-            )
+        trial.report(0.5, epoch)
+        record_epoch(url, rdb, job_id=job_id, trial_id=trial._trial_id, trial_number=0, epoch=epoch, rows=rows)
         times.append((time.perf_counter() - start) * 1000)
+    study.tell(trial, 0.5)
     return times[3:]
 
 
@@ -180,14 +167,14 @@ def main() -> None:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         rows += [
             row("whole worker path, SQLite", bookkeeping_ms(url, args.trials)),
-            row("mtl-tune's own writes, SQLite", own_writes_ms(url, args.trials)),
+            row("one epoch's transaction, SQLite", epoch_transaction_ms(url, 20 * args.trials)),
             row("Optuna alone, SQLite", optuna_only_ms(url, args.trials)),
         ]
         sqlite_scaling = scaling(url, args.scaling_trials)
     with pg_database(args.pg) as url:
         rows += [
             row("whole worker path, PostgreSQL", bookkeeping_ms(url, args.trials)),
-            row("mtl-tune's own writes, PostgreSQL", own_writes_ms(url, args.trials)),
+            row("one epoch's transaction, PostgreSQL", epoch_transaction_ms(url, 20 * args.trials)),
             row("Optuna alone, PostgreSQL", optuna_only_ms(url, args.trials)),
         ]
         pg_scaling = scaling(url, args.scaling_trials)

@@ -12,17 +12,20 @@ from storage._engine import engine_kwargs, get_engine, translate_errors
 from storage._url import is_sqlite, normalize_url
 
 if TYPE_CHECKING:
-    from optuna.storages import RDBStorage
+    from storage._batched import BatchedRDBStorage
 
 # How often Optuna re-runs a trial whose worker stopped sending heartbeats before giving up on it.
 MAX_RETRY = 3
 
-_storages: dict[tuple[str, int, int | None], RDBStorage] = {}
+_storages: dict[tuple[str, int, int | None], BatchedRDBStorage] = {}
 _lock = threading.Lock()
 
 
-def optuna_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int | None = None) -> RDBStorage:
+def optuna_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int | None = None) -> BatchedRDBStorage:
     """Optuna's ``RDBStorage`` for ``url``, cached per (URL, heartbeat settings).
+
+    It is a ``BatchedRDBStorage``: a plain ``RDBStorage`` except for the trials a worker holds, whose writes
+    join the worker's per-epoch transactions (see ``storage._batched``).
 
     A running trial whose heartbeat is older than ``grace_period`` (default ``2 * heartbeat_interval``) is
     failed by the next ``ask`` and re-enqueued with the same parameters
@@ -45,8 +48,10 @@ def clear_optuna_storages() -> None:
         storage.engine.dispose()
 
 
-def _create(url: str, heartbeat_interval: int, grace_period: int | None) -> RDBStorage:
+def _create(url: str, heartbeat_interval: int, grace_period: int | None) -> BatchedRDBStorage:
     import optuna
+
+    from storage._batched import BatchedRDBStorage
 
     with translate_errors(url):
         # Connecting through our engine first reports an unreachable server as StorageUnavailable and, on
@@ -55,7 +60,7 @@ def _create(url: str, heartbeat_interval: int, grace_period: int | None) -> RDBS
             pass
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            rdb = optuna.storages.RDBStorage(
+            rdb = BatchedRDBStorage(
                 url,
                 engine_kwargs=engine_kwargs(url),
                 heartbeat_interval=heartbeat_interval,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage._engine import session_scope, write_lock
@@ -103,9 +103,15 @@ def reap_stale_claims(session: Session, *, grace_seconds: float) -> int:
     Their slots were already free for ``claim_slot``; this makes counts truthful and lets a ``stopping`` job whose
     last running claims died become ``stopped``.
     """
-    write_lock(session)
     cutoff = utcnow() - timedelta(seconds=grace_seconds)
     stale = and_(TrialClaim.state == "running", TrialClaim.heartbeat_at <= cutoff)
+    # Workers call this before every trial and there is rarely anything to do: look first, on a connection of
+    # its own, and only then take the write lock (``BEGIN IMMEDIATE`` on SQLite).
+    bind = session.get_bind()
+    with (bind if isinstance(bind, Engine) else bind.engine).connect() as probe:
+        if probe.scalar(select(TrialClaim.id).where(stale).limit(1)) is None:
+            return 0
+    write_lock(session)
     job_ids = set(session.scalars(select(TrialClaim.job_id).where(stale)))
     if not job_ids:
         return 0

@@ -59,12 +59,13 @@ MIN_RESOURCE = 1
 REDUCTION_FACTOR = 3
 
 
-def report_steps(pruner: str, *, epochs: int, objective: str) -> frozenset[int] | None:
-    """The epochs (1-based) at which the pruner reads an intermediate value; None means every epoch.
+def prune_steps(pruner: str, *, epochs: int, objective: str) -> frozenset[int] | None:
+    """The epochs (1-based) after which the pruner is asked whether to stop; None means after every epoch.
 
-    Successive halving and Hyperband only look at their rungs (min_resource * reduction_factor^k), so only
-    those are reported to Optuna: each report is a database write, and the per-epoch curves are kept in
-    mtl-tune's own epoch table anyway.
+    Every epoch's objective is reported to Optuna; asking the pruner costs database reads, so it is only asked
+    where it can decide: successive halving and Hyperband decide at their rungs
+    (min_resource * reduction_factor^k epochs), the median pruner after any epoch, and nothing prunes pareto
+    studies or studies without a pruner.
     """
     if objective == "pareto" or pruner == "none":
         return frozenset()

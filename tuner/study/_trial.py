@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 import storage
+from storage.epochs import record_epoch
 from tuner.problems import Problem
 from tuner.study._space import SearchSpace
 from tuner.study._suggest import suggest_config
 from tuner.train import EpochReport, train
+
+if TYPE_CHECKING:
+    from storage._batched import BatchedRDBStorage
 
 STOPPING = ("stopping", "stopped")
 
@@ -63,21 +67,33 @@ def task_table(report: EpochReport) -> dict[str, dict[str, float | None]]:
 
 @dataclass
 class TrialRunner:
-    """The Optuna objective for one claimed slot of a job."""
+    """The Optuna objective for one claimed slot of a job.
+
+    The trial is held by the batched storage: its parameters, configuration and per-epoch intermediate values
+    reach the database in a few transactions (start, one per epoch, the end), not one commit per call.
+    """
 
     url: str
     job: JobInfo
     problem: Problem
     space: SearchSpace
     claim_id: int
+    rdb: BatchedRDBStorage
+    study_id: int
     device: str | None = None
-    report_steps: frozenset[int] | None = None
+    prune_steps: frozenset[int] | None = None
+    trial_id: int | None = None
+    lost: bool = False  # the trial was finished elsewhere (failed as stale) while this worker ran it
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        with storage.session_scope(self.url) as session:
-            storage.attach_trial(session, self.claim_id, trial.number)
+        self.trial_id = trial._trial_id  # Optuna's storage calls take the id, which Trial keeps private
+        self.rdb.hold(self.trial_id, self.study_id)
         config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
         trial.set_user_attr("config", config.model_dump(mode="json"))
+        # The parameters and configuration are written before training starts, with the claim's trial number.
+        with storage.session_scope(self.url) as session:
+            storage.attach_trial(session, self.claim_id, trial.number)
+            self.rdb.flush(self.trial_id, session.connection())
         last: list[EpochReport] = []
         try:
             result = train(self.problem, config, device=self.device, on_epoch_end=lambda r: self._epoch(trial, r, last))
@@ -95,6 +111,9 @@ class TrialRunner:
 
     def _epoch(self, trial: optuna.Trial, report: EpochReport, last: list[EpochReport]) -> None:
         last[:] = [report]
+        step = report.epoch + 1  # epochs trained so far: the pruners' resource
+        if self.job.objective != "pareto":  # Optuna keeps intermediate values for single-objective studies only
+            trial.report(report.objective, step)
         rows = [
             {
                 "task": name,
@@ -107,21 +126,23 @@ class TrialRunner:
             }
             for name, t in report.tasks.items()
         ]
-        # One transaction per epoch: every task's numbers plus the claim's heartbeat, then the stop flag.
-        with storage.session_scope(self.url) as session:
-            storage.write_epoch(
-                session,
-                job_id=self.job.id,
-                trial_number=trial.number,
-                epoch=report.epoch,
-                rows=rows,
-                claim_id=self.claim_id,
-            )
-            status = storage.job_status(session, self.job.id)
-        if status is None or status in STOPPING:
+        assert self.trial_id is not None
+        # One transaction per epoch: every task's numbers and Optuna's intermediate value (with whatever else the
+        # trial wrote since), then the stop flag. The claim's heartbeat comes from the worker's heartbeat thread.
+        outcome = record_epoch(
+            self.url,
+            self.rdb,
+            job_id=self.job.id,
+            trial_id=self.trial_id,
+            trial_number=trial.number,
+            epoch=report.epoch,
+            rows=rows,
+        )
+        if not outcome.trial_running:
+            self.lost = True
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was finished by another worker")
+        if outcome.job_status is None or outcome.job_status in STOPPING:
             raise StopRequested(f"study {self.job.study_name!r} was asked to stop")
-        step = report.epoch + 1  # epochs trained so far: the pruners' resource
-        if self.report_steps is None or step in self.report_steps:
-            trial.report(report.objective, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {step}")
+        asks = self.prune_steps is None or step in self.prune_steps
+        if self.job.objective != "pareto" and asks and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {step}")

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import optuna
 import sqlalchemy.exc
@@ -25,9 +26,12 @@ from sqlalchemy.orm import Session
 
 import storage
 from tuner.problems import Problem, create_problem
-from tuner.study._samplers import make_pruner, make_sampler, report_steps
+from tuner.study._samplers import make_pruner, make_sampler, prune_steps
 from tuner.study._space import SearchSpace
 from tuner.study._trial import JobInfo, TrialRunner
+
+if TYPE_CHECKING:
+    from storage._batched import BatchedRDBStorage
 
 log = logging.getLogger("mtl_tune.worker")
 
@@ -66,6 +70,7 @@ class Worker:
         self._samplers: dict[str, optuna.samplers.BaseSampler] = {}
         self._studies: dict[str, optuna.Study] = {}
         self._problems: dict[str, Problem] = {}
+        self._study_ids: dict[str, int] = {}
 
     def run(self) -> int:
         """Loop until idle (with ``exit_when_idle``), ``max_trials``, the deadline, or SIGTERM/SIGINT."""
@@ -115,7 +120,6 @@ class Worker:
         with storage.session_scope(self.settings.url) as session:
             # Claims of workers that died (kill -9, lost machine) are closed, so stop requests can settle.
             storage.reap_stale_claims(session, grace_seconds=self.settings.grace_seconds)
-        with storage.session_scope(self.settings.url) as session:
             jobs = storage.jobs_needing_trials(
                 session, study_name=self.settings.study_name, grace_seconds=self.settings.grace_seconds
             )
@@ -124,10 +128,15 @@ class Worker:
     def _run_trial(self, job: JobInfo, claim_id: int) -> None:
         s = self.settings
         problem = self._problem(job)
-        steps = report_steps(job.pruner, epochs=job.epochs, objective=job.objective)
+        steps = prune_steps(job.pruner, epochs=job.epochs, objective=job.objective)
         space = SearchSpace.model_validate(job.space or {})
-        runner = TrialRunner(s.url, job, problem, space, claim_id, s.device, steps)
         study = self._study(job)
+        rdb = self._rdb()
+        if job.study_name not in self._study_ids:
+            self._study_ids[job.study_name] = rdb.get_study_id_from_name(job.study_name)
+        runner = TrialRunner(
+            s.url, job, problem, space, claim_id, rdb, self._study_ids[job.study_name], s.device, steps
+        )
         finished: list[optuna.trial.FrozenTrial] = []
         try:
             with _claim_heartbeat(s.url, claim_id, s.heartbeat_seconds):
@@ -136,8 +145,21 @@ class Worker:
             with storage.session_scope(s.url) as session:
                 storage.finish_claim(session, claim_id, state="failed")
             raise
+        except ValueError:
+            # Optuna refuses to tell a trial that is no longer running: another worker failed it as stale (this
+            # one was too slow to send heartbeats) and its parameters were re-enqueued. The claim is given up.
+            if not runner.lost:
+                raise
+            log.warning("trial %s of %s was failed by another worker as stale", runner.trial_id, job.study_name)
+        finally:
+            if runner.trial_id is not None:
+                rdb.release(runner.trial_id)
         self.trials_run += 1
         self._record(job, claim_id, finished[0] if finished else None)
+
+    def _rdb(self) -> BatchedRDBStorage:
+        s = self.settings
+        return storage.optuna_storage(s.url, heartbeat_interval=s.heartbeat_seconds, grace_period=s.grace_seconds)
 
     def _problem(self, job: JobInfo) -> Problem:
         """One problem instance per job, so its data is built or read once, not once per trial."""
@@ -148,12 +170,9 @@ class Worker:
     def _study(self, job: JobInfo) -> optuna.Study:
         """Loaded once per job: its sampler's state then advances from trial to trial."""
         if job.study_name not in self._studies:
-            s = self.settings
             self._studies[job.study_name] = optuna.load_study(
                 study_name=job.study_name,
-                storage=storage.optuna_storage(
-                    s.url, heartbeat_interval=s.heartbeat_seconds, grace_period=s.grace_seconds
-                ),
+                storage=self._rdb(),
                 sampler=self._sampler(job),
                 pruner=make_pruner(job.pruner, epochs=job.epochs, objective=job.objective),
             )

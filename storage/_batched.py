@@ -1,0 +1,391 @@
+"""Optuna's RDB storage with the writes of the trials this process runs batched into few transactions.
+
+Optuna's ``RDBStorage`` commits every ``suggest_*``, ``report``, ``set_user_attr`` and pruner bookkeeping call on
+its own, each after a few ORM look-ups: a 20-epoch trial costs about 60 commits. Here, a trial the worker
+*holds* keeps those writes in memory; they reach the database in the caller's transaction (``flush``, once per
+epoch, together with mtl-tune's own epoch rows) or with the trial's final state (``set_trial_state_values``).
+
+Everything else is Optuna's: trial creation and numbering, the waiting queue, heartbeats and stale-trial
+retries, and every read, which sees a held trial's unwritten values, so samplers and pruners in this process
+behave exactly as on the plain storage. Other processes see them once flushed: one epoch later at most.
+If the transaction a flush joined fails, its writes are lost with it and the trial is failed, as it would be
+if Optuna's own commit had failed.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import threading
+from collections.abc import Container, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, check_distribution_compatibility, distribution_to_json
+from optuna.storages import RDBStorage
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import Connection, Insert, Select, Table, bindparam, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+_PARAMS: Table = models.TrialParamModel.__table__
+_INTERMEDIATE: Table = models.TrialIntermediateValueModel.__table__
+_USER_ATTRS: Table = models.TrialUserAttributeModel.__table__
+_SYSTEM_ATTRS: Table = models.TrialSystemAttributeModel.__table__
+TRIALS: Table = models.TrialModel.__table__
+_HEARTBEATS: Table = models.TrialHeartbeatModel.__table__
+
+
+@dataclass
+class _Writes:
+    """Writes of one trial that have not reached the database yet."""
+
+    params: dict[str, tuple[float, BaseDistribution]] = field(default_factory=dict)
+    intermediate: dict[int, float] = field(default_factory=dict)
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    system_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.params or self.intermediate or self.user_attrs or self.system_attrs)
+
+    def __or__(self, newer: _Writes) -> _Writes:
+        return _Writes(
+            self.params | newer.params,
+            self.intermediate | newer.intermediate,
+            self.user_attrs | newer.user_attrs,
+            self.system_attrs | newer.system_attrs,
+        )
+
+    def applied_to(self, trial: FrozenTrial) -> FrozenTrial:
+        """A copy of ``trial`` with these writes applied (``trial`` itself is left alone)."""
+        trial = copy.copy(trial)
+        trial.params = dict(trial.params)
+        trial.distributions = dict(trial.distributions)
+        for name, (internal, distribution) in self.params.items():
+            trial.params[name] = distribution.to_external_repr(internal)
+            trial.distributions[name] = distribution
+        trial.intermediate_values = trial.intermediate_values | self.intermediate
+        trial.user_attrs = trial.user_attrs | self.user_attrs
+        trial.system_attrs = trial.system_attrs | self.system_attrs
+        return trial
+
+
+@dataclass
+class _Held:
+    """A trial this process runs: its unwritten writes and, once read, the trial as it stands.
+
+    Nobody else writes a running trial, so after one read ``known`` plus this process's own writes is the
+    trial: the pruner's reads at every rung need no database round trip.
+    """
+
+    study_id: int
+    pending: _Writes = field(default_factory=_Writes)
+    known: FrozenTrial | None = None
+
+    def write(self, writes: _Writes) -> None:
+        self.pending = self.pending | writes
+        if self.known is not None:
+            self.known = writes.applied_to(self.known)
+
+    def take(self) -> _Writes:
+        taken, self.pending = self.pending, _Writes()
+        return taken
+
+    def put_back(self, taken: _Writes) -> None:
+        """Writes taken for a transaction that failed go back in front of anything newer."""
+        self.pending = taken | self.pending
+
+    def view(self, trial: FrozenTrial) -> FrozenTrial:
+        """``trial`` as read from the database, plus the writes not flushed yet."""
+        return self.pending.applied_to(trial) if self.pending else trial
+
+
+class BatchedRDBStorage(RDBStorage):
+    """``RDBStorage`` whose held trials write through ``flush`` and their final state, not call by call."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: dict[int, _Held] = {}
+        self._held_lock = threading.Lock()
+        # The first distribution recorded per (study, parameter): Optuna checks each new one against it.
+        self._distributions: dict[tuple[int, str], BaseDistribution] = {}
+        self._study_ids: dict[str, int] = {}
+        self._created: dict[int, FrozenTrial] = {}
+        self._created_read: dict[int, FrozenTrial] = {}
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        for key in ("_held", "_held_lock", "_distributions", "_study_ids", "_created", "_created_read"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._held, self._held_lock, self._distributions, self._study_ids = {}, threading.Lock(), {}, {}
+        self._created, self._created_read = {}, {}
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        # Optuna's Hyperband builds a study object per bracket lookup, each asking for the id: several reads per
+        # epoch. A name keeps its id until the study is deleted.
+        study_id = self._study_ids.get(study_name)
+        if study_id is None:
+            study_id = self._study_ids[study_name] = super().get_study_id_from_name(study_name)
+        return study_id
+
+    def delete_study(self, study_id: int) -> None:
+        self._study_ids = {name: i for name, i in self._study_ids.items() if i != study_id}
+        super().delete_study(study_id)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        # Optuna's version reads the row, locks it and reads the clock before writing: one upsert does the same.
+        with self.engine.begin() as connection:
+            connection.execute(_heartbeat_statement(connection.dialect.name), {"trial_id": trial_id})
+
+    # -- holding -------------------------------------------------------------------------------------------
+
+    def hold(self, trial_id: int, study_id: int) -> None:
+        """Keep the writes of this trial (of study ``study_id``) in memory until ``flush`` or its final state."""
+        with self._held_lock:
+            created = self._created.pop(trial_id, None) or self._created_read.pop(trial_id, None)
+            self._held.setdefault(trial_id, _Held(study_id, known=created))
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        # Remember a trial created running here: the worker's first read of it (``Trial()``, right after
+        # ``ask`` creates it) and ``hold`` need no database round trip.
+        trial = super()._create_new_trial(study_id, template_trial)
+        if trial.state == TrialState.RUNNING:
+            with self._held_lock:
+                self._created = {trial._trial_id: trial}  # only the latest: older ones are held or gone
+        return trial
+
+    def release(self, trial_id: int) -> None:
+        with self._held_lock:
+            self._held.pop(trial_id, None)
+
+    def flush(self, trial_id: int, connection: Connection) -> None:
+        """Write the held trial's pending writes in ``connection``'s transaction, which the caller commits.
+
+        The caller makes sure the trial is still running (``storage.epochs.record_epoch`` reads its state in
+        the same transaction).
+        """
+        held = self._held.get(trial_id)
+        if held is None:
+            return
+        taken = held.take()
+        try:
+            _write(connection, trial_id, taken)
+        except BaseException:
+            held.put_back(taken)
+            raise
+
+    # -- writes of held trials -----------------------------------------------------------------------------
+
+    def _set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+        previous_distribution: BaseDistribution | None,
+    ) -> None:
+        # Optuna's study wraps this storage in ``_CachedStorage``, which calls this private method (with the
+        # distribution it cached for the study) rather than ``set_trial_param``.
+        held = self._held.get(trial_id)
+        if held is None:
+            super()._set_trial_param(trial_id, param_name, param_value_internal, distribution, previous_distribution)
+            return
+        if previous_distribution is None:
+            previous_distribution = self._reference_distribution(held.study_id, param_name, distribution)
+        check_distribution_compatibility(previous_distribution, distribution)
+        held.write(_Writes(params={param_name: (param_value_internal, distribution)}))
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        held = self._held.get(trial_id)
+        if held is None:
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        else:
+            held.write(_Writes(intermediate={step: intermediate_value}))
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        held = self._held.get(trial_id)
+        if held is None:
+            super().set_trial_user_attr(trial_id, key, value)
+        else:
+            json.dumps(value)  # refuse what cannot be stored now, as Optuna would, not at the next flush
+            held.write(_Writes(user_attrs={key: value}))
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        held = self._held.get(trial_id)
+        if held is None:
+            super().set_trial_system_attr(trial_id, key, value)
+        else:
+            json.dumps(value)
+            held.write(_Writes(system_attrs={key: value}))
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Iterable[float] | None = None) -> bool:
+        """The pending writes and the new state in one transaction; a finished trial is released."""
+        held = self._held.get(trial_id)
+        if held is None:
+            return super().set_trial_state_values(trial_id, state, values)  # type: ignore[arg-type]
+        # Optuna's implementation runs in this thread's scoped session: writing the pending rows on that
+        # session's connection first puts them in the same transaction, committed by Optuna.
+        session: Session = self.scoped_session()
+        taken = held.take()
+        try:
+            _write(session.connection(), trial_id, taken)
+            changed = super().set_trial_state_values(trial_id, state, values)  # type: ignore[arg-type]
+        except BaseException:
+            held.put_back(taken)
+            raise
+        if not changed:
+            held.put_back(taken)  # rolled back: nothing of it was written
+        elif state.is_finished():
+            self.release(trial_id)
+        return changed
+
+    def _reference_distribution(self, study_id: int, name: str, distribution: BaseDistribution) -> BaseDistribution:
+        """What a parameter's new distributions must agree with: the one the study recorded first or, before any
+        trial recorded it, the first one seen in this process (as Optuna's own cache does)."""
+        reference = self._distributions.get((study_id, name))
+        if reference is None:
+            with self.engine.connect() as connection:
+                query = (
+                    select(_PARAMS.c.distribution_json)
+                    .join(TRIALS, TRIALS.c.trial_id == _PARAMS.c.trial_id)
+                    .where(TRIALS.c.study_id == study_id, _PARAMS.c.param_name == name)
+                    .limit(1)
+                )
+                recorded = connection.execute(query).scalar_one_or_none()
+            reference = optuna.distributions.json_to_distribution(recorded) if recorded else distribution
+            self._distributions[(study_id, name)] = reference
+        return reference
+
+    # -- reads see held writes -----------------------------------------------------------------------------
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        held = self._held.get(trial_id)
+        if held is None:
+            # Served from memory once (``Trial()`` reads the trial ``ask`` just created), then from the database.
+            created = self._created.pop(trial_id, None)
+            if created is not None:
+                self._created_read = {trial_id: created}
+            if created is None:
+                return super().get_trial(trial_id)
+            return _Writes().applied_to(created)
+        if held.known is None:
+            held.known = held.view(super().get_trial(trial_id))
+        return _Writes().applied_to(held.known)  # a copy: callers may change what they get
+
+    def _get_trials(
+        self,
+        study_id: int,
+        states: Container[TrialState] | None,
+        included_trial_ids: set[int],
+        trial_id_greater_than: int,
+    ) -> list[FrozenTrial]:
+        """``get_all_trials`` and Optuna's ``_CachedStorage`` read through here (the pruner at every rung).
+
+        One light query finds which trials the read covers; held trials this process knows are served from
+        memory and only the others are loaded. Optuna's cache asks for new and unfinished trials only, so a
+        worker alone on its study loads no trial rows at all.
+        """
+        known = {t: h for t, h in self._held.items() if h.known is not None and h.study_id == study_id}
+        with self.engine.connect() as connection:
+            query = _trials_query(study_id, states, included_trial_ids, trial_id_greater_than)
+            covered: dict[int, TrialState] = {row[0]: row[1] for row in connection.execute(query)}
+        from_memory = {t for t, state in covered.items() if t in known and state == TrialState.RUNNING}
+        others = set(covered) - from_memory
+        trials = [_Writes().applied_to(known[t].known) for t in from_memory]  # type: ignore[arg-type]
+        if others:  # exactly the trials covered that are not in memory (``max(covered)`` admits no newer one)
+            loaded = super()._get_trials(study_id, states, others, max(covered))
+            trials += [held.view(t) if (held := self._held.get(t._trial_id)) else t for t in loaded]
+        return sorted(trials, key=lambda t: t._trial_id)
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        if trial_id not in self._held:
+            return super().get_trial_param(trial_id, param_name)
+        trial = self.get_trial(trial_id)
+        return trial.distributions[param_name].to_internal_repr(trial.params[param_name])
+
+    def get_trial_user_attrs(self, trial_id: int) -> dict[str, Any]:
+        if trial_id not in self._held:
+            return super().get_trial_user_attrs(trial_id)
+        return self.get_trial(trial_id).user_attrs
+
+    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        if trial_id not in self._held:
+            return super().get_trial_system_attrs(trial_id)
+        return self.get_trial(trial_id).system_attrs
+
+
+def _write(connection: Connection, trial_id: int, held: _Writes) -> None:
+    """One multi-row statement per Optuna table that has something to write."""
+    if held.params:
+        rows = [
+            {
+                "trial_id": trial_id,
+                "param_name": name,
+                "param_value": internal,
+                "distribution_json": distribution_to_json(distribution),
+            }
+            for name, (internal, distribution) in held.params.items()
+        ]
+        connection.execute(_PARAMS.insert(), rows)
+    if held.intermediate:
+        stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+        rows = []
+        for step, value in held.intermediate.items():
+            number, kind = stored(value)
+            rows.append(
+                {"trial_id": trial_id, "step": step, "intermediate_value": number, "intermediate_value_type": kind}
+            )
+        changed = ("intermediate_value", "intermediate_value_type")
+        _upsert(connection, _INTERMEDIATE, rows, ("trial_id", "step"), changed)
+    for table, attrs in ((_USER_ATTRS, held.user_attrs), (_SYSTEM_ATTRS, held.system_attrs)):
+        if attrs:
+            rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+            _upsert(connection, table, rows, ("trial_id", "key"), ("value_json",))
+
+
+def _upsert(
+    connection: Connection, table: Table, rows: list[dict[str, Any]], keys: tuple[str, ...], changed: tuple[str, ...]
+) -> None:
+    connection.execute(_upsert_statement(connection.dialect.name, table, keys, changed), rows)
+
+
+@functools.cache
+def _upsert_statement(dialect_name: str, table: Table, keys: tuple[str, ...], changed: tuple[str, ...]) -> Insert:
+    """Built once: constructing an upsert costs more than executing it."""
+    if dialect_name not in ("postgresql", "sqlite"):
+        raise NotImplementedError(f"batched trial writes support PostgreSQL and SQLite, not {dialect_name}")
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    return statement.on_conflict_do_update(index_elements=list(keys), set_={c: statement.excluded[c] for c in changed})
+
+
+@functools.cache
+def _heartbeat_statement(dialect_name: str) -> Insert:
+    """Insert or refresh a trial's heartbeat with the database's clock, which Optuna's stale check compares to."""
+    if dialect_name not in ("postgresql", "sqlite"):
+        raise NotImplementedError(f"batched trial writes support PostgreSQL and SQLite, not {dialect_name}")
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(_HEARTBEATS).values(trial_id=bindparam("trial_id"), heartbeat=func.current_timestamp())
+    return statement.on_conflict_do_update(index_elements=["trial_id"], set_={"heartbeat": func.current_timestamp()})
+
+
+def _trials_query(
+    study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int], trial_id_greater_than: int
+) -> Select[int, TrialState]:
+    """The ids and states of the trials ``RDBStorage._get_trials`` returns for these arguments."""
+    query = select(TRIALS.c.trial_id, TRIALS.c.state).where(TRIALS.c.study_id == study_id)
+    if states is not None:
+        query = query.where(TRIALS.c.state.in_(list(states)))  # type: ignore[call-overload]
+    included = {t for t in included_trial_ids if t <= trial_id_greater_than}
+    if included and trial_id_greater_than > -1:
+        query = query.where(or_(TRIALS.c.trial_id.in_(included), TRIALS.c.trial_id > trial_id_greater_than))
+    elif trial_id_greater_than > -1:
+        query = query.where(TRIALS.c.trial_id > trial_id_greater_than)
+    return query

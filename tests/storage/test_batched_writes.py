@@ -1,0 +1,166 @@
+"""Held trials: their Optuna writes reach the database per epoch and with the final state, never call by call,
+while every read in the holding process already sees them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import event
+
+import storage
+from storage.epochs import record_epoch
+
+ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1.0}]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
+
+
+def _outside(url: str, name: str) -> optuna.trial.FrozenTrial:
+    """The newest trial as another process sees it: a plain Optuna storage of its own."""
+    plain = optuna.storages.RDBStorage(storage.normalize_url(url))
+    try:
+        return optuna.load_study(study_name=name, storage=plain).trials[-1]
+    finally:
+        plain.engine.dispose()
+
+
+def _held_trial(url: str, name: str = "s") -> tuple[storage._batched.BatchedRDBStorage, optuna.Study, optuna.Trial]:
+    rdb = storage.optuna_storage(url)
+    study = optuna.create_study(study_name=name, storage=rdb)
+    trial = study.ask()
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name(name))
+    return rdb, study, trial
+
+
+def _epoch(url: str, rdb: storage._batched.BatchedRDBStorage, job_id: int, trial: optuna.Trial, epoch: int = 0):
+    return record_epoch(url, rdb, job_id=job_id, trial_id=trial._trial_id, trial_number=0, epoch=epoch, rows=ROWS)
+
+
+@contextmanager
+def _commits(url: str) -> Iterator[Callable[[], int]]:
+    """Counts commits on every engine of the process while the block runs."""
+    count = [0]
+
+    def on_commit(_connection: object) -> None:
+        count[0] += 1
+
+    from sqlalchemy.engine import Engine
+
+    event.listen(Engine, "commit", on_commit)
+    try:
+        yield lambda: count[0]
+    finally:
+        event.remove(Engine, "commit", on_commit)
+
+
+def test_held_writes_wait_for_a_flush_but_reads_here_see_them(storage_url: str, make_job: Callable) -> None:
+    job = make_job(study_name="s")
+    rdb, study, trial = _held_trial(storage_url)
+    x = trial.suggest_float("x", 0.0, 1.0)
+    trial.set_user_attr("config", {"x": x})
+    trial.report(0.7, 1)
+
+    outside = _outside(storage_url, "s")
+    assert outside.params == {} and outside.intermediate_values == {} and outside.user_attrs == {}
+    here = study.trials[-1]
+    assert here.params == {"x": x} and here.intermediate_values == {1: 0.7} and here.user_attrs == {"config": {"x": x}}
+    assert rdb.get_trial(trial._trial_id).params == {"x": x}
+
+    outcome = _epoch(storage_url, rdb, job.id, trial)
+    assert outcome.trial_running and outcome.job_status == "queued"
+    outside = _outside(storage_url, "s")
+    assert outside.params == {"x": x} and outside.intermediate_values == {1: 0.7}
+    assert outside.user_attrs == {"config": {"x": x}}
+
+    trial.report(0.5, 2)
+    trial.set_user_attr("tasks", {"a": 0.4})
+    study.tell(trial, 0.5)  # the rest goes with the final state, in the same transaction
+    outside = _outside(storage_url, "s")
+    assert outside.state == TrialState.COMPLETE and outside.value == 0.5
+    assert outside.intermediate_values == {1: 0.7, 2: 0.5} and outside.user_attrs["tasks"] == {"a": 0.4}
+    assert trial._trial_id not in rdb._held
+
+
+def test_one_commit_per_epoch_with_the_metrics_and_the_intermediate_value(storage_url: str, make_job: Callable) -> None:
+    job = make_job(study_name="s")
+    rdb, study, trial = _held_trial(storage_url)
+    trial.suggest_float("x", 0.0, 1.0)
+    with _commits(storage_url) as commits:
+        for epoch in range(5):
+            trial.report(1.0 / (epoch + 1), epoch + 1)
+            _epoch(storage_url, rdb, job.id, trial, epoch)
+        assert commits() == 5
+    assert len(_outside(storage_url, "s").intermediate_values) == 5
+    with storage.session_scope(storage_url) as session:
+        assert len(storage.trial_curves(session, job_id=job.id, trial_number=0)) == 5
+    study.tell(trial, 0.2)
+
+
+def test_a_trial_finished_elsewhere_is_reported_and_not_written(storage_url: str, make_job: Callable) -> None:
+    job = make_job(study_name="s")
+    rdb, _study, trial = _held_trial(storage_url)
+    trial.report(0.9, 1)
+    # Another worker's stale-trial check fails it (its plain storage writes the state directly).
+    plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
+    plain.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    plain.engine.dispose()
+    outcome = _epoch(storage_url, rdb, job.id, trial)
+    assert not outcome.trial_running
+    assert _outside(storage_url, "s").intermediate_values == {}
+
+
+def test_a_held_parameter_keeps_optunas_distribution_check(storage_url: str) -> None:
+    rdb = storage.optuna_storage(storage_url)
+    study = optuna.create_study(study_name="s", storage=rdb)
+    study.optimize(lambda t: t.suggest_categorical("opt", ["adam", "sgd"]) == "adam", n_trials=1)
+    # A fresh process: nothing cached, so the recorded distribution is looked up.
+    storage.dispose_engines()
+    rdb = storage.optuna_storage(storage_url)
+    study = optuna.load_study(study_name="s", storage=rdb)
+    trial = study.ask()
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
+    with pytest.raises(ValueError, match="distribution"):
+        trial.suggest_float("opt", 0.0, 1.0)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def test_successive_halving_decides_as_on_optunas_own_storage(storage_url: str) -> None:
+    """The pruner reads the rung values of held and finished trials, and its rung records are kept."""
+    values = (0.1, 0.2, 0.9, 0.05, 0.5, 0.01, 0.7)
+
+    def decide(study: optuna.Study, hold: Callable[[optuna.Trial], None]) -> list[bool]:
+        decisions = []
+        for value in values:
+            trial = study.ask()
+            hold(trial)
+            trial.report(value, 1)
+            decisions.append(trial.should_prune())
+            if decisions[-1]:
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, value)
+        return decisions
+
+    def pruner() -> optuna.pruners.BasePruner:
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+
+    rdb = storage.optuna_storage(storage_url)
+    held = decide(
+        optuna.create_study(study_name="s", storage=rdb, pruner=pruner()),
+        lambda t: rdb.hold(t._trial_id, rdb.get_study_id_from_name("s")),
+    )
+    assert held == decide(optuna.create_study(pruner=pruner()), lambda t: None)
+    assert any(held) and not all(held)
+    stored = optuna.load_study(study_name="s", storage=storage.normalize_url(storage_url)).trials
+    assert all("completed_rung_0" in t.system_attrs for t in stored)
+    assert [t.state == TrialState.PRUNED for t in stored] == held
