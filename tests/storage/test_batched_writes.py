@@ -164,3 +164,56 @@ def test_successive_halving_decides_as_on_optunas_own_storage(storage_url: str) 
     stored = optuna.load_study(study_name="s", storage=storage.normalize_url(storage_url)).trials
     assert all("completed_rung_0" in t.system_attrs for t in stored)
     assert [t.state == TrialState.PRUNED for t in stored] == held
+
+
+def test_reads_build_the_same_trials_as_optunas_storage(storage_url: str) -> None:
+    """Every state, every distribution kind, odd values: ``get_trial`` and ``get_all_trials`` agree with
+    Optuna's own ``RDBStorage``, field by field, and a missing trial or study is a ``KeyError`` on both."""
+    rdb = storage.optuna_storage(storage_url)
+    study = optuna.create_study(study_name="s", storage=rdb, directions=["minimize", "maximize"])
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        x = trial.suggest_float("x", 1e-3, 1.0, log=True)
+        trial.suggest_int("n", 1, 9, step=2)
+        choice = trial.suggest_categorical("c", ["a", None, 3])
+        trial.set_user_attr("nested", {"list": [1, 2.5, "z"], "none": None})
+        if choice is None:
+            raise RuntimeError("fails")
+        return x, float("inf") if choice == 3 else -x
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the failing trials are meant to fail
+    study.optimize(objective, n_trials=8, catch=(RuntimeError,))
+    running = study.ask()
+    running.suggest_float("x", 1e-3, 1.0, log=True)
+    study.enqueue_trial({"x": 0.5}, user_attrs={"queued": True})
+    single = optuna.create_study(study_name="single", storage=rdb)
+    pruned = single.ask()
+    for step, value in enumerate((1.0, float("nan"), float("inf"), -float("inf"))):
+        pruned.report(value, step)
+    single.tell(pruned, state=TrialState.PRUNED)
+
+    plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
+    try:
+        for name in ("s", "single"):
+            study_id = plain.get_study_id_from_name(name)
+            expected = plain.get_all_trials(study_id)
+            assert repr(rdb.get_all_trials(study_id)) == repr(expected)  # repr: NaN is not equal to itself
+            for state in (TrialState.WAITING, TrialState.FAIL, TrialState.COMPLETE):
+                wanted = [t for t in expected if t.state == state]
+                assert repr(rdb.get_all_trials(study_id, states=(state,))) == repr(wanted)
+            for trial in expected:
+                assert repr(rdb.get_trial(trial._trial_id)) == repr(trial)
+        assert {t.state for t in plain.get_all_trials(plain.get_study_id_from_name("s"))} == {
+            TrialState.COMPLETE,
+            TrialState.FAIL,
+            TrialState.WAITING,
+            TrialState.RUNNING,
+        }
+        missing = max(t._trial_id for t in plain.get_all_trials(plain.get_study_id_from_name("single"))) + 100
+        for reader in (plain, rdb):
+            with pytest.raises(KeyError):
+                reader.get_trial(missing)
+            with pytest.raises(KeyError):
+                reader.get_all_trials(10_000)
+    finally:
+        plain.engine.dispose()
