@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Insert, Select, Table, and_, bindparam, func,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+FINISHED_KEPT = 64
 _PARAMS: Table = models.TrialParamModel.__table__
 _INTERMEDIATE: Table = models.TrialIntermediateValueModel.__table__
 _USER_ATTRS: Table = models.TrialUserAttributeModel.__table__
@@ -123,17 +124,18 @@ class BatchedRDBStorage(RDBStorage):
         self._study_ids: dict[str, int] = {}
         self._created: dict[int, FrozenTrial] = {}
         self._created_read: dict[int, FrozenTrial] = {}
+        self._finished: dict[int, FrozenTrial] = {}  # trials finished here, the latest FINISHED_KEPT
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        for key in ("_held", "_held_lock", "_distributions", "_study_ids", "_created", "_created_read"):
+        for key in ("_held", "_held_lock", "_distributions", "_study_ids", "_created", "_created_read", "_finished"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
         self._held, self._held_lock, self._distributions, self._study_ids = {}, threading.Lock(), {}, {}
-        self._created, self._created_read = {}, {}
+        self._created, self._created_read, self._finished = {}, {}, {}
 
     def get_study_id_from_name(self, study_name: str) -> int:
         # Optuna's Hyperband builds a study object per bracket lookup, each asking for the id: several reads per
@@ -251,8 +253,25 @@ class BatchedRDBStorage(RDBStorage):
         if not changed:
             held.put_back(taken)  # rolled back: nothing of it was written
         elif state.is_finished():
+            if held.known is not None:
+                self._remember_finished(held.known, state, values)
             self.release(trial_id)
         return changed
+
+    def _remember_finished(self, known: FrozenTrial, state: TrialState, values: Iterable[float] | None) -> None:
+        """A trial finished here is kept as it now is: finished trials never change, and the worker's next
+        reads (Optuna's callbacks, the next ``ask`` checking what finished) then need no trial rows."""
+        with self.engine.connect() as connection:
+            query = select(TRIALS.c.datetime_complete).where(TRIALS.c.trial_id == known._trial_id)
+            complete = connection.execute(query).scalar_one()
+        finished = _Writes().applied_to(known)
+        finished.state = state
+        finished.values = None if values is None else [float(v) for v in values]
+        finished.datetime_complete = _local(complete)
+        with self._held_lock:
+            self._finished[known._trial_id] = finished
+            while len(self._finished) > FINISHED_KEPT:
+                self._finished.pop(next(iter(self._finished)))
 
     def _reference_distribution(self, study_id: int, name: str, distribution: BaseDistribution) -> BaseDistribution:
         """What a parameter's new distributions must agree with: the one the study recorded first or, before any
@@ -275,6 +294,9 @@ class BatchedRDBStorage(RDBStorage):
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         held = self._held.get(trial_id)
+        finished = self._finished.get(trial_id)
+        if finished is not None:
+            return _Writes().applied_to(finished)
         if held is None:
             # Served from memory once (``Trial()`` reads the trial ``ask`` just created), then from the database.
             created = self._created.pop(trial_id, None)
@@ -314,8 +336,9 @@ class BatchedRDBStorage(RDBStorage):
             if not rows:
                 raise KeyError(f"No study with study_id {study_id} exists.")
             covered = {trial_id: state for trial_id, state in rows if trial_id is not None and state is not None}
-            from_memory = {t for t, state in covered.items() if t in known and state == TrialState.RUNNING}
-            trials = [_Writes().applied_to(known[t].known) for t in from_memory]  # type: ignore[arg-type]
+            memory = {t: h.known for t, h in known.items() if h.known is not None} | self._finished
+            from_memory = {t for t, state in covered.items() if t in memory and memory[t].state == state}
+            trials = [_Writes().applied_to(memory[t]) for t in from_memory]
             loaded = _load_trials(connection, sorted(set(covered) - from_memory))
         trials += [held.view(t) if (held := self._held.get(t._trial_id)) else t for t in loaded]
         return sorted(trials, key=lambda t: t._trial_id)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from optuna.trial import TrialState
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, func, select
 
 from storage._batched import TRIALS, BatchedRDBStorage
 from storage._engine import session_scope
@@ -40,24 +40,22 @@ def record_epoch(
     Nothing is written to a trial that is no longer running.
     """
     with session_scope(url) as session:
-        if session.get_bind().dialect.name == "postgresql":
-            # Progress, not results: the commit need not wait for the WAL to reach disk. A trial's final state is
-            # committed synchronously, which flushes its earlier epochs too; only a database crash mid-trial can
-            # lose its last epochs, and that trial fails and is retried anyway.
-            session.execute(_ASYNC_COMMIT)
         # Write first: on SQLite a transaction that starts by reading cannot always take the write lock later.
         write_epoch(session, job_id=job_id, trial_number=trial_number, epoch=epoch, rows=rows)
         connection = session.connection()
-        status, state = connection.execute(_CHECK, {"job_id": job_id, "trial_id": trial_id}).one()
+        check = _CHECK_POSTGRESQL if connection.dialect.name == "postgresql" else _CHECK
+        status, state, *_ = connection.execute(check, {"job_id": job_id, "trial_id": trial_id}).one()
         running = state == TrialState.RUNNING
         if running:
             rdb.flush(trial_id, connection)
     return EpochOutcome(status, running)
 
 
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
-_TRIAL_STATE = select(TRIALS.c.state).where(TRIALS.c.trial_id == bindparam("trial_id")).scalar_subquery()
 _CHECK = select(
     select(StudyJob.status).where(StudyJob.id == bindparam("job_id")).scalar_subquery(),
-    _TRIAL_STATE,
+    select(TRIALS.c.state).where(TRIALS.c.trial_id == bindparam("trial_id")).scalar_subquery(),
 )
+# On PostgreSQL the same read also lets this transaction commit without waiting for the WAL to reach the disk:
+# epochs are progress, not results. A trial's final state commits synchronously and makes its earlier epochs
+# durable with it; only a database crash mid-trial can lose its last epochs, and that trial is retried anyway.
+_CHECK_POSTGRESQL = _CHECK.add_columns(func.set_config("synchronous_commit", "off", True))

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 import storage
 from storage.epochs import record_epoch
@@ -89,6 +89,9 @@ def test_held_writes_wait_for_a_flush_but_reads_here_see_them(storage_url: str, 
     assert outside.state == TrialState.COMPLETE and outside.value == 0.5
     assert outside.intermediate_values == {1: 0.7, 2: 0.5} and outside.user_attrs["tasks"] == {"a": 0.4}
     assert trial._trial_id not in rdb._held
+    # What this process remembers of the finished trial is exactly what the database holds.
+    assert repr(rdb.get_trial(trial._trial_id)) == repr(outside)
+    assert repr(rdb.get_all_trials(rdb.get_study_id_from_name("s"))) == repr([outside])
 
 
 def test_one_commit_per_epoch_with_the_metrics_and_the_intermediate_value(storage_url: str, make_job: Callable) -> None:
@@ -162,6 +165,7 @@ def test_successive_halving_decides_as_on_optunas_own_storage(storage_url: str) 
     assert held == decide(optuna.create_study(pruner=pruner()), lambda t: None)
     assert any(held) and not all(held)
     stored = optuna.load_study(study_name="s", storage=storage.normalize_url(storage_url)).trials
+    assert repr(rdb.get_all_trials(rdb.get_study_id_from_name("s"))) == repr(stored)
     assert all("completed_rung_0" in t.system_attrs for t in stored)
     assert [t.state == TrialState.PRUNED for t in stored] == held
 
@@ -217,3 +221,16 @@ def test_reads_build_the_same_trials_as_optunas_storage(storage_url: str) -> Non
                 reader.get_all_trials(10_000)
     finally:
         plain.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_epoch_commit_does_not_wait_for_the_disk(pg_url: str) -> None:
+    from storage.epochs import _CHECK_POSTGRESQL
+
+    storage.ensure_schema(pg_url)
+    storage.optuna_storage(pg_url)  # Optuna's tables
+    with storage.session_scope(pg_url) as session:
+        session.execute(_CHECK_POSTGRESQL, {"job_id": 0, "trial_id": 0})
+        assert session.execute(text("SHOW synchronous_commit")).scalar() == "off"
+    with storage.session_scope(pg_url) as session:  # the next transaction commits durably again
+        assert session.execute(text("SHOW synchronous_commit")).scalar() == "on"
