@@ -171,6 +171,14 @@ class BatchedRDBStorage(RDBStorage):
                 self._created = {trial._trial_id: trial}  # only the latest: older ones are held or gone
         return trial
 
+    def _forget_created(self, trial_id: int) -> None:
+        """A write to a trial not held here (a sampler's ``before_trial`` tagging it, say) makes the copy
+        remembered at its creation stale."""
+        if trial_id in self._created or trial_id in self._created_read:
+            with self._held_lock:
+                self._created.pop(trial_id, None)
+                self._created_read.pop(trial_id, None)
+
     def release(self, trial_id: int) -> None:
         with self._held_lock:
             self._held.pop(trial_id, None)
@@ -205,6 +213,7 @@ class BatchedRDBStorage(RDBStorage):
         # distribution it cached for the study) rather than ``set_trial_param``.
         held = self._held.get(trial_id)
         if held is None:
+            self._forget_created(trial_id)
             super()._set_trial_param(trial_id, param_name, param_value_internal, distribution, previous_distribution)
             return
         if previous_distribution is None:
@@ -215,6 +224,7 @@ class BatchedRDBStorage(RDBStorage):
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         held = self._held.get(trial_id)
         if held is None:
+            self._forget_created(trial_id)
             super().set_trial_intermediate_value(trial_id, step, intermediate_value)
         else:
             held.write(_Writes(intermediate={step: intermediate_value}))
@@ -222,6 +232,7 @@ class BatchedRDBStorage(RDBStorage):
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         held = self._held.get(trial_id)
         if held is None:
+            self._forget_created(trial_id)
             super().set_trial_user_attr(trial_id, key, value)
         else:
             json.dumps(value)  # refuse what cannot be stored now, as Optuna would, not at the next flush
@@ -230,6 +241,7 @@ class BatchedRDBStorage(RDBStorage):
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         held = self._held.get(trial_id)
         if held is None:
+            self._forget_created(trial_id)
             super().set_trial_system_attr(trial_id, key, value)
         else:
             json.dumps(value)
@@ -238,15 +250,17 @@ class BatchedRDBStorage(RDBStorage):
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Iterable[float] | None = None) -> bool:
         """The pending writes and the new state in one transaction; a finished trial is released."""
         held = self._held.get(trial_id)
+        values = None if values is None else list(values)
         if held is None:
-            return super().set_trial_state_values(trial_id, state, values)  # type: ignore[arg-type]
+            self._forget_created(trial_id)
+            return super().set_trial_state_values(trial_id, state, values)
         # Optuna's implementation runs in this thread's scoped session: writing the pending rows on that
         # session's connection first puts them in the same transaction, committed by Optuna.
         session: Session = self.scoped_session()
         taken = held.take()
         try:
             _write(session.connection(), trial_id, taken)
-            changed = super().set_trial_state_values(trial_id, state, values)  # type: ignore[arg-type]
+            changed = super().set_trial_state_values(trial_id, state, values)
         except BaseException:
             held.put_back(taken)
             raise
@@ -258,7 +272,7 @@ class BatchedRDBStorage(RDBStorage):
             self.release(trial_id)
         return changed
 
-    def _remember_finished(self, known: FrozenTrial, state: TrialState, values: Iterable[float] | None) -> None:
+    def _remember_finished(self, known: FrozenTrial, state: TrialState, values: list[float] | None) -> None:
         """A trial finished here is kept as it now is: finished trials never change, and the worker's next
         reads (Optuna's callbacks, the next ``ask`` checking what finished) then need no trial rows."""
         with self.engine.connect() as connection:

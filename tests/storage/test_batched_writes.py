@@ -94,6 +94,20 @@ def test_held_writes_wait_for_a_flush_but_reads_here_see_them(storage_url: str, 
     assert repr(rdb.get_all_trials(rdb.get_study_id_from_name("s"))) == repr([outside])
 
 
+def test_writes_before_the_hold_are_not_lost(storage_url: str) -> None:
+    """A sampler may tag a new trial before the worker holds it (NSGA-II records its generation)."""
+    rdb = storage.optuna_storage(storage_url)
+    study = optuna.create_study(study_name="s", storage=rdb)
+    trial = study.ask()
+    rdb.set_trial_system_attr(trial._trial_id, "generation", 3)
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
+    trial.report(0.5, 1)
+    assert rdb.get_trial(trial._trial_id).system_attrs["generation"] == 3
+    study.tell(trial, 0.5)
+    assert _outside(storage_url, "s").system_attrs["generation"] == 3
+    assert rdb.get_trial(trial._trial_id).system_attrs["generation"] == 3
+
+
 def test_one_commit_per_epoch_with_the_metrics_and_the_intermediate_value(storage_url: str, make_job: Callable) -> None:
     job = make_job(study_name="s")
     rdb, study, trial = _held_trial(storage_url)
