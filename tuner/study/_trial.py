@@ -83,10 +83,11 @@ class TrialRunner:
     device: str | None = None
     prune_steps: frozenset[int] | None = None
     trial_id: int | None = None
+    number: int | None = None
     lost: bool = False  # the trial was finished elsewhere (failed as stale) while this worker ran it
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        self.trial_id = trial._trial_id  # Optuna's storage calls take the id, which Trial keeps private
+        self.trial_id, self.number = trial._trial_id, trial.number  # storage calls take the id, kept private
         self.rdb.hold(self.trial_id, self.study_id)
         config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
         trial.set_user_attr("config", config.model_dump(mode="json"))

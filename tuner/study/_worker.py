@@ -145,12 +145,12 @@ class Worker:
             with storage.session_scope(s.url) as session:
                 storage.finish_claim(session, claim_id, state="failed")
             raise
-        except ValueError:
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             # Optuna refuses to tell a trial that is no longer running: another worker failed it as stale (this
             # one was too slow to send heartbeats) and its parameters were re-enqueued. The claim is given up.
             if not runner.lost:
                 raise
-            log.warning("trial %s of %s was failed by another worker as stale", runner.trial_id, job.study_name)
+            log.warning("trial %s of %s was failed by another worker as stale", runner.number, job.study_name)
         finally:
             if runner.trial_id is not None:
                 rdb.release(runner.trial_id)
