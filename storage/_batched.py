@@ -199,6 +199,17 @@ class BatchedRDBStorage(RDBStorage):
             held.put_back(taken)
             raise
 
+    def take_pending(self, trial_id: int) -> _Writes:
+        """Hand the held trial's pending writes to a caller that writes them itself (``pipelined_writes``);
+        it gives them back with ``put_back_pending`` if its transaction fails."""
+        held = self._held.get(trial_id)
+        return _Writes() if held is None else held.take()
+
+    def put_back_pending(self, trial_id: int, writes: _Writes) -> None:
+        held = self._held.get(trial_id)
+        if held is not None:
+            held.put_back(writes)
+
     # -- writes of held trials -----------------------------------------------------------------------------
 
     def _set_trial_param(
@@ -522,3 +533,55 @@ def _load_trials(connection: Connection, trial_ids: Sequence[int]) -> list[Froze
 def _local(moment: datetime | None) -> datetime | None:
     """Optuna stores naive UTC and hands out naive local time (``TrialModel.datetime_start``)."""
     return None if moment is None else moment.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
+
+
+# PostgreSQL's one-statement epoch (``storage.epochs``): the same writes as ``_write``, as data-modifying CTEs
+# over arrays, each guarded so that nothing is written to a trial that is no longer running.
+RUNNING_GUARD = "WHERE EXISTS (SELECT 1 FROM trials WHERE trial_id = %(trial_id)s AND state = 'RUNNING')"
+_CTE_PARAMS = (
+    "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) "
+    "SELECT %(trial_id)s, n, v, d FROM unnest(%(p_name)s::varchar[], %(p_value)s::float8[], %(p_dist)s::text[]) "
+    "AS u(n, v, d) " + RUNNING_GUARD
+)
+_CTE_INTERMEDIATE = (
+    "INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type) "
+    "SELECT %(trial_id)s, s, v, k::trialintermediatevaluetype "
+    "FROM unnest(%(i_step)s::int[], %(i_value)s::float8[], %(i_kind)s::text[]) AS u(s, v, k) "
+    + RUNNING_GUARD
+    + " ON CONFLICT (trial_id, step) DO UPDATE SET intermediate_value = EXCLUDED.intermediate_value, "
+    "intermediate_value_type = EXCLUDED.intermediate_value_type"
+)
+_CTE_ATTRS = (
+    "INSERT INTO {table} (trial_id, key, value_json) "
+    "SELECT %(trial_id)s, k, v FROM unnest(%({p}_key)s::varchar[], %({p}_value)s::text[]) AS u(k, v) "
+    + RUNNING_GUARD
+    + " ON CONFLICT (trial_id, key) DO UPDATE SET value_json = EXCLUDED.value_json"
+)
+
+
+def postgresql_writes(writes: _Writes) -> tuple[list[str], dict[str, Any]]:
+    """The trial's pending writes as data-modifying CTE bodies and their array parameters (with ``trial_id``
+    bound by the caller)."""
+    ctes: list[str] = []
+    params: dict[str, Any] = {}
+    if writes.params:
+        ctes.append(_CTE_PARAMS)
+        params["p_name"] = list(writes.params)
+        params["p_value"] = [v for v, _ in writes.params.values()]
+        params["p_dist"] = [distribution_to_json(d) for _, d in writes.params.values()]
+    if writes.intermediate:
+        to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+        stored = [to_stored(v) for v in writes.intermediate.values()]
+        ctes.append(_CTE_INTERMEDIATE)
+        params["i_step"] = list(writes.intermediate)
+        params["i_value"] = [number for number, _ in stored]
+        params["i_kind"] = [kind.name for _, kind in stored]
+    for table, prefix, attrs in (
+        ("trial_user_attributes", "ua", writes.user_attrs),
+        ("trial_system_attributes", "sa", writes.system_attrs),
+    ):
+        if attrs:
+            ctes.append(_CTE_ATTRS.format(table=table, p=prefix))
+            params[f"{prefix}_key"] = list(attrs)
+            params[f"{prefix}_value"] = [json.dumps(v) for v in attrs.values()]
+    return ctes, params

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from sqlalchemy.engine import URL, make_url
@@ -26,8 +27,9 @@ def parse_url(url: str) -> URL:
         raise StorageError(f"invalid storage URL {url!r}: {exc}") from None
 
 
+@functools.lru_cache(maxsize=64)
 def normalize_url(url: str) -> str:
-    """Pick psycopg 3 for bare PostgreSQL URLs and check that the URL parses."""
+    """Pick psycopg 3 for bare PostgreSQL URLs and check that the URL parses (cached: every session asks)."""
     url = url.strip()
     for prefix in _POSTGRES_PREFIXES:
         if url.startswith(prefix):

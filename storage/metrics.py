@@ -30,12 +30,7 @@ def write_epoch(
 
     Each row maps ``task, train_loss, val_loss, metric, weight`` and optionally ``sigma, grad_norm``.
     """
-    records = [
-        {"job_id": job_id, "trial_number": trial_number, "epoch": epoch}
-        | {key: row[key] for key in _REQUIRED_KEYS}
-        | {key: row.get(key) for key in _OPTIONAL_KEYS}
-        for row in rows
-    ]
+    records = [metric_record(job_id, trial_number, epoch, row) for row in rows]
     # Core statements on the session's connection: this runs every epoch of every trial, and the ORM layer's
     # per-statement bookkeeping would cost more than the database does.
     connection = session.connection()
@@ -43,6 +38,15 @@ def write_epoch(
         connection.execute(_INSERT_EPOCH, records)
     if claim_id is not None:
         connection.execute(_HEARTBEAT, {"claim_id": claim_id, "now": utcnow()})
+
+
+def metric_record(job_id: int, trial_number: int, epoch: int, row: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``epoch_metrics`` row: the required keys must be there, the optional ones default to null."""
+    return (
+        {"job_id": job_id, "trial_number": trial_number, "epoch": epoch}
+        | {key: row[key] for key in _REQUIRED_KEYS}
+        | {key: row.get(key) for key in _OPTIONAL_KEYS}
+    )
 
 
 _INSERT_EPOCH = insert(EpochMetric)
