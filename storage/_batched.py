@@ -152,7 +152,11 @@ class BatchedRDBStorage(RDBStorage):
     def record_heartbeat(self, trial_id: int) -> None:
         # Optuna's version reads the row, locks it and reads the clock before writing: one upsert does the same.
         with self.engine.begin() as connection:
-            connection.execute(_heartbeat_statement(connection.dialect.name), {"trial_id": trial_id})
+            self.write_heartbeat(trial_id, connection)
+
+    def write_heartbeat(self, trial_id: int, connection: Connection) -> None:
+        """The trial's heartbeat, in the caller's transaction (a worker sends it with its claim's)."""
+        connection.execute(_heartbeat_statement(connection.dialect.name), {"trial_id": trial_id})
 
     # -- holding -------------------------------------------------------------------------------------------
 

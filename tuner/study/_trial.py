@@ -91,10 +91,12 @@ class TrialRunner:
         self.rdb.hold(self.trial_id, self.study_id)
         config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
         trial.set_user_attr("config", config.model_dump(mode="json"))
-        # The parameters and configuration are written before training starts, with the claim's trial number.
+        # The parameters and configuration are written before training starts, with the claim's trial number and
+        # the trial's first heartbeat (from then on a worker that dies leaves a trial Optuna will fail and retry).
         with storage.session_scope(self.url) as session:
             storage.attach_trial(session, self.claim_id, trial.number)
             self.rdb.flush(self.trial_id, session.connection())
+            self.rdb.write_heartbeat(self.trial_id, session.connection())
         last: list[EpochReport] = []
         try:
             result = train(self.problem, config, device=self.device, on_epoch_end=lambda r: self._epoch(trial, r, last))

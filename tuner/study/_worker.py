@@ -8,13 +8,15 @@ heartbeat goes stale; Optuna's heartbeat then fails that trial and re-enqueues i
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 import sqlalchemy.exc
+from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 import storage
@@ -36,9 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mtl_tune.worker")
 
 STATE_NAMES = {
-    optuna.trial.TrialState.COMPLETE: "complete",
-    optuna.trial.TrialState.PRUNED: "pruned",
-    optuna.trial.TrialState.FAIL: "failed",
+    TrialState.COMPLETE: "complete",
+    TrialState.PRUNED: "pruned",
+    TrialState.FAIL: "failed",
 }
 DB_ERRORS = (storage.StorageError, sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
 MAX_CONSECUTIVE_FAILURES = 10
@@ -71,6 +74,7 @@ class Worker:
         self._studies: dict[str, optuna.Study] = {}
         self._problems: dict[str, Problem] = {}
         self._study_ids: dict[str, int] = {}
+        self._stale_checked: dict[str, float] = {}
 
     def run(self) -> int:
         """Loop until idle (with ``exit_when_idle``), ``max_trials``, the deadline, or SIGTERM/SIGINT."""
@@ -126,21 +130,32 @@ class Worker:
             return JobInfo.of(jobs[0]) if jobs else None
 
     def _run_trial(self, job: JobInfo, claim_id: int) -> None:
+        """Ask, train, tell: Optuna's ask-and-tell interface, with the heartbeats sent by this worker."""
         s = self.settings
-        problem = self._problem(job)
-        steps = prune_steps(job.pruner, epochs=job.epochs, objective=job.objective)
-        space = SearchSpace.model_validate(job.space or {})
         study = self._study(job)
         rdb = self._rdb()
+        self._fail_stale_trials(study)
+        with warnings.catch_warnings():
+            # Optuna expects heartbeats from ``optimize``'s thread; here ``_heartbeats`` sends them.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            trial = study.ask()
         if job.study_name not in self._study_ids:
             self._study_ids[job.study_name] = rdb.get_study_id_from_name(job.study_name)
         runner = TrialRunner(
-            s.url, job, problem, space, claim_id, rdb, self._study_ids[job.study_name], s.device, steps
+            s.url,
+            job,
+            self._problem(job),
+            SearchSpace.model_validate(job.space or {}),
+            claim_id,
+            rdb,
+            self._study_ids[job.study_name],
+            s.device,
+            prune_steps(job.pruner, epochs=job.epochs, objective=job.objective),
         )
-        finished: list[optuna.trial.FrozenTrial] = []
+        finished: optuna.trial.FrozenTrial | None = None
         try:
-            with _claim_heartbeat(s.url, claim_id, s.heartbeat_seconds):
-                study.optimize(runner, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: finished.append(t)])
+            with _heartbeats(s.url, claim_id, rdb, trial._trial_id, s.heartbeat_seconds):
+                finished = self._train_and_tell(study, trial, runner)
         except KeyboardInterrupt:
             with storage.session_scope(s.url) as session:
                 storage.finish_claim(session, claim_id, state="failed")
@@ -150,12 +165,39 @@ class Worker:
             # one was too slow to send heartbeats) and its parameters were re-enqueued. The claim is given up.
             if not runner.lost:
                 raise
-            log.warning("trial %s of %s was failed by another worker as stale", runner.number, job.study_name)
+            log.warning("trial %s of %s was failed by another worker as stale", trial.number, job.study_name)
         finally:
-            if runner.trial_id is not None:
-                rdb.release(runner.trial_id)
+            rdb.release(trial._trial_id)
         self.trials_run += 1
-        self._record(job, claim_id, finished[0] if finished else None)
+        self._record(job, claim_id, finished)
+
+    @staticmethod
+    def _train_and_tell(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> optuna.trial.FrozenTrial:
+        """What ``study.optimize`` does for one trial: pruned and failed trials are told so, errors are logged,
+        and Ctrl-C or SIGTERM leaves the trial FAIL, not RUNNING."""
+        try:
+            values = runner(trial)
+        except optuna.TrialPruned:
+            return study.tell(trial, state=TrialState.PRUNED)
+        except KeyboardInterrupt:
+            with suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception:
+            log.warning("trial %d of %s failed", trial.number, study.study_name, exc_info=True)
+            return study.tell(trial, state=TrialState.FAIL)
+        return study.tell(trial, values)
+
+    def _fail_stale_trials(self, study: optuna.Study) -> None:
+        """Optuna's stale-trial check (fail and re-enqueue trials whose worker went silent), at most once per
+        heartbeat interval: it reads every running trial of the study."""
+        now = time.monotonic()
+        if now - self._stale_checked.get(study.study_name, -math.inf) < self.settings.heartbeat_seconds:
+            return
+        self._stale_checked[study.study_name] = now
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
 
     def _rdb(self) -> BatchedRDBStorage:
         s = self.settings
@@ -233,8 +275,9 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 
 @contextmanager
-def _claim_heartbeat(url: str, claim_id: int, every: float) -> Iterator[None]:
-    """Keep the claim fresh while a long epoch runs, so no other worker takes its slot."""
+def _heartbeats(url: str, claim_id: int, rdb: BatchedRDBStorage, trial_id: int, every: float) -> Iterator[None]:
+    """Keep the claim and Optuna's trial alive while a long epoch runs: one transaction beats for both, so no
+    other worker takes the slot or fails the trial as stale."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -242,10 +285,11 @@ def _claim_heartbeat(url: str, claim_id: int, every: float) -> Iterator[None]:
             try:
                 with storage.session_scope(url) as session:
                     storage.heartbeat(session, claim_id)
+                    rdb.write_heartbeat(trial_id, session.connection())
             except storage.StorageError as exc:
-                log.warning("claim heartbeat failed: %s", exc)
+                log.warning("heartbeat failed: %s", exc)
 
-    thread = threading.Thread(target=beat, name="mtl-tune-claim-heartbeat", daemon=True)
+    thread = threading.Thread(target=beat, name="mtl-tune-heartbeat", daemon=True)
     thread.start()
     try:
         yield
@@ -256,7 +300,7 @@ def _claim_heartbeat(url: str, claim_id: int, every: float) -> Iterator[None]:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the worker like Ctrl-C: Optuna marks the running trial FAIL, the claim is released."""
+    """SIGTERM ends the worker like Ctrl-C: the running trial is told FAIL and its claim is released."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
