@@ -226,48 +226,43 @@ class BatchedRDBStorage(RDBStorage):
     ) -> None:
         # Optuna's study wraps this storage in ``_CachedStorage``, which calls this private method (with the
         # distribution it cached for the study) rather than ``set_trial_param``.
-        held = self._held.get(trial_id)
-        if held is None:
-            self._forget_created(trial_id)
-            super()._set_trial_param(trial_id, param_name, param_value_internal, distribution, previous_distribution)
-            return
+        if (held := self._holding(trial_id)) is None:
+            return super()._set_trial_param(
+                trial_id, param_name, param_value_internal, distribution, previous_distribution
+            )
         if previous_distribution is None:
             previous_distribution = self._reference_distribution(held.study_id, param_name, distribution)
         check_distribution_compatibility(previous_distribution, distribution)
         held.write(_Writes(params={param_name: (param_value_internal, distribution)}))
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        held = self._held.get(trial_id)
-        if held is None:
-            self._forget_created(trial_id)
-            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
-        else:
-            held.write(_Writes(intermediate={step: intermediate_value}))
+        if (held := self._holding(trial_id)) is None:
+            return super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        held.write(_Writes(intermediate={step: intermediate_value}))
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        held = self._held.get(trial_id)
-        if held is None:
-            self._forget_created(trial_id)
-            super().set_trial_user_attr(trial_id, key, value)
-        else:
-            json.dumps(value)  # refuse what cannot be stored now, as Optuna would, not at the next flush
-            held.write(_Writes(user_attrs={key: value}))
+        if (held := self._holding(trial_id)) is None:
+            return super().set_trial_user_attr(trial_id, key, value)
+        json.dumps(value)  # refuse what cannot be stored now, as Optuna would, not at the next flush
+        held.write(_Writes(user_attrs={key: value}))
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if (held := self._holding(trial_id)) is None:
+            return super().set_trial_system_attr(trial_id, key, value)
+        json.dumps(value)
+        held.write(_Writes(system_attrs={key: value}))
+
+    def _holding(self, trial_id: int) -> _Held | None:
+        """The held trial; for any other, forget the copy kept at its creation, which the write makes stale."""
         held = self._held.get(trial_id)
         if held is None:
             self._forget_created(trial_id)
-            super().set_trial_system_attr(trial_id, key, value)
-        else:
-            json.dumps(value)
-            held.write(_Writes(system_attrs={key: value}))
+        return held
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Iterable[float] | None = None) -> bool:
         """The pending writes and the new state in one transaction; a finished trial is released."""
-        held = self._held.get(trial_id)
         values = None if values is None else list(values)
-        if held is None:
-            self._forget_created(trial_id)
+        if (held := self._holding(trial_id)) is None:
             return super().set_trial_state_values(trial_id, state, values)
         # Optuna's implementation runs in this thread's scoped session: writing the pending rows on that
         # session's connection first puts them in the same transaction, committed by Optuna.

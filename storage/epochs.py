@@ -41,9 +41,7 @@ def record_epoch(
     """
     engine = get_engine(url)
     if engine.dialect.name == "postgresql":
-        return _record_epoch_postgresql(
-            engine, rdb, job_id=job_id, trial_id=trial_id, trial_number=trial_number, epoch=epoch, rows=rows
-        )
+        return _record_epoch_postgresql(engine, rdb, job_id, trial_id, trial_number, epoch, rows)
     with session_scope(url) as session:
         # Write first: on SQLite a transaction that starts by reading cannot always take the write lock later.
         write_epoch(session, job_id=job_id, trial_number=trial_number, epoch=epoch, rows=rows)
@@ -58,7 +56,6 @@ def record_epoch(
 def _record_epoch_postgresql(
     engine: Engine,
     rdb: BatchedRDBStorage,
-    *,
     job_id: int,
     trial_id: int,
     trial_number: int,
