@@ -110,7 +110,7 @@ def test_writes_before_the_hold_are_not_lost(storage_url: str) -> None:
 
 def test_one_commit_per_epoch_with_the_metrics_and_the_intermediate_value(storage_url: str, make_job: Callable) -> None:
     if storage_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL sends each epoch as one driver pipeline, which SQLAlchemy's events do not see")
+        pytest.skip("PostgreSQL sends each epoch as one statement through the driver, which SQLAlchemy does not see")
     job = make_job(study_name="s")
     rdb, study, trial = _held_trial(storage_url)
     trial.suggest_float("x", 0.0, 1.0)
