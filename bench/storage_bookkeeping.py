@@ -1,11 +1,12 @@
 """Storage bookkeeping per trial: everything a worker does for a trial except training.
 
 A 20-epoch, 3-task trial whose training is replaced by a stub that reports 20 epochs instantly, run through the
-real worker path (claim, load study, ask, suggest, per-epoch metrics + heartbeat + report + prune check, tell,
-summary) on SQLite and PostgreSQL. For reference, Optuna alone: ask + 4 suggestions + 20 reports + tell.
-Target: <= 20 ms per trial. Also: worker scaling, trials per minute with 1 and 2 worker processes.
+real worker step (find the job, claim a slot, ask, suggest, per-epoch metrics + intermediate value + stop check,
+the pruner at its rungs, tell, claim and summary) on SQLite and PostgreSQL. For reference, Optuna alone:
+ask + 4 suggestions + 20 reports + tell. Target: <= 20 ms per trial. Also: worker scaling, steady-state trials
+per minute with 1 and 2 worker processes, beside plain training loops without storage (the machine's ceiling).
 
-    python bench/storage_bookkeeping.py [--trials 40] [--pg postgresql+psycopg://postgres@127.0.0.1/postgres]
+    python bench/storage_bookkeeping.py [--trials 40] [--scaling-trials 24] [--rounds 3] [--pg URL]
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from unittest import mock
 
 import optuna
 import psycopg
+from sqlalchemy import select
 
 import storage
 from cli.worker_cmd import worker_command
@@ -123,29 +127,62 @@ def pg_database(admin_url: str) -> Iterator[str]:
 
 
 def scaling(url: str, trials: int) -> dict[int, float]:
-    """Trials per minute of real 1-thread trials (gradnorm-toy, about a second each) with 1 and 2 workers."""
+    """Steady-state trials per minute of real 1-thread trials (gradnorm-toy's defaults, about 0.7 s each) with
+    1 and 2 workers.
+
+    Counted while every worker is busy: from the moment the last worker claims its first trial to the moment the
+    first worker finishes its last one. Start-up (imports, data) and the final drain, when one worker has nothing
+    left while the other finishes, are not throughput.
+    """
     out = {}
     for workers in (1, 2):
         name = f"scale-{workers}-{uuid.uuid4().hex[:4]}"
-        spec = StudySpec(
-            name=name,
-            problem="gradnorm-toy",
-            problem_options={"n_train": 1000, "n_val": 200},
-            n_trials=trials,
-            epochs=15,
-            sampler="random",
-            pruner="none",
-        )
+        spec = StudySpec(name=name, problem="gradnorm-toy", n_trials=trials, sampler="random", pruner="none")
         create_study(url, spec, source="cli")
         cmd = worker_command(url, name, "--exit-when-idle", "--threads", "1", "--poll", "0.2")
         procs = [subprocess.Popen([*cmd, "--worker-index", str(i)], stdout=subprocess.DEVNULL) for i in range(workers)]
         for p in procs:
             p.wait()
-        summaries = optuna.load_study(study_name=name, storage=url).get_trials()
-        starts = [t.datetime_start for t in summaries if t.datetime_start]
-        ends = [t.datetime_complete for t in summaries if t.datetime_complete]
-        minutes = (max(ends) - min(starts)).total_seconds() / 60  # from first trial start: excludes imports
-        out[workers] = len(ends) / minutes
+        with storage.session_scope(url) as session:
+            job = storage.get_job(session, name)
+            claims = session.scalars(select(storage.TrialClaim).where(storage.TrialClaim.job_id == job.id)).all()
+            spans = [(c.worker, c.claimed_at, c.finished_at) for c in claims if c.finished_at is not None]
+        by_worker: dict[str, list[tuple[datetime, datetime]]] = {}
+        for worker, claimed, finished in spans:
+            by_worker.setdefault(worker, []).append((claimed, finished))
+        assert len(by_worker) == workers, "every worker should have run trials"
+        start = max(min(c for c, _ in runs) for runs in by_worker.values())
+        end = min(max(f for _, f in runs) for runs in by_worker.values())
+        done = sum(start < finished <= end for _, _, finished in spans)
+        out[workers] = done / ((end - start).total_seconds() / 60)
+    return out
+
+
+# The machine's own ceiling: the same training, no storage at all, in 1 and in 2 processes at once.
+_PLAIN_TRAINING = """
+import sys, time, torch
+torch.set_num_threads(1)
+from tuner.problems import create_problem
+from tuner.study import baseline_config
+from tuner.train import train
+problem = create_problem("gradnorm-toy", {})
+config = baseline_config(problem, epochs=problem.defaults.epochs, seed=0)
+train(problem, config, device="cpu")
+start, n = time.perf_counter(), int(sys.argv[1])
+for _ in range(n):
+    train(problem, config, device="cpu")
+print(n / (time.perf_counter() - start) * 60)
+"""
+
+
+def plain_scaling(trials: int) -> dict[int, float]:
+    """Trials per minute of plain training loops (1 thread, no storage) in 1 and 2 processes."""
+    out = {}
+    root = str(Path(__file__).resolve().parent.parent)
+    for processes in (1, 2):
+        cmd = [sys.executable, "-c", _PLAIN_TRAINING, str(trials)]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=root, text=True) for _ in range(processes)]
+        out[processes] = sum(float(p.communicate()[0]) for p in procs)
     return out
 
 
@@ -158,33 +195,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--scaling-trials", type=int, default=16)
+    parser.add_argument("--scaling-trials", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=3, help="scaling rounds; the table shows the median")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        rows += [
-            row("whole worker path, SQLite", bookkeeping_ms(url, args.trials)),
-            row("one epoch's transaction, SQLite", epoch_transaction_ms(url, 20 * args.trials)),
-            row("Optuna alone, SQLite", optuna_only_ms(url, args.trials)),
-        ]
-        sqlite_scaling = scaling(url, args.scaling_trials)
-    with pg_database(args.pg) as url:
-        rows += [
-            row("whole worker path, PostgreSQL", bookkeeping_ms(url, args.trials)),
-            row("one epoch's transaction, PostgreSQL", epoch_transaction_ms(url, 20 * args.trials)),
-            row("Optuna alone, PostgreSQL", optuna_only_ms(url, args.trials)),
-        ]
-        pg_scaling = scaling(url, args.scaling_trials)
+    plain = "no storage (plain training loops)"
+    speedups: dict[str, list[dict[int, float]]] = {plain: [], "SQLite": [], "PostgreSQL": []}
+    with tempfile.TemporaryDirectory() as tmp, pg_database(args.pg) as pg_url:
+        sqlite_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        for label, url in (("SQLite", sqlite_url), ("PostgreSQL", pg_url)):
+            rows += [
+                row(f"whole worker path, {label}", bookkeeping_ms(url, args.trials)),
+                row(f"one epoch's transaction, {label}", epoch_transaction_ms(url, 20 * args.trials)),
+                row(f"Optuna alone, {label}", optuna_only_ms(url, args.trials)),
+            ]
+        # Rounds interleave the three, so that the machine's own ups and downs touch them alike.
+        for _ in range(args.rounds):
+            speedups[plain].append(plain_scaling(args.scaling_trials // 2))
+            speedups["SQLite"].append(scaling(sqlite_url, args.scaling_trials))
+            speedups["PostgreSQL"].append(scaling(pg_url, args.scaling_trials))
     print(f"\nBookkeeping per {EPOCHS}-epoch, {len(TASKS)}-task trial (ms, {args.trials} trials):\n")
     print("| path | p50 ms | p95 ms |\n|---|---|---|")
     print("\n".join(rows))
-    print("\nWorker scaling (trials per minute, 1-thread trials):\n")
-    print("| storage | 1 worker | 2 workers | speed-up |\n|---|---|---|---|")
-    for label, s in (("SQLite", sqlite_scaling), ("PostgreSQL", pg_scaling)):
-        print(f"| {label} | {s[1]:.1f} | {s[2]:.1f} | {s[2] / s[1]:.2f}x |")
+    print(f"\nWorker scaling, trials per minute of 1-thread trials (median of {args.rounds} rounds):\n")
+    print("| storage | 1 worker | 2 workers | speed-up | speed-up per round |\n|---|---|---|---|---|")
+    for label, runs in speedups.items():
+        one, two = statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs)
+        ratios = sorted(r[2] / r[1] for r in runs)
+        per_round = ", ".join(f"{x:.2f}" for x in ratios)
+        print(f"| {label} | {one:.1f} | {two:.1f} | {statistics.median(ratios):.2f}x | {per_round} |")
 
 
 if __name__ == "__main__":
