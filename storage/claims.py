@@ -48,12 +48,17 @@ def claim_slot(url: str, *, study_name: str, worker: str, grace_seconds: float) 
         job = session.scalars(query).one_or_none()
         if job is None or job.status not in ACTIVE_STATUSES:
             return None
-        finished = _count(session, job.id, TrialClaim.state.in_(FINISHED_STATES))
+        cutoff = utcnow() - timedelta(seconds=grace_seconds)
+        finished, counted = session.execute(
+            select(
+                func.count().filter(TrialClaim.state.in_(FINISHED_STATES)),
+                func.count().filter(_counted(cutoff)),
+            ).where(TrialClaim.job_id == job.id)
+        ).one()
         if finished >= job.n_trials:
             job.status = "completed"
             return None
-        cutoff = utcnow() - timedelta(seconds=grace_seconds)
-        if _count(session, job.id, _counted(cutoff)) >= job.n_trials:
+        if counted >= job.n_trials:
             return None
         now = utcnow()
         claim = TrialClaim(job_id=job.id, worker=worker, state="running", claimed_at=now, heartbeat_at=now)

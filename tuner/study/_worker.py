@@ -75,6 +75,7 @@ class Worker:
         self._problems: dict[str, Problem] = {}
         self._study_ids: dict[str, int] = {}
         self._stale_checked: dict[str, float] = {}
+        self._current: JobInfo | None = None  # the job of the last trial, tried first for the next one
 
     def run(self) -> int:
         """Loop until idle (with ``exit_when_idle``), ``max_trials``, the deadline, or SIGTERM/SIGINT."""
@@ -93,9 +94,13 @@ class Worker:
         return self.trials_run
 
     def _step(self) -> bool:
-        """Run one trial if any study needs one; False when there is no work."""
+        """Run one trial if any study needs one; False when there is no work.
+
+        After a trial the worker tries the same job's next slot straight away; only when that job has none left
+        (done, stopped, or every slot taken) does it look for work again, reaping dead workers' claims first.
+        """
         s = self.settings
-        job = self._next_job()
+        job, self._current = self._current or self._next_job(), None
         if job is None:
             if s.exit_when_idle and not self._study_active():
                 return False
@@ -104,6 +109,7 @@ class Worker:
         claim = storage.claim_slot(s.url, study_name=job.study_name, worker=self.name, grace_seconds=s.grace_seconds)
         if claim is not None:
             self._run_trial(job, claim)
+            self._current = job
         return True
 
     def _done(self) -> bool:
