@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 FINISHED_KEPT = 64
+_MEMORY = ("_held", "_held_lock", "_distributions", "_study_ids", "_created", "_created_read", "_finished")
 _PARAMS: Table = models.TrialParamModel.__table__
 _INTERMEDIATE: Table = models.TrialIntermediateValueModel.__table__
 _USER_ATTRS: Table = models.TrialUserAttributeModel.__table__
@@ -117,8 +118,12 @@ class BatchedRDBStorage(RDBStorage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._held: dict[int, _Held] = {}
         self._held_lock = threading.Lock()
+        self._reset_memory()
+
+    def _reset_memory(self) -> None:
+        """What this process keeps of its trials and studies; a copy in another process starts empty."""
+        self._held: dict[int, _Held] = {}
         # The first distribution recorded per (study, parameter): Optuna checks each new one against it.
         self._distributions: dict[tuple[int, str], BaseDistribution] = {}
         self._study_ids: dict[str, int] = {}
@@ -128,14 +133,12 @@ class BatchedRDBStorage(RDBStorage):
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        for key in ("_held", "_held_lock", "_distributions", "_study_ids", "_created", "_created_read", "_finished"):
-            state.pop(key, None)
-        return state
+        return {k: v for k, v in state.items() if k not in _MEMORY}
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
-        self._held, self._held_lock, self._distributions, self._study_ids = {}, threading.Lock(), {}, {}
-        self._created, self._created_read, self._finished = {}, {}, {}
+        self._held_lock = threading.Lock()
+        self._reset_memory()
 
     def get_study_id_from_name(self, study_name: str) -> int:
         # Optuna's Hyperband builds a study object per bracket lookup, each asking for the id: several reads per
@@ -288,7 +291,7 @@ class BatchedRDBStorage(RDBStorage):
         with self.engine.connect() as connection:
             query = select(TRIALS.c.datetime_complete).where(TRIALS.c.trial_id == known._trial_id)
             complete = connection.execute(query).scalar_one()
-        finished = _Writes().applied_to(known)
+        finished = _copy(known)
         finished.state = state
         finished.values = None if values is None else [float(v) for v in values]
         finished.datetime_complete = _local(complete)
@@ -320,7 +323,7 @@ class BatchedRDBStorage(RDBStorage):
         held = self._held.get(trial_id)
         finished = self._finished.get(trial_id)
         if finished is not None:
-            return _Writes().applied_to(finished)
+            return _copy(finished)
         if held is None:
             # Served from memory once (``Trial()`` reads the trial ``ask`` just created), then from the database.
             created = self._created.pop(trial_id, None)
@@ -328,10 +331,10 @@ class BatchedRDBStorage(RDBStorage):
                 self._created_read = {trial_id: created}
             if created is None:
                 return self._load_one(trial_id)
-            return _Writes().applied_to(created)
+            return _copy(created)
         if held.known is None:
             held.known = held.view(self._load_one(trial_id))
-        return _Writes().applied_to(held.known)  # a copy: callers may change what they get
+        return _copy(held.known)
 
     def _load_one(self, trial_id: int) -> FrozenTrial:
         with self.engine.connect() as connection:
@@ -353,16 +356,16 @@ class BatchedRDBStorage(RDBStorage):
         memory and only the others are loaded. Optuna's cache asks for new and unfinished trials only, so a
         worker alone on its study loads no trial rows at all.
         """
-        known = {t: h for t, h in self._held.items() if h.known is not None and h.study_id == study_id}
+        running = {t: h.known for t, h in self._held.items() if h.known is not None and h.study_id == study_id}
+        memory = running | self._finished
         with self.engine.connect() as connection:
             query = _trials_query(study_id, states, included_trial_ids, trial_id_greater_than)
             rows = connection.execute(query).all()
             if not rows:
                 raise KeyError(f"No study with study_id {study_id} exists.")
             covered = {trial_id: state for trial_id, state in rows if trial_id is not None and state is not None}
-            memory = {t: h.known for t, h in known.items() if h.known is not None} | self._finished
             from_memory = {t for t, state in covered.items() if t in memory and memory[t].state == state}
-            trials = [_Writes().applied_to(memory[t]) for t in from_memory]
+            trials = [_copy(memory[t]) for t in from_memory]
             loaded = _load_trials(connection, sorted(set(covered) - from_memory))
         trials += [held.view(t) if (held := self._held.get(t._trial_id)) else t for t in loaded]
         return sorted(trials, key=lambda t: t._trial_id)
@@ -382,6 +385,11 @@ class BatchedRDBStorage(RDBStorage):
         if trial_id not in self._held:
             return super().get_trial_system_attrs(trial_id)
         return self.get_trial(trial_id).system_attrs
+
+
+def _copy(trial: FrozenTrial) -> FrozenTrial:
+    """A copy whose dictionaries callers may change without touching what this process remembers."""
+    return _Writes().applied_to(trial)
 
 
 def _write(connection: Connection, trial_id: int, held: _Writes) -> None:

@@ -73,7 +73,6 @@ class Worker:
         self._samplers: dict[str, optuna.samplers.BaseSampler] = {}
         self._studies: dict[str, optuna.Study] = {}
         self._problems: dict[str, Problem] = {}
-        self._study_ids: dict[str, int] = {}
         self._stale_checked: dict[str, float] = {}
         self._current: JobInfo | None = None  # the job of the last trial, tried first for the next one
 
@@ -145,8 +144,6 @@ class Worker:
             # Optuna expects heartbeats from ``optimize``'s thread; here ``_heartbeats`` sends them.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             trial = study.ask()
-        if job.study_name not in self._study_ids:
-            self._study_ids[job.study_name] = rdb.get_study_id_from_name(job.study_name)
         runner = TrialRunner(
             s.url,
             job,
@@ -154,7 +151,7 @@ class Worker:
             SearchSpace.model_validate(job.space or {}),
             claim_id,
             rdb,
-            self._study_ids[job.study_name],
+            rdb.get_study_id_from_name(job.study_name),  # cached by the storage
             s.device,
             prune_steps(job.pruner, epochs=job.epochs, objective=job.objective),
         )
