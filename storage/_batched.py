@@ -574,7 +574,7 @@ def postgresql_writes(writes: _Writes) -> tuple[list[str], dict[str, Any]]:
     if writes.params:
         ctes.append(_CTE_PARAMS)
         params["p_name"] = list(writes.params)
-        params["p_value"] = [v for v, _ in writes.params.values()]
+        params["p_value"] = [float(v) for v, _ in writes.params.values()]  # a float8 array: no ints among them
         params["p_dist"] = [distribution_to_json(d) for _, d in writes.params.values()]
     if writes.intermediate:
         to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr

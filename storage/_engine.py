@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.orm import Session
 
 from storage._errors import translate
@@ -16,6 +17,9 @@ from storage._url import is_sqlite, normalize_url, redact
 
 SQLITE_BUSY_TIMEOUT_S = 30
 SQLITE_BEGIN_OPTION = "mtl_tune_sqlite_begin"
+# A pooled PostgreSQL connection is pinged before use when it sat idle longer than this (see ``ping_when_idle``).
+PING_AFTER_IDLE_S = 1.0
+_IDLE_SINCE = "mtl_tune_idle_since"
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -28,7 +32,7 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     return {
         "pool_size": 5,
         "max_overflow": 5,
-        "pool_pre_ping": True,
+        "pool_pre_ping": False,  # ``ping_when_idle`` instead
         "pool_recycle": 1800,
         "connect_args": {"connect_timeout": 10},
     }
@@ -61,7 +65,36 @@ def _create(url: str) -> Engine:
     if is_sqlite(url):
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
+    else:
+        ping_when_idle(engine)
     return engine
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling, as ``pool_pre_ping``, for connections that sat idle in the pool.
+
+    A connection that dies while idle (a restarted server, ``pg_terminate_backend``, a firewall's timeout) is
+    found by a ping at checkout and replaced, with every older pooled connection, before the caller uses it.
+    ``pool_pre_ping`` pings at every checkout: a round trip each time, about 30 per trial for a worker that
+    checks a connection out for every epoch. Here a connection back in the pool for less than
+    ``PING_AFTER_IDLE_S`` is handed out as it is; one that dies within that second fails its next statement
+    (as it would if it died mid-statement) and SQLAlchemy then replaces the pool's connections.
+    """
+
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return  # a new connection, or one used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise InvalidatePoolError(f"ping of an idle pooled connection failed: {exc}") from exc
+
+    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    event.listen(engine, "checkout", on_checkout)
+    event.listen(engine, "checkin", on_checkin)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

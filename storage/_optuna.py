@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 
-from storage._engine import engine_kwargs, get_engine, translate_errors
+from storage._engine import engine_kwargs, get_engine, ping_when_idle, translate_errors
 from storage._url import is_sqlite, normalize_url
 
 if TYPE_CHECKING:
@@ -71,6 +71,8 @@ def _create(url: str, heartbeat_interval: int, grace_period: int | None) -> Batc
         # Optuna's connections keep pysqlite's own transaction handling; they only get the durability setting.
         event.listen(rdb.engine, "connect", _sqlite_synchronous_normal)
         rdb.engine.dispose()
+    else:
+        ping_when_idle(rdb.engine)
     return rdb
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import make_url, select, text
+from sqlalchemy import Engine, func, make_url, select, text
 
 import storage
 from tests.pg import ADMIN_DSN
@@ -65,9 +65,48 @@ def test_postgresql_pool_settings() -> None:
     assert engine.dialect.driver == "psycopg"
     assert engine.pool.size() == 5  # type: ignore[attr-defined]
     assert engine.pool._max_overflow == 5  # type: ignore[attr-defined]
-    assert engine.pool._pre_ping
     assert engine.pool._recycle > 0
     storage.dispose_engines()
+
+
+def _pings(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> list[object]:
+    """Records the pings the engine's dialect sends."""
+    pings: list[object] = []
+    ping = engine.dialect.do_ping
+
+    def counted(dbapi_connection: object) -> bool:
+        pings.append(dbapi_connection)
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted)
+    return pings
+
+
+def test_a_connection_back_in_the_pool_a_moment_ago_is_not_pinged(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = storage.get_engine(pg_url)
+    pings = _pings(monkeypatch, engine)
+    for _ in range(5):
+        with engine.connect() as connection:
+            connection.execute(select(1))
+    assert pings == []
+    monkeypatch.setattr(storage._engine, "PING_AFTER_IDLE_S", 0.0)
+    with engine.connect() as connection:
+        connection.execute(select(1))
+    assert len(pings) == 1
+
+
+def test_a_connection_killed_while_idle_is_replaced_before_use(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = storage.get_engine(pg_url)
+    with engine.connect() as connection:
+        old_pid = connection.execute(select(func.pg_backend_pid())).scalar_one()
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
+    monkeypatch.setattr(storage._engine, "PING_AFTER_IDLE_S", 0.0)  # the connection has now been idle long enough
+    pings = _pings(monkeypatch, engine)
+    with engine.connect() as connection:  # the ping finds it dead: a new connection, no error
+        new_pid = connection.execute(select(func.pg_backend_pid())).scalar_one()
+    assert new_pid != old_pid
+    assert len(pings) == 1
 
 
 def test_session_scope_commits_or_rolls_back(storage_url: str) -> None:
@@ -102,7 +141,7 @@ def test_unopenable_sqlite_file_is_storage_unavailable(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_killed_connections_are_unavailable_then_replaced(pg_url: str) -> None:
+def test_killed_connections_are_unavailable_then_replaced(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     def terminate_others() -> None:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(
@@ -112,7 +151,13 @@ def test_killed_connections_are_unavailable_then_replaced(pg_url: str) -> None:
 
     with storage.session_scope(pg_url) as session:
         session.execute(select(1))
-    terminate_others()  # an idle pooled connection dies: pre-ping replaces it
+    terminate_others()  # dies a moment after it was used: not pinged, its next statement fails
+    with pytest.raises(storage.StorageUnavailable), storage.session_scope(pg_url) as session:
+        session.execute(select(1))
+    with storage.session_scope(pg_url) as session:  # SQLAlchemy replaced it
+        assert session.scalar(select(1)) == 1
+    monkeypatch.setattr(storage._engine, "PING_AFTER_IDLE_S", 0.0)
+    terminate_others()  # an idle pooled connection dies: the ping at checkout replaces it
     with storage.session_scope(pg_url) as session:
         assert session.scalar(select(1)) == 1
     with pytest.raises(storage.StorageUnavailable), storage.session_scope(pg_url) as session:

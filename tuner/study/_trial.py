@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
 import storage
-from storage.epochs import record_epoch
+from storage.epochs import EpochOutcome, TrialRecorder
 from tuner.problems import Problem
 from tuner.study._space import SearchSpace
 from tuner.study._suggest import suggest_config
@@ -91,28 +92,34 @@ class TrialRunner:
         self.rdb.hold(self.trial_id, self.study_id)
         config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
         trial.set_user_attr("config", config.model_dump(mode="json"))
-        # The parameters and configuration are written before training starts, with the claim's trial number and
-        # the trial's first heartbeat (from then on a worker that dies leaves a trial Optuna will fail and retry).
-        with storage.session_scope(self.url) as session:
-            storage.attach_trial(session, self.claim_id, trial.number)
-            self.rdb.flush(self.trial_id, session.connection())
-            self.rdb.write_heartbeat(self.trial_id, session.connection())
+        recorder = TrialRecorder(
+            self.url, self.rdb, job_id=self.job.id, trial_id=self.trial_id, trial_number=trial.number
+        )
         last: list[EpochReport] = []
         try:
-            result = train(self.problem, config, device=self.device, on_epoch_end=lambda r: self._epoch(trial, r, last))
-        except optuna.TrialPruned:
-            raise
-        except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            recorder.start(self.claim_id)  # the parameters and configuration are written before training starts
+            result = train(
+                self.problem, config, device=self.device, on_epoch_end=lambda r: self._epoch(trial, recorder, r, last)
+            )
+            outcome = recorder.close()  # every epoch is written before Optuna's final state
+        except BaseException as exc:
+            with suppress(storage.StorageError):  # the error being raised says more than a failed write after it
+                recorder.close()
+            if isinstance(exc, Exception) and not isinstance(exc, optuna.TrialPruned):
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             raise
         finally:
             if last:
                 trial.set_user_attr("tasks", task_table(last[0]))
+        if outcome is not None and not outcome.trial_running:
+            self._lost(trial)
         if self.job.objective == "pareto":
             return [t.metric for t in result.final.tasks.values()]
         return result.objective
 
-    def _epoch(self, trial: optuna.Trial, report: EpochReport, last: list[EpochReport]) -> None:
+    def _epoch(
+        self, trial: optuna.Trial, recorder: TrialRecorder, report: EpochReport, last: list[EpochReport]
+    ) -> None:
         last[:] = [report]
         step = report.epoch + 1  # epochs trained so far: the pruners' resource
         if self.job.objective != "pareto":  # Optuna keeps intermediate values for single-objective studies only
@@ -129,23 +136,22 @@ class TrialRunner:
             }
             for name, t in report.tasks.items()
         ]
-        assert self.trial_id is not None
         # One transaction per epoch: every task's numbers and Optuna's intermediate value (with whatever else the
         # trial wrote since), then the stop flag. The claim's heartbeat comes from the worker's heartbeat thread.
-        outcome = record_epoch(
-            self.url,
-            self.rdb,
-            job_id=self.job.id,
-            trial_id=self.trial_id,
-            trial_number=trial.number,
-            epoch=report.epoch,
-            rows=rows,
-        )
-        if not outcome.trial_running:
-            self.lost = True
-            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was finished by another worker")
-        if outcome.job_status is None or outcome.job_status in STOPPING:
-            raise StopRequested(f"study {self.job.study_name!r} was asked to stop")
+        self._check(trial, recorder.epoch(report.epoch, rows))
         asks = self.prune_steps is None or step in self.prune_steps
         if self.job.objective != "pareto" and asks and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {step}")
+
+    def _check(self, trial: optuna.Trial, outcome: EpochOutcome | None) -> None:
+        """Stop when the trial was failed by another worker or the study was asked to stop."""
+        if outcome is None:
+            return  # no reply read yet
+        if not outcome.trial_running:
+            self._lost(trial)
+        if outcome.job_status is None or outcome.job_status in STOPPING:
+            raise StopRequested(f"study {self.job.study_name!r} was asked to stop")
+
+    def _lost(self, trial: optuna.Trial) -> None:
+        self.lost = True
+        raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was finished by another worker")

@@ -1,0 +1,163 @@
+"""A running trial's writes through ``TrialRecorder``: start, one transaction per epoch, close.
+
+On PostgreSQL the epochs are pipelined: a worker does not wait for each epoch's reply before training on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import optuna
+import psycopg
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import make_url, select
+
+import storage
+from storage import epochs
+from storage.epochs import TrialRecorder
+from tests.pg import ADMIN_DSN
+from tests.storage.helpers import JOB_DEFAULTS
+
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
+ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _running(url: str, make_job: Callable) -> tuple[storage.StudyJob, int, optuna.Study, optuna.Trial, TrialRecorder]:
+    """A job, a claim of it, and a held trial with one parameter, with its recorder."""
+    job = make_job(study_name="s")
+    claim = storage.claim_slot(url, study_name="s", worker="w", grace_seconds=60)
+    assert claim is not None
+    rdb = storage.optuna_storage(url)
+    study = optuna.create_study(study_name="s", storage=rdb)
+    trial = study.ask()
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
+    trial.suggest_int("layers", 1, 4)
+    recorder = TrialRecorder(url, rdb, job_id=job.id, trial_id=trial._trial_id, trial_number=trial.number)
+    return job, claim, study, trial, recorder
+
+
+def _maker(url: str) -> Callable[..., storage.StudyJob]:
+    storage.ensure_schema(url)
+
+    def make(study_name: str) -> storage.StudyJob:
+        with storage.session_scope(url) as session:
+            return storage.create_job(session, study_name=study_name, **JOB_DEFAULTS)
+
+    return make
+
+
+def _outside(url: str) -> optuna.trial.FrozenTrial:
+    plain = optuna.storages.RDBStorage(storage.normalize_url(url))
+    try:
+        return optuna.load_study(study_name="s", storage=plain).trials[-1]
+    finally:
+        plain.engine.dispose()
+
+
+def _curve_epochs(url: str, job_id: int) -> list[int]:
+    with storage.session_scope(url) as session:
+        return [row.epoch for row in storage.trial_curves(session, job_id=job_id, trial_number=0)]
+
+
+def test_start_epochs_and_close_write_everything(storage_url: str, make_job: Callable) -> None:
+    job, claim, study, trial, recorder = _running(storage_url, make_job)
+    recorder.start(claim)
+    for epoch in range(5):
+        trial.report(1.0 / (epoch + 1), epoch + 1)
+        recorder.epoch(epoch, ROWS)
+    outcome = recorder.close()
+    assert outcome is not None and outcome.trial_running and outcome.job_status == "running"
+    assert _curve_epochs(storage_url, job.id) == [0, 1, 2, 3, 4]
+    outside = _outside(storage_url)
+    assert outside.params == {"layers": trial.params["layers"]}
+    assert outside.intermediate_values == {e + 1: 1.0 / (e + 1) for e in range(5)}
+    with storage.session_scope(storage_url) as session:
+        assert session.get(storage.TrialClaim, claim).trial_number == 0
+    assert recorder.close() == outcome  # closing twice is harmless
+    study.tell(trial, 0.2)
+    assert _outside(storage_url).state == TrialState.COMPLETE
+
+
+def test_a_stop_request_is_seen_at_the_end_of_a_long_epoch(storage_url: str, make_job: Callable) -> None:
+    _job, claim, _study, trial, recorder = _running(storage_url, make_job)
+    recorder.start(claim)
+    recorder.epoch(0, ROWS)
+    with storage.session_scope(storage_url) as session:
+        storage.request_stop(session, "s")
+    time.sleep(epochs.WAIT_FOR_REPLY_AFTER_S * 2)  # an epoch that took this long waits for its reply
+    outcome = recorder.epoch(1, ROWS)
+    assert outcome is not None and outcome.job_status == "stopping"
+    recorder.close()
+    storage.optuna_storage(storage_url).release(trial._trial_id)
+
+
+def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, make_job: Callable) -> None:
+    job, claim, _study, trial, recorder = _running(storage_url, make_job)
+    recorder.start(claim)
+    plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
+    plain.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    plain.engine.dispose()
+    trial.report(0.5, 1)
+    recorder.epoch(0, ROWS)
+    outcome = recorder.close()
+    assert outcome is not None and not outcome.trial_running
+    assert _outside(storage_url).intermediate_values == {}
+    assert _curve_epochs(storage_url, job.id) == [0]  # mtl-tune's own rows record what was trained
+    storage.optuna_storage(storage_url).release(trial._trial_id)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)  # a worker that waited for each epoch would hang here until the lock is released
+def test_on_postgresql_epochs_do_not_wait_for_the_database(pg_url: str) -> None:
+    """While another transaction blocks the writes, short epochs go on; ``close`` waits for all of them."""
+    job, claim, _study, trial, recorder = _running(pg_url, _maker(pg_url))
+    recorder.start(claim)
+    recorder.close()  # the start is written
+    recorder = TrialRecorder(pg_url, recorder.rdb, job_id=job.id, trial_id=trial._trial_id, trial_number=0)
+    with psycopg.connect(ADMIN_DSN.replace("dbname=postgres", f"dbname={make_url(pg_url).database}")) as blocker:
+        blocker.execute("LOCK TABLE epoch_metrics IN EXCLUSIVE MODE")
+        start = time.perf_counter()
+        for epoch in range(5):
+            trial.report(0.5, epoch + 1)
+            recorder.epoch(epoch, ROWS)
+        sent = time.perf_counter() - start
+        assert _curve_epochs(pg_url, job.id) == []  # nothing written yet: the lock holds the first epoch
+        closed = threading.Event()
+        closer = threading.Thread(target=lambda: (recorder.close(), closed.set()))
+        closer.start()
+        assert not closed.wait(0.3)  # close waits for the replies
+        blocker.rollback()  # releases the lock
+        closer.join(10)
+    assert closed.is_set()
+    assert sent < 0.3
+    assert _curve_epochs(pg_url, job.id) == [0, 1, 2, 3, 4]
+    assert _outside(pg_url).intermediate_values == dict.fromkeys(range(1, 6), 0.5)
+    recorder.rdb.release(trial._trial_id)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_failed_epoch_is_its_own_transaction(pg_url: str) -> None:
+    """Each pipelined epoch commits on its own: one that fails leaves the earlier ones written, gives its
+    Optuna writes back to the trial, and raises at the next call."""
+    job, claim, _study, trial, recorder = _running(pg_url, _maker(pg_url))
+    recorder.start(claim)
+    trial.report(0.9, 1)
+    recorder.epoch(0, ROWS)
+    trial.report(0.8, 2)
+    recorder.epoch(0, ROWS)  # epoch 0 again: its metric rows already exist
+    with pytest.raises(storage.StorageError, match=r"(?i)unique|duplicate"):
+        recorder.close()
+    assert _curve_epochs(pg_url, job.id) == [0]
+    assert _outside(pg_url).intermediate_values == {1: 0.9}
+    assert recorder.rdb._held[trial._trial_id].pending.intermediate == {2: 0.8}
+    with storage.get_engine(pg_url).connect() as connection:  # the pool is usable afterwards
+        assert connection.execute(select(1)).scalar() == 1
+    recorder.rdb.release(trial._trial_id)
