@@ -9,6 +9,7 @@ written.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import select
 from collections import deque
@@ -23,7 +24,7 @@ from sqlalchemy import Connection, Engine
 from storage._errors import StorageError
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-_PREPARED = "mtl_tune_prepared"  # per pooled connection: statement text -> prepared statement name
+_names = itertools.count()  # prepared statement names, unique in the process
 
 Reply = tuple[str | None, ...]
 
@@ -43,27 +44,28 @@ class Pipeline:
         assert isinstance(driver, psycopg.Connection)
         self._driver = driver
         self._pgconn = driver.pgconn
+        self._transformer = Transformer.from_context(driver)
         self._on_reply, self._on_error = on_reply, on_error
         self._in_flight: deque[Any] = deque()
+        self._prepared: dict[str, bytes] = {}  # statement text -> prepared statement name
         self._failure: Exception | None = None
         self._pgconn.enter_pipeline_mode()
 
     def send(self, statement: str, params: Mapping[str, Any], token: Any = None) -> None:
         """Queue ``statement`` (with ``%(name)s`` placeholders) and flush it to the server.
 
-        Each statement text is prepared once per connection: the server plans it once, not at every epoch.
-        Parameters travel as text, which the server parses as the prepared statement's types.
+        Each statement text is prepared once per pipeline: the server plans it once, not at every epoch. (Not
+        once per pooled connection: psycopg deallocates every prepared statement of a connection that rolls
+        back.) Parameters travel as text, which the server parses as the prepared statement's types.
         """
         self._raise_failure()
         sql, names = _numbered(statement)
         values = [params[name] for name in names]
-        transformer = Transformer.from_context(self._driver)
-        dumped = transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
-        prepared: dict[str, bytes] = self._connection.connection.info.setdefault(_PREPARED, {})
+        dumped = self._transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
         try:
-            name = prepared.get(sql)
+            name = self._prepared.get(sql)
             if name is None:
-                name = prepared[sql] = f"mtl_tune_{len(prepared)}".encode()
+                name = self._prepared[sql] = f"mtl_tune_{next(_names)}".encode()
                 self._pgconn.send_prepare(name, sql.encode())
             self._pgconn.send_query_prepared(name, dumped)
             self._pgconn.pipeline_sync()  # a sync point: the statement commits on its own
@@ -86,6 +88,11 @@ class Pipeline:
     def close(self) -> None:
         """Wait for every reply, leave pipeline mode and give the connection back to the pool."""
         try:
+            if self._failure is None and self._prepared:  # the connection goes back to the pool without them
+                for name in self._prepared.values():
+                    self._pgconn.send_close_prepared(name)
+                self._pgconn.pipeline_sync()
+                self._in_flight.append(None)
             self._read(block=True)
             if self._failure is None:
                 self._pgconn.exit_pipeline_mode()
@@ -114,7 +121,7 @@ class Pipeline:
                 if result.status == pq.ExecStatus.PIPELINE_SYNC:
                     self._in_flight.popleft()
                 elif result.status == pq.ExecStatus.COMMAND_OK:
-                    continue  # a statement prepared
+                    continue  # a statement prepared or closed
                 elif result.status == pq.ExecStatus.TUPLES_OK:
                     self._on_reply(tuple(_text(result.get_value(0, c)) for c in range(result.nfields)))
                 else:  # this statement failed and was rolled back; later ones are not read

@@ -161,3 +161,29 @@ def test_on_postgresql_a_failed_epoch_is_its_own_transaction(pg_url: str) -> Non
     with storage.get_engine(pg_url).connect() as connection:  # the pool is usable afterwards
         assert connection.execute(select(1)).scalar() == 1
     recorder.rdb.release(trial._trial_id)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_trial_leaves_no_prepared_statement_on_its_pooled_connection(pg_url: str) -> None:
+    """psycopg deallocates every prepared statement of a connection that rolls back: a trial prepares its
+    statements for itself and closes them before its connection goes back to the pool."""
+    job, claim, _study, trial, recorder = _running(pg_url, _maker(pg_url))
+    recorder.start(claim)
+    recorder.epoch(0, ROWS)
+    assert recorder._pipeline is not None
+    pid = recorder._pipeline._pgconn.backend_pid
+    recorder.close()
+    engine = storage.get_engine(pg_url)
+    held = [engine.connect() for _ in range(engine.pool.checkedin())]  # type: ignore[attr-defined]
+    try:
+        (used,) = [c for c in held if c.connection.driver_connection.pgconn.backend_pid == pid]  # type: ignore[union-attr]
+        assert used.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar() == 0
+        used.exec_driver_sql("DEALLOCATE ALL")
+    finally:
+        for c in held:
+            c.close()
+    recorder = TrialRecorder(pg_url, recorder.rdb, job_id=job.id, trial_id=trial._trial_id, trial_number=0)
+    recorder.epoch(1, ROWS)
+    recorder.close()
+    assert _curve_epochs(pg_url, job.id) == [0, 1]
+    recorder.rdb.release(trial._trial_id)
