@@ -18,7 +18,7 @@ import copy
 import functools
 import json
 import threading
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,9 +33,8 @@ from optuna.distributions import (
 from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import Connection, Insert, Select, Table, and_, bindparam, func, or_, select
+from sqlalchemy import Connection, Insert, Select, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 FINISHED_KEPT = 64
 _MEMORY = ("_held", "_held_lock", "_distributions", "_study_ids", "_created", "_created_read", "_finished")
@@ -83,6 +82,10 @@ class _Writes:
         return trial
 
 
+# Called in the transaction that writes a held trial's final state, with the trial as it now is.
+OnFinish = Callable[[Connection, FrozenTrial], None]
+
+
 @dataclass
 class _Held:
     """A trial this process runs: its unwritten writes and, once read, the trial as it stands.
@@ -94,6 +97,7 @@ class _Held:
     study_id: int
     pending: _Writes = field(default_factory=_Writes)
     known: FrozenTrial | None = None
+    on_finish: OnFinish | None = None
 
     def write(self, writes: _Writes) -> None:
         self.pending = self.pending | writes
@@ -163,20 +167,60 @@ class BatchedRDBStorage(RDBStorage):
 
     # -- holding -------------------------------------------------------------------------------------------
 
-    def hold(self, trial_id: int, study_id: int) -> None:
-        """Keep the writes of this trial (of study ``study_id``) in memory until ``flush`` or its final state."""
+    def hold(self, trial_id: int, study_id: int, on_finish: OnFinish | None = None) -> None:
+        """Keep the writes of this trial (of study ``study_id``) in memory until ``flush`` or its final state.
+
+        ``on_finish`` joins the transaction that writes the final state: what the caller records with it (a
+        worker closes its claim) commits with Optuna's state or not at all.
+        """
         with self._held_lock:
             created = self._created.pop(trial_id, None) or self._created_read.pop(trial_id, None)
-            self._held.setdefault(trial_id, _Held(study_id, known=created))
+            held = self._held.setdefault(trial_id, _Held(study_id, known=created))
+            held.on_finish = on_finish
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         # Remember a trial created running here: the worker's first read of it (``Trial()``, right after
         # ``ask`` creates it) and ``hold`` need no database round trip.
-        trial = super()._create_new_trial(study_id, template_trial)
+        if template_trial is None:
+            trial = self._create_running_trial(study_id)
+        else:  # enqueued and retried trials: Optuna's own path copies everything the template holds
+            trial = super()._create_new_trial(study_id, template_trial)
         if trial.state == TrialState.RUNNING:
             with self._held_lock:
                 self._created = {trial._trial_id: trial}  # only the latest: older ones are held or gone
         return trial
+
+    def _create_running_trial(self, study_id: int) -> FrozenTrial:
+        """What ``ask`` creates: a new running trial numbered after every trial of the study, as Optuna does.
+
+        Optuna's version locks the study row, inserts, counts the earlier trials and updates the number through
+        the ORM; here the lock and one insert that counts, in one transaction. The count is read by the insert,
+        a statement after the lock, so it sees every trial committed before it: numbers stay unique.
+        """
+        start = datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as Optuna stores it
+        with self.engine.begin() as connection:
+            lock = select(_STUDIES.c.study_id).where(_STUDIES.c.study_id == study_id).with_for_update()
+            if connection.execute(lock).scalar_one_or_none() is None:
+                raise KeyError(f"No study with study_id {study_id} exists.")
+            earlier = select(func.count()).select_from(TRIALS).where(TRIALS.c.study_id == study_id).scalar_subquery()
+            created = TRIALS.insert().values(
+                number=earlier, study_id=study_id, state=TrialState.RUNNING, datetime_start=start
+            )
+            trial_id, number = connection.execute(created.returning(TRIALS.c.trial_id, TRIALS.c.number)).one()
+        return FrozenTrial(
+            number=number,
+            state=TrialState.RUNNING,
+            value=None,
+            values=None,
+            datetime_start=_local(start),
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=trial_id,
+        )
 
     def _forget_created(self, trial_id: int) -> None:
         """A write to a trial not held here (a sampler's ``before_trial`` tagging it, say) makes the copy
@@ -263,40 +307,45 @@ class BatchedRDBStorage(RDBStorage):
         return held
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Iterable[float] | None = None) -> bool:
-        """The pending writes and the new state in one transaction; a finished trial is released."""
+        """A held trial's final state, values and pending writes in one transaction; the trial is released.
+
+        Optuna's own version reads the trial through the ORM and locks it first; here the state change is the
+        first statement, guarded by the trial still running (which locks the row), and a trial that is not is
+        refused as Optuna refuses it.
+        """
         values = None if values is None else list(values)
-        if (held := self._holding(trial_id)) is None:
+        if (held := self._holding(trial_id)) is None or not state.is_finished():
             return super().set_trial_state_values(trial_id, state, values)
-        # Optuna's implementation runs in this thread's scoped session: writing the pending rows on that
-        # session's connection first puts them in the same transaction, committed by Optuna.
-        session: Session = self.scoped_session()
         taken = held.take()
         try:
-            _write(session.connection(), trial_id, taken)
-            changed = super().set_trial_state_values(trial_id, state, values)
+            with self.engine.begin() as connection:
+                complete = _finish(connection, trial_id, state, values)
+                if complete is None:  # no longer running: refused, and nothing of it is written
+                    found = connection.execute(select(TRIALS.c.state).where(TRIALS.c.trial_id == trial_id))
+                    trial_state = found.scalar_one_or_none()
+                    if trial_state is None:
+                        raise KeyError(f"No trial with trial_id {trial_id} exists.")
+                    self.check_trial_is_updatable(trial_id, trial_state)
+                    raise ValueError(f"trial {trial_id} is {trial_state.name}, not running")
+                _write(connection, trial_id, taken)
+                finished = _copy(held.known) if held.known is not None else _load_trials(connection, [trial_id])[0]
+                finished.state = state
+                finished.values = None if values is None else [float(v) for v in values]
+                finished.datetime_complete = _local(complete)
+                if held.on_finish is not None:
+                    held.on_finish(connection, _copy(finished))
         except BaseException:
             held.put_back(taken)
             raise
-        if not changed:
-            held.put_back(taken)  # rolled back: nothing of it was written
-        elif state.is_finished():
-            if held.known is not None:
-                self._remember_finished(held.known, state, values)
-            self.release(trial_id)
-        return changed
+        self._remember_finished(finished)
+        self.release(trial_id)
+        return True
 
-    def _remember_finished(self, known: FrozenTrial, state: TrialState, values: list[float] | None) -> None:
+    def _remember_finished(self, finished: FrozenTrial) -> None:
         """A trial finished here is kept as it now is: finished trials never change, and the worker's next
         reads (Optuna's callbacks, the next ``ask`` checking what finished) then need no trial rows."""
-        with self.engine.connect() as connection:
-            query = select(TRIALS.c.datetime_complete).where(TRIALS.c.trial_id == known._trial_id)
-            complete = connection.execute(query).scalar_one()
-        finished = _copy(known)
-        finished.state = state
-        finished.values = None if values is None else [float(v) for v in values]
-        finished.datetime_complete = _local(complete)
         with self._held_lock:
-            self._finished[known._trial_id] = finished
+            self._finished[finished._trial_id] = finished
             while len(self._finished) > FINISHED_KEPT:
                 self._finished.pop(next(iter(self._finished)))
 
@@ -419,6 +468,27 @@ def _write(connection: Connection, trial_id: int, held: _Writes) -> None:
         if attrs:
             rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
             _upsert(connection, table, rows, ("trial_id", "key"), ("value_json",))
+
+
+def _finish(connection: Connection, trial_id: int, state: TrialState, values: list[float] | None) -> datetime | None:
+    """Set a running trial's final state and values; its completion time (naive UTC, as Optuna stores it), or
+    None when the trial is not running (and nothing was written)."""
+    complete = datetime.now(UTC).replace(tzinfo=None)
+    changed = connection.execute(
+        update(TRIALS)
+        .where(TRIALS.c.trial_id == trial_id, TRIALS.c.state == TrialState.RUNNING)
+        .values(state=state, datetime_complete=complete)
+    )
+    if changed.rowcount != 1:
+        return None
+    if values:
+        to_stored = models.TrialValueModel.value_to_stored_repr
+        rows = [
+            {"trial_id": trial_id, "objective": objective, "value": stored[0], "value_type": stored[1]}
+            for objective, stored in enumerate(to_stored(v) for v in values)
+        ]
+        _upsert(connection, _VALUES, rows, ("trial_id", "objective"), ("value", "value_type"))
+    return complete
 
 
 def _upsert(

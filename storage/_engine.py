@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.orm import Session
 
@@ -138,6 +138,19 @@ def translate_errors(url: str) -> Iterator[None]:
         if storage_error is None:
             raise
         raise storage_error from exc
+
+
+@contextmanager
+def write_transaction(url: str) -> Iterator[Connection]:
+    """A connection in a transaction that commits when the block succeeds, for Core statements that read and
+    then write (``BEGIN IMMEDIATE`` on SQLite, as ``write_lock``); cheaper than a session where no ORM object
+    is needed."""
+    with (
+        translate_errors(url),
+        get_engine(url).connect() as connection,
+        connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"}).begin(),
+    ):
+        yield connection
 
 
 @contextmanager

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from storage._engine import session_scope, write_lock
+from storage._engine import write_lock, write_transaction
 from storage.jobs import ACTIVE_STATUSES, check_choice, get_job, running_claims
 from storage.models import StudyJob, TrialClaim, utcnow
 
@@ -40,32 +40,33 @@ def claim_slot(url: str, *, study_name: str, worker: str, grace_seconds: float) 
     """Claim one trial slot of the job in its own transaction; the claim id, or None when there is none to take.
 
     None also when the job is gone or not queued/running. The job row is locked first (``FOR UPDATE`` on
-    PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) so concurrent claimers, in any process, are serialised.
+    PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) so concurrent claimers, in any process, are serialised; the
+    counts are read by a later statement, whose snapshot then includes every claim committed before the lock.
+    Core statements, not ORM objects: a worker claims before every trial.
     """
-    with session_scope(url) as session:
-        write_lock(session)
-        query = select(StudyJob).where(StudyJob.study_name == study_name).with_for_update()
-        job = session.scalars(query).one_or_none()
+    with write_transaction(url) as connection:
+        query = select(StudyJob.id, StudyJob.status, StudyJob.n_trials).where(StudyJob.study_name == study_name)
+        job = connection.execute(query.with_for_update()).one_or_none()
         if job is None or job.status not in ACTIVE_STATUSES:
             return None
         cutoff = utcnow() - timedelta(seconds=grace_seconds)
-        finished, counted = session.execute(
+        finished, counted = connection.execute(
             select(
                 func.count().filter(TrialClaim.state.in_(FINISHED_STATES)),
                 func.count().filter(_counted(cutoff)),
             ).where(TrialClaim.job_id == job.id)
         ).one()
         if finished >= job.n_trials:
-            job.status = "completed"
+            _set_job_status(connection, job.id, "completed")
             return None
         if counted >= job.n_trials:
             return None
         now = utcnow()
-        claim = TrialClaim(job_id=job.id, worker=worker, state="running", claimed_at=now, heartbeat_at=now)
-        session.add(claim)
-        job.status = "running"
-        session.flush()
-        return claim.id
+        values = {"job_id": job.id, "worker": worker, "state": "running", "claimed_at": now, "heartbeat_at": now}
+        claim_id: int = connection.execute(insert(TrialClaim).values(values).returning(TrialClaim.id)).scalar_one()
+        if job.status != "running":
+            _set_job_status(connection, job.id, "running")
+        return claim_id
 
 
 def attach_trial(session: Session, claim_id: int, trial_number: int) -> None:
@@ -79,27 +80,42 @@ def heartbeat(session: Session, claim_id: int) -> None:
     session.execute(update(TrialClaim).where(TrialClaim.id == claim_id).values(heartbeat_at=utcnow()))
 
 
-def finish_claim(session: Session, claim_id: int, *, state: str) -> None:
+def finish_claim(session: Session | Connection, claim_id: int, *, state: str) -> None:
     """Close a claim as complete, pruned or failed (a failed claim frees its slot).
 
     The job becomes ``completed`` when its finished claims reach the target, and a ``stopping`` job becomes
-    ``stopped`` once no claim of it is running.
+    ``stopped`` once no claim of it is running. ``session`` may also be a connection in a transaction that
+    already writes (a worker closes the claim in the transaction that tells Optuna the trial finished).
     """
     check_choice("state", state, CLAIM_STATES[1:])
-    write_lock(session)
-    claim = session.get(TrialClaim, claim_id)
-    if claim is None:
+    if isinstance(session, Session):
+        write_lock(session)
+    # Lock the job row as claim_slot does, so two finishing workers cannot both miss the last slot: the counts
+    # below are read after the lock, by statements that see every claim committed before it.
+    of_claim = select(TrialClaim.job_id).where(TrialClaim.id == claim_id).scalar_subquery()
+    query = select(StudyJob.id, StudyJob.status, StudyJob.n_trials).where(StudyJob.id == of_claim).with_for_update()
+    job = session.execute(query).one_or_none()
+    if job is None:
         raise ValueError(f"no trial claim with id {claim_id}")
-    # Lock the job row as claim_slot does, so two finishing workers cannot both miss the last slot.
-    job = session.scalars(select(StudyJob).where(StudyJob.id == claim.job_id).with_for_update()).one()
-    claim.state = state
-    claim.finished_at = claim.heartbeat_at = utcnow()
-    session.flush()
+    now = utcnow()
+    session.execute(
+        update(TrialClaim).where(TrialClaim.id == claim_id).values(state=state, finished_at=now, heartbeat_at=now)
+    )
     if job.status in ("queued", "running", "stopping"):
-        if _count(session, job.id, TrialClaim.state.in_(FINISHED_STATES)) >= job.n_trials:
-            job.status = "completed"
-        elif job.status == "stopping" and not running_claims(session, job.id):
-            job.status = "stopped"
+        finished, running = session.execute(
+            select(
+                func.count().filter(TrialClaim.state.in_(FINISHED_STATES)),
+                func.count().filter(TrialClaim.state == "running"),
+            ).where(TrialClaim.job_id == job.id)
+        ).one()
+        if finished >= job.n_trials:
+            _set_job_status(session, job.id, "completed")
+        elif job.status == "stopping" and not running:
+            _set_job_status(session, job.id, "stopped")
+
+
+def _set_job_status(session: Session | Connection, job_id: int, status: str) -> None:
+    session.execute(update(StudyJob).where(StudyJob.id == job_id).values(status=status))
 
 
 def reap_stale_claims(session: Session, *, grace_seconds: float) -> int:
@@ -134,7 +150,3 @@ def claim_counts(session: Session, study_name: str) -> dict[str, int]:
     counts = dict.fromkeys(CLAIM_STATES, 0)
     counts.update({state: n for state, n in session.execute(query)})
     return counts
-
-
-def _count(session: Session, job_id: int, condition: ColumnElement[bool]) -> int:
-    return session.scalar(select(func.count()).where(TrialClaim.job_id == job_id, condition)) or 0

@@ -6,6 +6,7 @@ Kept apart from ``storage/__init__`` because it needs Optuna's tables (and impor
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -200,8 +201,14 @@ def postgresql_statement(
     if claim_id is not None:
         ctes += [_PG_ATTACH, _PG_TRIAL_HEARTBEAT]
         params["claim_id"] = claim_id
+    return _with(tuple(ctes)), params
+
+
+@functools.cache
+def _with(ctes: tuple[str, ...]) -> str:
+    """The statement around its CTEs; there are a handful of combinations, each built once."""
     with_clause = "WITH " + ", ".join(f"w{i} AS ({cte})" for i, cte in enumerate(ctes)) + " " if ctes else ""
-    return with_clause + _PG_CHECK, params
+    return with_clause + _PG_CHECK
 
 
 _METRIC_COLUMNS = ("task", "train_loss", "val_loss", "metric", "weight", "sigma", "grad_norm")

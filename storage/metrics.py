@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -54,7 +54,7 @@ _HEARTBEAT = update(TrialClaim).where(TrialClaim.id == bindparam("claim_id")).va
 
 
 def write_summary(
-    session: Session,
+    session: Session | Connection,
     *,
     job_id: int,
     trial_number: int,
@@ -79,7 +79,8 @@ def write_summary(
         "started_at": started_at,
         "finished_at": finished_at,
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    bind = session.get_bind() if isinstance(session, Session) else session
+    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
     upsert = dialect.insert(TrialSummary).values(record)
     changed = {key: upsert.excluded[key] for key in record if key not in ("job_id", "trial_number")}
     session.execute(upsert.on_conflict_do_update(index_elements=["job_id", "trial_number"], set_=changed))

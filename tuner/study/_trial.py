@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.trial import TrialState
+from sqlalchemy import Connection
 
 import storage
 from storage.epochs import EpochOutcome, TrialRecorder
@@ -19,6 +22,11 @@ if TYPE_CHECKING:
     from storage._batched import BatchedRDBStorage
 
 STOPPING = ("stopping", "stopped")
+STATE_NAMES = {
+    TrialState.COMPLETE: "complete",
+    TrialState.PRUNED: "pruned",
+    TrialState.FAIL: "failed",
+}
 
 
 class StopRequested(Exception):
@@ -89,7 +97,7 @@ class TrialRunner:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         self.trial_id, self.number = trial._trial_id, trial.number  # storage calls take the id, kept private
-        self.rdb.hold(self.trial_id, self.study_id)
+        self.rdb.hold(self.trial_id, self.study_id, on_finish=self._record)
         config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
         trial.set_user_attr("config", config.model_dump(mode="json"))
         recorder = TrialRecorder(
@@ -152,6 +160,30 @@ class TrialRunner:
         if outcome.job_status is None or outcome.job_status in STOPPING:
             raise StopRequested(f"study {self.job.study_name!r} was asked to stop")
 
+    def _record(self, connection: Connection, trial: optuna.trial.FrozenTrial) -> None:
+        """In the transaction that tells Optuna the trial finished: the claim is closed and the trial's summary
+        written, so a slot is never counted without its trial or the other way round."""
+        state = STATE_NAMES.get(trial.state, "failed")
+        storage.finish_claim(connection, self.claim_id, state=state)
+        duration = trial.duration.total_seconds() if trial.duration else None
+        storage.write_summary(
+            connection,
+            job_id=self.job.id,
+            trial_number=trial.number,
+            state=state,
+            values=trial.values,
+            params=trial.params,
+            task_metrics=trial.user_attrs.get("tasks"),
+            duration_s=duration,
+            started_at=_utc(trial.datetime_start),
+            finished_at=_utc(trial.datetime_complete),
+        )
+
     def _lost(self, trial: optuna.Trial) -> None:
         self.lost = True
         raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was finished by another worker")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Optuna records naive local times; the summaries store aware UTC ones."""
+    return moment.astimezone(UTC) if moment is not None else None

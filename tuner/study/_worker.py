@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -31,18 +30,13 @@ import storage
 from tuner.problems import Problem, create_problem
 from tuner.study._samplers import make_pruner, make_sampler, prune_steps
 from tuner.study._space import SearchSpace
-from tuner.study._trial import JobInfo, TrialRunner
+from tuner.study._trial import STATE_NAMES, JobInfo, TrialRunner
 
 if TYPE_CHECKING:
     from storage._batched import BatchedRDBStorage
 
 log = logging.getLogger("mtl_tune.worker")
 
-STATE_NAMES = {
-    TrialState.COMPLETE: "complete",
-    TrialState.PRUNED: "pruned",
-    TrialState.FAIL: "failed",
-}
 DB_ERRORS = (storage.StorageError, sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
 MAX_CONSECUTIVE_FAILURES = 10
 # A trial (and its slot) whose worker has been silent for GRACE_SECONDS is considered dead.
@@ -237,44 +231,29 @@ class Worker:
         return self._samplers[job.study_name]
 
     def _record(self, job: JobInfo, claim_id: int, trial: optuna.trial.FrozenTrial | None) -> None:
+        """A told trial's claim and summary were written with its final state (``TrialRunner._record``); a trial
+        that was not told (lost to another worker) gives its claim up here."""
         state = STATE_NAMES.get(trial.state, "failed") if trial is not None else "failed"
+        failures = self._failures.get(job.study_name, 0) + 1 if state == "failed" else 0
+        self._failures[job.study_name] = failures
+        if trial is not None and failures < MAX_CONSECUTIVE_FAILURES:
+            return
         with storage.session_scope(self.settings.url) as session:
-            storage.finish_claim(session, claim_id, state=state)
-            if trial is not None:
-                duration = trial.duration.total_seconds() if trial.duration else None
-                storage.write_summary(
-                    session,
-                    job_id=job.id,
-                    trial_number=trial.number,
-                    state=state,
-                    values=trial.values,
-                    params=trial.params,
-                    task_metrics=trial.user_attrs.get("tasks"),
-                    duration_s=duration,
-                    started_at=_utc(trial.datetime_start),
-                    finished_at=_utc(trial.datetime_complete),
-                )
-            self._fail_job_after_repeated_failures(session, job, state, trial)
+            if trial is None:
+                storage.finish_claim(session, claim_id, state=state)
+            if failures >= MAX_CONSECUTIVE_FAILURES:
+                self._fail_job(session, job, failures, trial)
 
-    def _fail_job_after_repeated_failures(
-        self, session: Session, job: JobInfo, state: str, trial: optuna.trial.FrozenTrial | None
-    ) -> None:
+    @staticmethod
+    def _fail_job(session: Session, job: JobInfo, failures: int, trial: optuna.trial.FrozenTrial | None) -> None:
         """A job whose trials only fail (a broken problem) would otherwise be retried forever.
 
         Stop requests need nothing here: ``finish_claim`` turns a stopping job stopped with its last claim.
         """
-        failures = self._failures.get(job.study_name, 0) + 1 if state == "failed" else 0
-        self._failures[job.study_name] = failures
-        if failures >= MAX_CONSECUTIVE_FAILURES:
-            reason = trial.user_attrs.get("fail_reason", "unknown error") if trial is not None else "unknown error"
-            storage.set_status(
-                session, job.study_name, "failed", error=f"{failures} consecutive trials failed; last: {reason}"
-            )
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """Optuna records naive local times; the summaries store aware UTC ones."""
-    return moment.astimezone(UTC) if moment is not None else None
+        reason = trial.user_attrs.get("fail_reason", "unknown error") if trial is not None else "unknown error"
+        storage.set_status(
+            session, job.study_name, "failed", error=f"{failures} consecutive trials failed; last: {reason}"
+        )
 
 
 @contextmanager
