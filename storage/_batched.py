@@ -82,8 +82,10 @@ class _Writes:
         return trial
 
 
-# Called in the transaction that writes a held trial's final state, with the trial as it now is.
-OnFinish = Callable[[Connection, FrozenTrial], None]
+# Writes a held trial's final state for its holder: given the writes still pending and the trial as it will then
+# be (state, values and completion time set), it writes them in one transaction, with whatever the holder records
+# along, and says whether the trial was still running (if not, nothing is written).
+Finisher = Callable[["_Writes", FrozenTrial], bool]
 
 
 @dataclass
@@ -97,7 +99,7 @@ class _Held:
     study_id: int
     pending: _Writes = field(default_factory=_Writes)
     known: FrozenTrial | None = None
-    on_finish: OnFinish | None = None
+    finisher: Finisher | None = None
 
     def write(self, writes: _Writes) -> None:
         self.pending = self.pending | writes
@@ -167,16 +169,16 @@ class BatchedRDBStorage(RDBStorage):
 
     # -- holding -------------------------------------------------------------------------------------------
 
-    def hold(self, trial_id: int, study_id: int, on_finish: OnFinish | None = None) -> None:
+    def hold(self, trial_id: int, study_id: int, finisher: Finisher | None = None) -> None:
         """Keep the writes of this trial (of study ``study_id``) in memory until ``flush`` or its final state.
 
-        ``on_finish`` joins the transaction that writes the final state: what the caller records with it (a
+        ``finisher`` writes the final state instead of this storage, so that what the holder records with it (a
         worker closes its claim) commits with Optuna's state or not at all.
         """
         with self._held_lock:
             created = self._created.pop(trial_id, None) or self._created_read.pop(trial_id, None)
             held = self._held.setdefault(trial_id, _Held(study_id, known=created))
-            held.on_finish = on_finish
+            held.finisher = finisher
 
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         # Remember a trial created running here: the worker's first read of it (``Trial()``, right after
@@ -307,39 +309,40 @@ class BatchedRDBStorage(RDBStorage):
         return held
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Iterable[float] | None = None) -> bool:
-        """A held trial's final state, values and pending writes in one transaction; the trial is released.
+        """A held trial's final state, values and pending writes in one transaction (its holder's ``finisher``,
+        or ``finish_trial``); the trial is released.
 
-        Optuna's own version reads the trial through the ORM and locks it first; here the state change is the
-        first statement, guarded by the trial still running (which locks the row), and a trial that is not is
-        refused as Optuna refuses it.
+        Optuna's own version reads the trial through the ORM and locks it first; here the state change is
+        guarded by the trial still running, and a trial that is not is refused as Optuna refuses it.
         """
-        values = None if values is None else list(values)
+        values = None if values is None else [float(v) for v in values]
         if (held := self._holding(trial_id)) is None or not state.is_finished():
             return super().set_trial_state_values(trial_id, state, values)
+        finished = _copy(held.known) if held.known is not None else held.view(self._load_one(trial_id))
+        finished.state, finished.values = state, values
+        finished.datetime_complete = _local(datetime.now(UTC).replace(tzinfo=None))
         taken = held.take()
         try:
-            with self.engine.begin() as connection:
-                complete = _finish(connection, trial_id, state, values)
-                if complete is None:  # no longer running: refused, and nothing of it is written
-                    found = connection.execute(select(TRIALS.c.state).where(TRIALS.c.trial_id == trial_id))
-                    trial_state = found.scalar_one_or_none()
-                    if trial_state is None:
-                        raise KeyError(f"No trial with trial_id {trial_id} exists.")
-                    self.check_trial_is_updatable(trial_id, trial_state)
-                    raise ValueError(f"trial {trial_id} is {trial_state.name}, not running")
-                _write(connection, trial_id, taken)
-                finished = _copy(held.known) if held.known is not None else _load_trials(connection, [trial_id])[0]
-                finished.state = state
-                finished.values = None if values is None else [float(v) for v in values]
-                finished.datetime_complete = _local(complete)
-                if held.on_finish is not None:
-                    held.on_finish(connection, _copy(finished))
+            written = (held.finisher or self._finish)(taken, _copy(finished))
         except BaseException:
             held.put_back(taken)
             raise
+        if not written:  # no longer running: refused, and nothing of it was written
+            held.put_back(taken)
+            with self.engine.connect() as connection:
+                found = connection.execute(select(TRIALS.c.state).where(TRIALS.c.trial_id == trial_id))
+                trial_state = found.scalar_one_or_none()
+            if trial_state is None:
+                raise KeyError(f"No trial with trial_id {trial_id} exists.")
+            self.check_trial_is_updatable(trial_id, trial_state)
+            raise ValueError(f"trial {trial_id} is {trial_state.name}, not running")
         self._remember_finished(finished)
         self.release(trial_id)
         return True
+
+    def _finish(self, writes: _Writes, trial: FrozenTrial) -> bool:
+        with self.engine.begin() as connection:
+            return finish_trial(connection, trial, writes)
 
     def _remember_finished(self, finished: FrozenTrial) -> None:
         """A trial finished here is kept as it now is: finished trials never change, and the worker's next
@@ -470,25 +473,27 @@ def _write(connection: Connection, trial_id: int, held: _Writes) -> None:
             _upsert(connection, table, rows, ("trial_id", "key"), ("value_json",))
 
 
-def _finish(connection: Connection, trial_id: int, state: TrialState, values: list[float] | None) -> datetime | None:
-    """Set a running trial's final state and values; its completion time (naive UTC, as Optuna stores it), or
-    None when the trial is not running (and nothing was written)."""
-    complete = datetime.now(UTC).replace(tzinfo=None)
+def finish_trial(connection: Connection, trial: FrozenTrial, writes: _Writes) -> bool:
+    """In the caller's transaction: a running trial's final state, values and pending writes, from ``trial`` as
+    it now is; False (and nothing written) when the trial is not running."""
+    complete = trial.datetime_complete
+    assert complete is not None
     changed = connection.execute(
         update(TRIALS)
-        .where(TRIALS.c.trial_id == trial_id, TRIALS.c.state == TrialState.RUNNING)
-        .values(state=state, datetime_complete=complete)
+        .where(TRIALS.c.trial_id == trial._trial_id, TRIALS.c.state == TrialState.RUNNING)
+        .values(state=trial.state, datetime_complete=_utc_naive(complete))
     )
     if changed.rowcount != 1:
-        return None
-    if values:
+        return False
+    if trial.values:
         to_stored = models.TrialValueModel.value_to_stored_repr
         rows = [
-            {"trial_id": trial_id, "objective": objective, "value": stored[0], "value_type": stored[1]}
-            for objective, stored in enumerate(to_stored(v) for v in values)
+            {"trial_id": trial._trial_id, "objective": objective, "value": stored[0], "value_type": stored[1]}
+            for objective, stored in enumerate(to_stored(v) for v in trial.values)
         ]
         _upsert(connection, _VALUES, rows, ("trial_id", "objective"), ("value", "value_type"))
-    return complete
+    _write(connection, trial._trial_id, writes)
+    return True
 
 
 def _upsert(
@@ -612,44 +617,47 @@ def _local(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
 
 
+def _utc_naive(moment: datetime) -> datetime:
+    """A naive local time handed out by Optuna, as Optuna stores it: naive UTC."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
 # PostgreSQL's one-statement epoch (``storage.epochs``): the same writes as ``_write``, as data-modifying CTEs
 # over arrays, each guarded so that nothing is written to a trial that is no longer running.
 RUNNING_GUARD = "WHERE EXISTS (SELECT 1 FROM trials WHERE trial_id = %(trial_id)s AND state = 'RUNNING')"
 _CTE_PARAMS = (
     "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) "
     "SELECT %(trial_id)s, n, v, d FROM unnest(%(p_name)s::varchar[], %(p_value)s::float8[], %(p_dist)s::text[]) "
-    "AS u(n, v, d) " + RUNNING_GUARD
+    "AS u(n, v, d) {guard}"
 )
 _CTE_INTERMEDIATE = (
     "INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type) "
     "SELECT %(trial_id)s, s, v, k::trialintermediatevaluetype "
-    "FROM unnest(%(i_step)s::int[], %(i_value)s::float8[], %(i_kind)s::text[]) AS u(s, v, k) "
-    + RUNNING_GUARD
-    + " ON CONFLICT (trial_id, step) DO UPDATE SET intermediate_value = EXCLUDED.intermediate_value, "
+    "FROM unnest(%(i_step)s::int[], %(i_value)s::float8[], %(i_kind)s::text[]) AS u(s, v, k) {guard} "
+    "ON CONFLICT (trial_id, step) DO UPDATE SET intermediate_value = EXCLUDED.intermediate_value, "
     "intermediate_value_type = EXCLUDED.intermediate_value_type"
 )
 _CTE_ATTRS = (
     "INSERT INTO {table} (trial_id, key, value_json) "
-    "SELECT %(trial_id)s, k, v FROM unnest(%({p}_key)s::varchar[], %({p}_value)s::text[]) AS u(k, v) "
-    + RUNNING_GUARD
-    + " ON CONFLICT (trial_id, key) DO UPDATE SET value_json = EXCLUDED.value_json"
+    "SELECT %(trial_id)s, k, v FROM unnest(%({p}_key)s::varchar[], %({p}_value)s::text[]) AS u(k, v) {guard} "
+    "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = EXCLUDED.value_json"
 )
 
 
-def postgresql_writes(writes: _Writes) -> tuple[list[str], dict[str, Any]]:
+def postgresql_writes(writes: _Writes, guard: str = RUNNING_GUARD) -> tuple[list[str], dict[str, Any]]:
     """The trial's pending writes as data-modifying CTE bodies and their array parameters (with ``trial_id``
-    bound by the caller)."""
+    bound by the caller), each written only if ``guard`` (a ``WHERE`` clause) holds."""
     ctes: list[str] = []
     params: dict[str, Any] = {}
     if writes.params:
-        ctes.append(_CTE_PARAMS)
+        ctes.append(_CTE_PARAMS.format(guard=guard))
         params["p_name"] = list(writes.params)
         params["p_value"] = [float(v) for v, _ in writes.params.values()]  # a float8 array: no ints among them
         params["p_dist"] = [distribution_to_json(d) for _, d in writes.params.values()]
     if writes.intermediate:
         to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
         stored = [to_stored(v) for v in writes.intermediate.values()]
-        ctes.append(_CTE_INTERMEDIATE)
+        ctes.append(_CTE_INTERMEDIATE.format(guard=guard))
         params["i_step"] = list(writes.intermediate)
         params["i_value"] = [number for number, _ in stored]
         params["i_kind"] = [kind.name for _, kind in stored]
@@ -658,7 +666,7 @@ def postgresql_writes(writes: _Writes) -> tuple[list[str], dict[str, Any]]:
         ("trial_system_attributes", "sa", writes.system_attrs),
     ):
         if attrs:
-            ctes.append(_CTE_ATTRS.format(table=table, p=prefix))
+            ctes.append(_CTE_ATTRS.format(table=table, p=prefix, guard=guard))
             params[f"{prefix}_key"] = list(attrs)
             params[f"{prefix}_value"] = [json.dumps(v) for v in attrs.values()]
     return ctes, params

@@ -1,9 +1,8 @@
 """PostgreSQL: a running trial's statements sent on one connection without waiting for each other's reply.
 
-libpq's pipeline mode (through ``psycopg.pq``): every statement is followed by a sync point, so it is a
+libpq's pipeline mode (through ``psycopg.pq``): every ``send`` ends with a sync point, so what it sends is a
 transaction of its own, and the server runs them in the order they were sent while the trial trains on. Their
-replies are read when they have arrived, without waiting, and all of them before the trial's final state is
-written.
+replies are read when they have arrived, without waiting, or, with ``wait``, as soon as they arrive.
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ import itertools
 import re
 import select
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -27,53 +27,69 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 _names = itertools.count()  # prepared statement names, unique in the process
 
 Reply = tuple[str | None, ...]
+Statement = tuple[str, Mapping[str, Any]]  # SQL with ``%(name)s`` placeholders, and its parameters
+
+
+@dataclass
+class _Sent:
+    on_reply: Callable[[Reply], None] | None
+    on_error: Callable[[], None] | None
+    row: Reply | None = None  # the last row read of this transaction
 
 
 class Pipeline:
     """One pooled connection, held until ``close``, in pipeline mode.
 
-    ``send`` queues a statement and returns at once; ``on_reply`` is called with the statement's single row
-    (as text, or None for nulls) when it has been read, in the order sent. ``on_error`` is called with what was
-    passed to ``send`` for a statement that failed (and was rolled back); the failure is raised by the next
-    ``send``, ``poll``, ``wait`` or ``close``, after which nothing more is read.
+    ``send`` queues one transaction (one or more statements) and returns at once. ``on_reply`` is called with the
+    single row of its last statement (as text, None for nulls) once read, in the order sent. If it fails, it
+    was rolled back: ``on_error`` is called, and the failure is raised by this and every later call, after which
+    nothing more is read or sent (``failed`` tells).
     """
 
-    def __init__(self, engine: Engine, on_reply: Callable[[Reply], None], on_error: Callable[[Any], None]) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._connection: Connection = engine.connect()
         driver = self._connection.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
-        self._driver = driver
         self._pgconn = driver.pgconn
         self._transformer = Transformer.from_context(driver)
-        self._on_reply, self._on_error = on_reply, on_error
-        self._in_flight: deque[Any] = deque()
+        self._in_flight: deque[_Sent | None] = deque()
         self._prepared: dict[str, bytes] = {}  # statement text -> prepared statement name
         self._failure: Exception | None = None
         self._pgconn.enter_pipeline_mode()
 
-    def send(self, statement: str, params: Mapping[str, Any], token: Any = None) -> None:
-        """Queue ``statement`` (with ``%(name)s`` placeholders) and flush it to the server.
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
+    def send(
+        self,
+        statements: Sequence[Statement],
+        on_reply: Callable[[Reply], None] | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue ``statements`` as one transaction and flush them to the server.
 
         Each statement text is prepared once per pipeline: the server plans it once, not at every epoch. (Not
         once per pooled connection: psycopg deallocates every prepared statement of a connection that rolls
         back.) Parameters travel as text, which the server parses as the prepared statement's types.
         """
         self._raise_failure()
-        sql, names = _numbered(statement)
-        values = [params[name] for name in names]
-        dumped = self._transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
         try:
-            name = self._prepared.get(sql)
-            if name is None:
-                name = self._prepared[sql] = f"mtl_tune_{next(_names)}".encode()
-                self._pgconn.send_prepare(name, sql.encode())
-            self._pgconn.send_query_prepared(name, dumped)
-            self._pgconn.pipeline_sync()  # a sync point: the statement commits on its own
+            for statement, params in statements:
+                sql, names = _numbered(statement)
+                values = [params[name] for name in names]
+                dumped = self._transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
+                name = self._prepared.get(sql)
+                if name is None:
+                    name = self._prepared[sql] = f"mtl_tune_{next(_names)}".encode()
+                    self._pgconn.send_prepare(name, sql.encode())
+                self._pgconn.send_query_prepared(name, dumped)
+            self._pgconn.pipeline_sync()  # the sync point ends the transaction
             self._flush()
         except psycopg.Error as exc:
             self._fail(exc)
             self._raise_failure()
-        self._in_flight.append(token)
+        self._in_flight.append(_Sent(on_reply, on_error))
 
     def poll(self) -> None:
         """Read every reply that has arrived, without waiting."""
@@ -81,7 +97,7 @@ class Pipeline:
         self._raise_failure()
 
     def wait(self) -> None:
-        """Read the replies of every statement sent so far."""
+        """Read the replies of everything sent so far."""
         self._read(block=True)
         self._raise_failure()
 
@@ -116,16 +132,20 @@ class Pipeline:
                     select.select([pgconn.socket], [], [])
                     continue
                 result = pgconn.get_result()
-                if result is None:
-                    continue  # the end of one statement's results
-                if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                sent = self._in_flight[0]
+                if result is None or result.status == pq.ExecStatus.COMMAND_OK:
+                    continue  # the end of one statement's results; a statement prepared or closed
+                if result.status == pq.ExecStatus.TUPLES_OK:
+                    if sent is not None:
+                        sent.row = tuple(_text(result.get_value(0, c)) for c in range(result.nfields))
+                elif result.status == pq.ExecStatus.PIPELINE_SYNC:
                     self._in_flight.popleft()
-                elif result.status == pq.ExecStatus.COMMAND_OK:
-                    continue  # a statement prepared or closed
-                elif result.status == pq.ExecStatus.TUPLES_OK:
-                    self._on_reply(tuple(_text(result.get_value(0, c)) for c in range(result.nfields)))
-                else:  # this statement failed and was rolled back; later ones are not read
-                    self._on_error(self._in_flight.popleft())
+                    if sent is not None and sent.on_reply is not None and sent.row is not None:
+                        sent.on_reply(sent.row)
+                else:  # this transaction failed and was rolled back; nothing after it is read
+                    self._in_flight.popleft()
+                    if sent is not None and sent.on_error is not None:
+                        sent.on_error()
                     sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
                     error = psycopg.errors.lookup(sqlstate.decode()) if sqlstate else psycopg.DatabaseError
                     self._failure = error((_text(result.error_message) or "a pipelined statement failed").strip())

@@ -67,7 +67,38 @@ def write_summary(
     finished_at: datetime | None,
 ) -> None:
     """Insert or replace the summary row of one trial."""
-    record = {
+    record = summary_record(
+        job_id=job_id,
+        trial_number=trial_number,
+        state=state,
+        values=values,
+        params=params,
+        task_metrics=task_metrics,
+        duration_s=duration_s,
+        started_at=started_at,
+        finished_at=finished_at,
+    )
+    bind = session.get_bind() if isinstance(session, Session) else session
+    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(TrialSummary).values(record)
+    changed = {key: upsert.excluded[key] for key in record if key not in ("job_id", "trial_number")}
+    session.execute(upsert.on_conflict_do_update(index_elements=["job_id", "trial_number"], set_=changed))
+
+
+def summary_record(
+    *,
+    job_id: int,
+    trial_number: int,
+    state: str,
+    values: Sequence[float] | None,
+    params: Mapping[str, Any],
+    task_metrics: Mapping[str, Any] | None,
+    duration_s: float | None,
+    started_at: datetime | None,
+    finished_at: datetime | None,
+) -> dict[str, Any]:
+    """A ``trial_summaries`` row: the first value is the objective; non-finite numbers are stored as null."""
+    return {
         "job_id": job_id,
         "trial_number": trial_number,
         "state": state,
@@ -79,11 +110,6 @@ def write_summary(
         "started_at": started_at,
         "finished_at": finished_at,
     }
-    bind = session.get_bind() if isinstance(session, Session) else session
-    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
-    upsert = dialect.insert(TrialSummary).values(record)
-    changed = {key: upsert.excluded[key] for key in record if key not in ("job_id", "trial_number")}
-    session.execute(upsert.on_conflict_do_update(index_elements=["job_id", "trial_number"], set_=changed))
 
 
 def _finite(value: float) -> float | None:

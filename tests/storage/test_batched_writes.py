@@ -273,37 +273,41 @@ def test_an_epoch_is_all_or_nothing(storage_url: str, make_job: Callable) -> Non
     rdb.release(trial._trial_id)
 
 
-def test_what_on_finish_writes_commits_with_the_final_state_or_not_at_all(storage_url: str, make_job: Callable) -> None:
-    """A worker closes its claim in the transaction that finishes the trial: a slot is never counted without its
-    trial, nor a trial finished without its slot."""
-    make_job(study_name="s", n_trials=1)
-    claim = storage.claim_slot(storage_url, study_name="s", worker="w", grace_seconds=60)
-    assert claim is not None
+def test_a_holders_finisher_writes_the_final_state(storage_url: str) -> None:
+    """The holder of a trial may write its final state itself (a worker's ``TrialRecorder`` writes its claim
+    and summary along): it is given the pending writes and the trial as it will be."""
     rdb, study, trial = _held_trial(storage_url)
     trial.report(0.5, 1)
     seen: list[optuna.trial.FrozenTrial] = []
 
-    def close_claim_then_fail(connection: object, finished: optuna.trial.FrozenTrial) -> None:
-        storage.finish_claim(connection, claim, state="complete")  # type: ignore[arg-type]
+    def broken(writes: object, finished: optuna.trial.FrozenTrial) -> bool:
         raise RuntimeError("the summary could not be written")
 
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), on_finish=close_claim_then_fail)
-    with pytest.raises(RuntimeError, match="summary"):
-        rdb.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.25])
-    assert _outside(storage_url, "s").state == TrialState.RUNNING
-    with storage.session_scope(storage_url) as session:
-        assert session.get(storage.TrialClaim, claim).state == "running"
-
-    def close_claim(connection: object, finished: optuna.trial.FrozenTrial) -> None:
-        storage.finish_claim(connection, claim, state="complete")  # type: ignore[arg-type]
+    def finisher(writes: storage._batched._Writes, finished: optuna.trial.FrozenTrial) -> bool:
         seen.append(finished)
+        with rdb.engine.begin() as connection:
+            return storage._batched.finish_trial(connection, finished, writes)
 
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), on_finish=close_claim)
-    study.tell(trial, 0.25)
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=broken)
+    with pytest.raises(RuntimeError, match="summary"):
+        study.tell(trial, 0.25)
+    assert _outside(storage_url, "s").state == TrialState.RUNNING
+    assert rdb._held[trial._trial_id].pending.intermediate == {1: 0.5}  # kept for the next try
+
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=finisher)
+    told = study.tell(trial, 0.25)
     outside = _outside(storage_url, "s")
     assert outside.state == TrialState.COMPLETE and outside.intermediate_values == {1: 0.5}
     assert [(t.state, t.values, t.intermediate_values) for t in seen] == [(TrialState.COMPLETE, [0.25], {1: 0.5})]
-    assert seen[0].datetime_complete == outside.datetime_complete
-    with storage.session_scope(storage_url) as session:
-        assert session.get(storage.TrialClaim, claim).state == "complete"
-        assert storage.get_job(session, "s").status == "completed"  # the job's target was one trial
+    assert repr(seen[0]) == repr(outside) == repr(told)
+
+
+def test_a_finisher_that_finds_the_trial_finished_elsewhere_is_refused(storage_url: str) -> None:
+    rdb, _study, trial = _held_trial(storage_url)
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=lambda writes, finished: False)
+    plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
+    plain.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    plain.engine.dispose()
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        rdb.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.25])
+    rdb.release(trial._trial_id)

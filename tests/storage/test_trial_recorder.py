@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC
+from typing import Any
 
 import optuna
 import psycopg
@@ -16,7 +18,7 @@ from optuna.trial import TrialState
 from sqlalchemy import make_url, select
 
 import storage
-from storage import epochs
+from storage import api_queries, epochs
 from storage.epochs import TrialRecorder
 from tests.pg import ADMIN_DSN
 from tests.storage.helpers import JOB_DEFAULTS
@@ -30,9 +32,11 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _running(url: str, make_job: Callable) -> tuple[storage.StudyJob, int, optuna.Study, optuna.Trial, TrialRecorder]:
-    """A job, a claim of it, and a held trial with one parameter, with its recorder."""
-    job = make_job(study_name="s")
+def _running(
+    url: str, make_job: Callable, **job: Any
+) -> tuple[storage.StudyJob, int, optuna.Study, optuna.Trial, TrialRecorder]:
+    """A job, a claim of it, and a held trial with one parameter, with its recorder as its finisher."""
+    made = make_job(study_name="s", **job)
     claim = storage.claim_slot(url, study_name="s", worker="w", grace_seconds=60)
     assert claim is not None
     rdb = storage.optuna_storage(url)
@@ -40,16 +44,19 @@ def _running(url: str, make_job: Callable) -> tuple[storage.StudyJob, int, optun
     trial = study.ask()
     rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
     trial.suggest_int("layers", 1, 4)
-    recorder = TrialRecorder(url, rdb, job_id=job.id, trial_id=trial._trial_id, trial_number=trial.number)
-    return job, claim, study, trial, recorder
+    recorder = TrialRecorder(
+        url, rdb, job_id=made.id, claim_id=claim, trial_id=trial._trial_id, trial_number=trial.number
+    )
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=recorder.finish)
+    return made, claim, study, trial, recorder
 
 
 def _maker(url: str) -> Callable[..., storage.StudyJob]:
     storage.ensure_schema(url)
 
-    def make(study_name: str) -> storage.StudyJob:
+    def make(study_name: str, **overrides: Any) -> storage.StudyJob:
         with storage.session_scope(url) as session:
-            return storage.create_job(session, study_name=study_name, **JOB_DEFAULTS)
+            return storage.create_job(session, study_name=study_name, **(JOB_DEFAULTS | overrides))
 
     return make
 
@@ -67,28 +74,72 @@ def _curve_epochs(url: str, job_id: int) -> list[int]:
         return [row.epoch for row in storage.trial_curves(session, job_id=job_id, trial_number=0)]
 
 
-def test_start_epochs_and_close_write_everything(storage_url: str, make_job: Callable) -> None:
+def test_start_epochs_and_the_final_state_write_everything(storage_url: str, make_job: Callable) -> None:
     job, claim, study, trial, recorder = _running(storage_url, make_job)
-    recorder.start(claim)
+    recorder.start()
     for epoch in range(5):
         trial.report(1.0 / (epoch + 1), epoch + 1)
         recorder.epoch(epoch, ROWS)
+    trial.set_user_attr("tasks", {"a": {"metric": 0.3}})
+    told = study.tell(trial, 0.2)  # through the recorder: the final state, the claim and the summary together
+    assert recorder.finished and not recorder.lost
     outcome = recorder.close()
     assert outcome is not None and outcome.trial_running and outcome.job_status == "running"
+    assert recorder.close() == outcome  # closing twice is harmless
     assert _curve_epochs(storage_url, job.id) == [0, 1, 2, 3, 4]
     outside = _outside(storage_url)
+    assert outside.state == TrialState.COMPLETE and outside.value == 0.2
     assert outside.params == {"layers": trial.params["layers"]}
     assert outside.intermediate_values == {e + 1: 1.0 / (e + 1) for e in range(5)}
+    assert outside.user_attrs["tasks"] == {"a": {"metric": 0.3}}
+    assert repr(told) == repr(outside)
     with storage.session_scope(storage_url) as session:
-        assert session.get(storage.TrialClaim, claim).trial_number == 0
-    assert recorder.close() == outcome  # closing twice is harmless
-    study.tell(trial, 0.2)
+        row = session.get(storage.TrialClaim, claim)
+        assert (row.state, row.trial_number) == ("complete", 0)
+        summary = api_queries.summary(session, job_id=job.id, number=0)
+        assert summary is not None and summary.state == "complete" and summary.objective == 0.2
+        assert summary.params == outside.params and summary.task_metrics == {"a": {"metric": 0.3}}
+        assert summary.finished_at == outside.datetime_complete.astimezone(UTC)
+
+
+def test_the_last_trial_completes_the_job(storage_url: str, make_job: Callable) -> None:
+    _job, _claim, study, trial, recorder = _running(storage_url, make_job, n_trials=1)
+    recorder.start()
+    study.tell(trial, state=TrialState.PRUNED)
+    recorder.close()
+    with storage.session_scope(storage_url) as session:
+        assert storage.get_job(session, "s").status == "completed"
+        assert storage.claim_counts(session, "s")["pruned"] == 1
+
+
+def test_a_trial_whose_summary_cannot_be_written_is_not_finished(storage_url: str, make_job: Callable) -> None:
+    """The final state, the claim and the summary commit together or not at all."""
+    job, claim, study, trial, recorder = _running(storage_url, make_job)
+    recorder.start()
+    recorder.epoch(0, ROWS)
+    with storage.get_engine(storage_url).begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE trial_summaries RENAME TO summaries_away")
+    with pytest.raises(Exception, match="summar"):
+        study.tell(trial, 0.5)
+    assert _outside(storage_url).state == TrialState.RUNNING
+    with storage.session_scope(storage_url) as session:
+        assert session.get(storage.TrialClaim, claim).state == "running"
+    with storage.get_engine(storage_url).begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE summaries_away RENAME TO trial_summaries")
+    study.tell(trial, 0.5)  # on PostgreSQL the failed pipeline is left for a new connection
+    assert recorder.finished
+    if storage_url.startswith("postgresql"):
+        with pytest.raises(storage.StorageError):
+            recorder.close()  # the pipeline's failure is reported once more
     assert _outside(storage_url).state == TrialState.COMPLETE
+    with storage.session_scope(storage_url) as session:
+        assert session.get(storage.TrialClaim, claim).state == "complete"
+        assert api_queries.summary(session, job_id=job.id, number=0) is not None
 
 
 def test_a_stop_request_is_seen_at_the_end_of_a_long_epoch(storage_url: str, make_job: Callable) -> None:
-    _job, claim, _study, trial, recorder = _running(storage_url, make_job)
-    recorder.start(claim)
+    _job, _claim, _study, trial, recorder = _running(storage_url, make_job)
+    recorder.start()
     recorder.epoch(0, ROWS)
     with storage.session_scope(storage_url) as session:
         storage.request_stop(session, "s")
@@ -100,8 +151,8 @@ def test_a_stop_request_is_seen_at_the_end_of_a_long_epoch(storage_url: str, mak
 
 
 def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, make_job: Callable) -> None:
-    job, claim, _study, trial, recorder = _running(storage_url, make_job)
-    recorder.start(claim)
+    job, _claim, _study, trial, recorder = _running(storage_url, make_job)
+    recorder.start()
     plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
     plain.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     plain.engine.dispose()
@@ -119,9 +170,11 @@ def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, 
 def test_on_postgresql_epochs_do_not_wait_for_the_database(pg_url: str) -> None:
     """While another transaction blocks the writes, short epochs go on; ``close`` waits for all of them."""
     job, claim, _study, trial, recorder = _running(pg_url, _maker(pg_url))
-    recorder.start(claim)
+    recorder.start()
     recorder.close()  # the start is written
-    recorder = TrialRecorder(pg_url, recorder.rdb, job_id=job.id, trial_id=trial._trial_id, trial_number=0)
+    recorder = TrialRecorder(
+        pg_url, recorder.rdb, job_id=job.id, claim_id=claim, trial_id=trial._trial_id, trial_number=0
+    )
     with psycopg.connect(ADMIN_DSN.replace("dbname=postgres", f"dbname={make_url(pg_url).database}")) as blocker:
         blocker.execute("LOCK TABLE epoch_metrics IN EXCLUSIVE MODE")
         start = time.perf_counter()
@@ -147,8 +200,8 @@ def test_on_postgresql_epochs_do_not_wait_for_the_database(pg_url: str) -> None:
 def test_on_postgresql_a_failed_epoch_is_its_own_transaction(pg_url: str) -> None:
     """Each pipelined epoch commits on its own: one that fails leaves the earlier ones written, gives its
     Optuna writes back to the trial, and raises at the next call."""
-    job, claim, _study, trial, recorder = _running(pg_url, _maker(pg_url))
-    recorder.start(claim)
+    job, _claim, _study, trial, recorder = _running(pg_url, _maker(pg_url))
+    recorder.start()
     trial.report(0.9, 1)
     recorder.epoch(0, ROWS)
     trial.report(0.8, 2)
@@ -168,7 +221,7 @@ def test_on_postgresql_a_trial_leaves_no_prepared_statement_on_its_pooled_connec
     """psycopg deallocates every prepared statement of a connection that rolls back: a trial prepares its
     statements for itself and closes them before its connection goes back to the pool."""
     job, claim, _study, trial, recorder = _running(pg_url, _maker(pg_url))
-    recorder.start(claim)
+    recorder.start()
     recorder.epoch(0, ROWS)
     assert recorder._pipeline is not None
     pid = recorder._pipeline._pgconn.backend_pid
@@ -182,7 +235,9 @@ def test_on_postgresql_a_trial_leaves_no_prepared_statement_on_its_pooled_connec
     finally:
         for c in held:
             c.close()
-    recorder = TrialRecorder(pg_url, recorder.rdb, job_id=job.id, trial_id=trial._trial_id, trial_number=0)
+    recorder = TrialRecorder(
+        pg_url, recorder.rdb, job_id=job.id, claim_id=claim, trial_id=trial._trial_id, trial_number=0
+    )
     recorder.epoch(1, ROWS)
     recorder.close()
     assert _curve_epochs(pg_url, job.id) == [0, 1]

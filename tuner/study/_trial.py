@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import TrialState
-from sqlalchemy import Connection
 
 import storage
 from storage.epochs import EpochOutcome, TrialRecorder
@@ -22,11 +18,6 @@ if TYPE_CHECKING:
     from storage._batched import BatchedRDBStorage
 
 STOPPING = ("stopping", "stopped")
-STATE_NAMES = {
-    TrialState.COMPLETE: "complete",
-    TrialState.PRUNED: "pruned",
-    TrialState.FAIL: "failed",
-}
 
 
 class StopRequested(Exception):
@@ -93,41 +84,54 @@ class TrialRunner:
     prune_steps: frozenset[int] | None = None
     trial_id: int | None = None
     number: int | None = None
-    lost: bool = False  # the trial was finished elsewhere (failed as stale) while this worker ran it
+    recorder: TrialRecorder | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         self.trial_id, self.number = trial._trial_id, trial.number  # storage calls take the id, kept private
-        self.rdb.hold(self.trial_id, self.study_id, on_finish=self._record)
+        self.recorder = TrialRecorder(
+            self.url,
+            self.rdb,
+            job_id=self.job.id,
+            claim_id=self.claim_id,
+            trial_id=self.trial_id,
+            trial_number=trial.number,
+        )
+        # The trial's final state (told by the worker after this returns) is written by the recorder, with the
+        # claim closed and the summary: a slot is never counted without its trial or the other way round.
+        self.rdb.hold(self.trial_id, self.study_id, finisher=self.recorder.finish)
         config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
         trial.set_user_attr("config", config.model_dump(mode="json"))
-        recorder = TrialRecorder(
-            self.url, self.rdb, job_id=self.job.id, trial_id=self.trial_id, trial_number=trial.number
-        )
         last: list[EpochReport] = []
         try:
-            recorder.start(self.claim_id)  # the parameters and configuration are written before training starts
-            result = train(
-                self.problem, config, device=self.device, on_epoch_end=lambda r: self._epoch(trial, recorder, r, last)
-            )
-            outcome = recorder.close()  # every epoch is written before Optuna's final state
-        except BaseException as exc:
-            with suppress(storage.StorageError):  # the error being raised says more than a failed write after it
-                recorder.close()
-            if isinstance(exc, Exception) and not isinstance(exc, optuna.TrialPruned):
+            self.recorder.start()  # the parameters and configuration are written before training starts
+            result = train(self.problem, config, device=self.device, on_epoch_end=lambda r: self._epoch(trial, r, last))
+        except Exception as exc:
+            if not isinstance(exc, optuna.TrialPruned):
                 trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             raise
         finally:
             if last:
                 trial.set_user_attr("tasks", task_table(last[0]))
-        if outcome is not None and not outcome.trial_running:
-            self._lost(trial)
         if self.job.objective == "pareto":
             return [t.metric for t in result.final.tasks.values()]
         return result.objective
 
-    def _epoch(
-        self, trial: optuna.Trial, recorder: TrialRecorder, report: EpochReport, last: list[EpochReport]
-    ) -> None:
+    @property
+    def lost(self) -> bool:
+        """The trial was finished elsewhere (failed as stale by another worker) while this worker ran it."""
+        return self.recorder is not None and self.recorder.lost
+
+    @property
+    def recorded(self) -> bool:
+        """Its final state was written with its claim and summary."""
+        return self.recorder is not None and self.recorder.finished
+
+    def close(self) -> None:
+        """After the trial was told: the recorder's connection goes back to the pool."""
+        if self.recorder is not None:
+            self.recorder.close()
+
+    def _epoch(self, trial: optuna.Trial, report: EpochReport, last: list[EpochReport]) -> None:
         last[:] = [report]
         step = report.epoch + 1  # epochs trained so far: the pruners' resource
         if self.job.objective != "pareto":  # Optuna keeps intermediate values for single-objective studies only
@@ -146,7 +150,8 @@ class TrialRunner:
         ]
         # One transaction per epoch: every task's numbers and Optuna's intermediate value (with whatever else the
         # trial wrote since), then the stop flag. The claim's heartbeat comes from the worker's heartbeat thread.
-        self._check(trial, recorder.epoch(report.epoch, rows))
+        assert self.recorder is not None
+        self._check(trial, self.recorder.epoch(report.epoch, rows))
         asks = self.prune_steps is None or step in self.prune_steps
         if self.job.objective != "pareto" and asks and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {step}")
@@ -160,30 +165,5 @@ class TrialRunner:
         if outcome.job_status is None or outcome.job_status in STOPPING:
             raise StopRequested(f"study {self.job.study_name!r} was asked to stop")
 
-    def _record(self, connection: Connection, trial: optuna.trial.FrozenTrial) -> None:
-        """In the transaction that tells Optuna the trial finished: the claim is closed and the trial's summary
-        written, so a slot is never counted without its trial or the other way round."""
-        state = STATE_NAMES.get(trial.state, "failed")
-        storage.finish_claim(connection, self.claim_id, state=state)
-        duration = trial.duration.total_seconds() if trial.duration else None
-        storage.write_summary(
-            connection,
-            job_id=self.job.id,
-            trial_number=trial.number,
-            state=state,
-            values=trial.values,
-            params=trial.params,
-            task_metrics=trial.user_attrs.get("tasks"),
-            duration_s=duration,
-            started_at=_utc(trial.datetime_start),
-            finished_at=_utc(trial.datetime_complete),
-        )
-
     def _lost(self, trial: optuna.Trial) -> None:
-        self.lost = True
         raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was finished by another worker")
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """Optuna records naive local times; the summaries store aware UTC ones."""
-    return moment.astimezone(UTC) if moment is not None else None

@@ -27,10 +27,11 @@ from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 import storage
+from storage.epochs import CLAIM_STATE, record_finished
 from tuner.problems import Problem, create_problem
 from tuner.study._samplers import make_pruner, make_sampler, prune_steps
 from tuner.study._space import SearchSpace
-from tuner.study._trial import STATE_NAMES, JobInfo, TrialRunner
+from tuner.study._trial import JobInfo, TrialRunner
 
 if TYPE_CHECKING:
     from storage._batched import BatchedRDBStorage
@@ -165,8 +166,10 @@ class Worker:
             log.warning("trial %s of %s was failed by another worker as stale", trial.number, job.study_name)
         finally:
             rdb.release(trial._trial_id)
+            with suppress(storage.StorageError):  # what mattered was written when the trial was told, or is lost
+                runner.close()
         self.trials_run += 1
-        self._record(job, claim_id, finished)
+        self._record(job, claim_id, finished, recorded=runner.recorded)
 
     @staticmethod
     def _train_and_tell(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> optuna.trial.FrozenTrial:
@@ -230,16 +233,18 @@ class Worker:
             self._samplers[job.study_name] = make_sampler(job.sampler, seed=seed, objective=job.objective)
         return self._samplers[job.study_name]
 
-    def _record(self, job: JobInfo, claim_id: int, trial: optuna.trial.FrozenTrial | None) -> None:
-        """A told trial's claim and summary were written with its final state (``TrialRunner._record``); a trial
-        that was not told (lost to another worker) gives its claim up here."""
-        state = STATE_NAMES.get(trial.state, "failed") if trial is not None else "failed"
+    def _record(self, job: JobInfo, claim_id: int, trial: optuna.trial.FrozenTrial | None, *, recorded: bool) -> None:
+        """A trial told through its recorder had its claim closed and its summary written with its final state;
+        any other (lost to another worker, or told before its recorder existed) is recorded here."""
+        state = CLAIM_STATE.get(trial.state, "failed") if trial is not None else "failed"
         failures = self._failures.get(job.study_name, 0) + 1 if state == "failed" else 0
         self._failures[job.study_name] = failures
-        if trial is not None and failures < MAX_CONSECUTIVE_FAILURES:
+        if recorded and failures < MAX_CONSECUTIVE_FAILURES:
             return
         with storage.session_scope(self.settings.url) as session:
-            if trial is None:
+            if not recorded and trial is not None:
+                record_finished(session, job_id=job.id, claim_id=claim_id, trial=trial)
+            elif not recorded:
                 storage.finish_claim(session, claim_id, state=state)
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 self._fail_job(session, job, failures, trial)
