@@ -3,13 +3,16 @@
 Optuna's ``RDBStorage`` commits every ``suggest_*``, ``report``, ``set_user_attr`` and pruner bookkeeping call on
 its own, each after a few ORM look-ups: a 20-epoch trial costs about 60 commits. Here, a trial the worker
 *holds* keeps those writes in memory; they reach the database in the caller's transaction (``flush``, once per
-epoch, together with mtl-tune's own epoch rows) or with the trial's final state (``set_trial_state_values``).
+epoch, together with mtl-tune's own epoch rows) or with the trial's final state (``set_trial_state_values``,
+through the holder's ``finisher`` when it has one).
 
-Everything else is Optuna's: trial creation and numbering, the waiting queue, heartbeats and stale-trial
-retries, and every read, which sees a held trial's unwritten values, so samplers and pruners in this process
-behave exactly as on the plain storage. Other processes see them once flushed: one epoch later at most.
-If the transaction a flush joined fails, its writes are lost with it and the trial is failed, as it would be
-if Optuna's own commit had failed.
+Trials are created and finished with Core statements, as Optuna's ORM would write them: a running trial
+numbered under the study row's lock, and a final state guarded by the trial still running. Everything else is
+Optuna's: enqueued and retried trials, the waiting queue, heartbeats and stale-trial retries, and every read,
+which sees a held trial's unwritten values, so samplers and pruners in this process behave exactly as on the
+plain storage. Other processes see them once flushed: one epoch later at most. If the transaction a flush
+joined fails, its writes are lost with it and the trial is failed, as it would be if Optuna's own commit had
+failed.
 """
 
 from __future__ import annotations
@@ -240,7 +243,7 @@ class BatchedRDBStorage(RDBStorage):
         """Write the held trial's pending writes in ``connection``'s transaction, which the caller commits.
 
         The caller makes sure the trial is still running (``storage.epochs.record_epoch`` reads its state in
-        the same transaction).
+        the same transaction; on PostgreSQL ``TrialRecorder`` writes them itself, see ``take_pending``).
         """
         held = self._held.get(trial_id)
         if held is None:
@@ -253,7 +256,7 @@ class BatchedRDBStorage(RDBStorage):
             raise
 
     def take_pending(self, trial_id: int) -> _Writes:
-        """Hand the held trial's pending writes to a caller that writes them itself (``pipelined_writes``);
+        """Hand the held trial's pending writes to a caller that writes them itself (``postgresql_writes``);
         it gives them back with ``put_back_pending`` if its transaction fails."""
         held = self._held.get(trial_id)
         return _Writes() if held is None else held.take()
