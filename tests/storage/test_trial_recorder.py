@@ -242,3 +242,24 @@ def test_on_postgresql_a_trial_leaves_no_prepared_statement_on_its_pooled_connec
     recorder.close()
     assert _curve_epochs(pg_url, job.id) == [0, 1]
     recorder.rdb.release(trial._trial_id)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("cast", "values"),
+    [
+        ("text[]", ['a"b', "c\\d", "e,f {g}", "", "NULL", "é ü", "x'y", None]),
+        ("float8[]", [1.5, None, float("inf"), float("-inf"), 1e-300, 3, -0.0, 1 / 3]),
+        ("int[]", [0, -7, 2**31 - 1]),
+        ("text[]", []),
+    ],
+)
+def test_pipelined_lists_reach_postgresql_unchanged(pg_url: str, cast: str, values: list[object]) -> None:
+    from storage._pipeline import array_literal
+
+    with storage.get_engine(pg_url).connect() as connection:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        assert driver.execute(f"SELECT %s::{cast}", (array_literal(values),)).fetchone()[0] == values
+        nan = driver.execute("SELECT (%s::float8[])[1]", (array_literal([float("nan")]),)).fetchone()[0]
+        assert nan != nan
