@@ -39,6 +39,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, Insert, Select, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from storage._pipeline import run_transaction
+
 FINISHED_KEPT = 64
 _MEMORY = ("_held", "_held_lock", "_distributions", "_study_ids", "_created", "_created_read", "_finished")
 _PARAMS: Table = models.TrialParamModel.__table__
@@ -203,6 +205,12 @@ class BatchedRDBStorage(RDBStorage):
         a statement after the lock, so it sees every trial committed before it: numbers stay unique.
         """
         start = datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as Optuna stores it
+        if self.engine.dialect.name == "postgresql":  # the same two statements, in one round trip
+            params = {"study_id": study_id, "start": start}
+            row = run_transaction(self.engine, [(_PG_LOCK_STUDY, params), (_PG_CREATE_TRIAL, params)])
+            if row is None:
+                raise KeyError(f"No study with study_id {study_id} exists.")
+            return _running_trial(int(str(row[0])), int(str(row[1])), start)
         with self.engine.begin() as connection:
             lock = select(_STUDIES.c.study_id).where(_STUDIES.c.study_id == study_id).with_for_update()
             if connection.execute(lock).scalar_one_or_none() is None:
@@ -212,20 +220,7 @@ class BatchedRDBStorage(RDBStorage):
                 number=earlier, study_id=study_id, state=TrialState.RUNNING, datetime_start=start
             )
             trial_id, number = connection.execute(created.returning(TRIALS.c.trial_id, TRIALS.c.number)).one()
-        return FrozenTrial(
-            number=number,
-            state=TrialState.RUNNING,
-            value=None,
-            values=None,
-            datetime_start=_local(start),
-            datetime_complete=None,
-            params={},
-            distributions={},
-            user_attrs={},
-            system_attrs={},
-            intermediate_values={},
-            trial_id=trial_id,
-        )
+        return _running_trial(trial_id, number, start)
 
     def _forget_created(self, trial_id: int) -> None:
         """A write to a trial not held here (a sampler's ``before_trial`` tagging it, say) makes the copy
@@ -440,6 +435,34 @@ class BatchedRDBStorage(RDBStorage):
         if trial_id not in self._held:
             return super().get_trial_system_attrs(trial_id)
         return self.get_trial(trial_id).system_attrs
+
+
+def _running_trial(trial_id: int, number: int, start: datetime) -> FrozenTrial:
+    """A trial just created running, as Optuna builds it (``start`` in naive UTC, as stored)."""
+    return FrozenTrial(
+        number=number,
+        state=TrialState.RUNNING,
+        value=None,
+        values=None,
+        datetime_start=_local(start),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=trial_id,
+    )
+
+
+# ``_create_running_trial`` on PostgreSQL: the study row's lock, then an insert numbered by a count the lock
+# orders after every trial committed before it; no row when there is no such study.
+_PG_LOCK_STUDY = "SELECT study_id FROM studies WHERE study_id = %(study_id)s FOR UPDATE"
+_PG_CREATE_TRIAL = (
+    "INSERT INTO trials (number, study_id, state, datetime_start) "
+    "SELECT (SELECT count(*) FROM trials WHERE study_id = s.study_id), s.study_id, 'RUNNING', %(start)s::timestamp "
+    "FROM studies s WHERE s.study_id = %(study_id)s RETURNING trial_id, number"
+)
 
 
 def _copy(trial: FrozenTrial) -> FrozenTrial:

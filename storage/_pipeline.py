@@ -35,7 +35,7 @@ Statement = tuple[str, Mapping[str, Any]]  # SQL with ``%(name)s`` placeholders,
 class _Sent:
     on_reply: Callable[[Reply], None] | None
     on_error: Callable[[], None] | None
-    row: Reply | None = None  # the last row read of this transaction
+    row: Reply | None = None  # the row of the latest statement read of this transaction
 
 
 class Pipeline:
@@ -137,8 +137,9 @@ class Pipeline:
                 if result is None or result.status == pq.ExecStatus.COMMAND_OK:
                     continue  # the end of one statement's results; a statement prepared or closed
                 if result.status == pq.ExecStatus.TUPLES_OK:
-                    if sent is not None:
-                        sent.row = tuple(_text(result.get_value(0, c)) for c in range(result.nfields))
+                    if sent is not None:  # the latest statement's first row, or None when it has none
+                        n = result.nfields
+                        sent.row = tuple(_text(result.get_value(0, c)) for c in range(n)) if result.ntuples else None
                 elif result.status == pq.ExecStatus.PIPELINE_SYNC:
                     self._in_flight.popleft()
                     if sent is not None and sent.on_reply is not None and sent.row is not None:
@@ -167,6 +168,23 @@ class Pipeline:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise StorageError(f"a pipelined statement failed: {self._failure}") from self._failure
+
+
+def run_transaction(engine: Engine, statements: Sequence[Statement]) -> Reply | None:
+    """Run ``statements`` as one transaction in one round trip; the single row of the last one, if it has one.
+
+    For transactions whose statements need no decision in between: the server runs them in order, each with a
+    snapshot taken when it starts, so a statement after a ``FOR UPDATE`` lock sees everything committed before
+    the lock was granted.
+    """
+    rows: list[Reply] = []
+    pipeline = Pipeline(engine)
+    try:
+        pipeline.send(statements, on_reply=rows.append)
+        pipeline.wait()
+    finally:
+        pipeline.close()
+    return rows[0] if rows else None
 
 
 def array_literal(values: Sequence[Any]) -> str:

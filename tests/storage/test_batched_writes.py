@@ -4,6 +4,7 @@ while every read in the holding process already sees them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import optuna
@@ -311,3 +312,24 @@ def test_a_finisher_that_finds_the_trial_finished_elsewhere_is_refused(storage_u
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         rdb.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.25])
     rdb.release(trial._trial_id)
+
+
+def test_trials_created_at_once_get_unique_consecutive_numbers(storage_url: str) -> None:
+    """Trial creation locks the study row, as Optuna's does: workers asking at once never share a number."""
+    optuna.create_study(study_name="s", storage=storage.optuna_storage(storage_url))
+    url = storage.normalize_url(storage_url)
+
+    def ask_five() -> list[int]:
+        own = storage._batched.BatchedRDBStorage(url, engine_kwargs=storage._engine.engine_kwargs(url))
+        try:
+            study = optuna.load_study(study_name="s", storage=own)
+            return [study.ask().number for _ in range(5)]
+        finally:
+            own.engine.dispose()
+
+    with ThreadPoolExecutor(4) as pool:
+        numbers = [n for batch in pool.map(lambda _: ask_five(), range(4)) for n in batch]
+    assert sorted(numbers) == list(range(20))
+    trials = optuna.load_study(study_name="s", storage=storage.optuna_storage(storage_url)).trials
+    assert [t.number for t in trials] == list(range(20))
+    assert all(t.state == TrialState.RUNNING and t.datetime_start is not None for t in trials)
