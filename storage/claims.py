@@ -94,7 +94,7 @@ _PG_CLAIM = (
 )
 
 
-def attach_trial(session: Session, claim_id: int, trial_number: int) -> None:
+def attach_trial(session: Session | Connection, claim_id: int, trial_number: int) -> None:
     """Record which Optuna trial the claim runs."""
     values = {"trial_number": trial_number, "heartbeat_at": utcnow()}
     session.execute(update(TrialClaim).where(TrialClaim.id == claim_id).values(values))

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from storage._batched import TRIALS, BatchedRDBStorage, _utc_naive, _Writes, finish_trial, postgresql_writes
-from storage._engine import get_engine, session_scope, translate_errors, write_transaction
+from storage._engine import get_engine, translate_errors, write_transaction
 from storage._pipeline import Pipeline, Reply
 from storage.claims import FINISHED_STATES, attach_trial, finish_claim
 from storage.metrics import metric_record, summary_record, write_epoch, write_summary
@@ -73,10 +73,10 @@ class TrialRecorder:
         first heartbeat for it (from then on a worker that dies leaves a trial Optuna will fail and retry)."""
         self._last = time.monotonic()
         if self._pipeline is None:
-            with session_scope(self.url) as session:
-                attach_trial(session, self.claim_id, self.trial_number)
-                self.rdb.flush(self.trial_id, session.connection())
-                self.rdb.write_heartbeat(self.trial_id, session.connection())
+            with write_transaction(self.url) as connection:
+                attach_trial(connection, self.claim_id, self.trial_number)
+                self.rdb.flush(self.trial_id, connection)
+                self.rdb.write_heartbeat(self.trial_id, connection)
             return
         self._send(epoch=None, rows=(), attach=True)
 
@@ -231,10 +231,8 @@ def record_epoch(
     engine = get_engine(url)
     if engine.dialect.name == "postgresql":
         return _record_epoch_postgresql(engine, rdb, job_id, trial_id, trial_number, epoch, rows)
-    with session_scope(url) as session:
-        # Write first: on SQLite a transaction that starts by reading cannot always take the write lock later.
-        write_epoch(session, job_id=job_id, trial_number=trial_number, epoch=epoch, rows=rows)
-        connection = session.connection()
+    with write_transaction(url) as connection:  # BEGIN IMMEDIATE: the write lock first, then the reads
+        write_epoch(connection, job_id=job_id, trial_number=trial_number, epoch=epoch, rows=rows)
         status, state = connection.execute(_CHECK, {"job_id": job_id, "trial_id": trial_id}).one()
         running = state == TrialState.RUNNING
         if running:

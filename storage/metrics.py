@@ -18,7 +18,7 @@ _REQUIRED_KEYS = ("task", "train_loss", "val_loss", "metric", "weight")
 
 
 def write_epoch(
-    session: Session,
+    session: Session | Connection,
     *,
     job_id: int,
     trial_number: int,
@@ -33,7 +33,7 @@ def write_epoch(
     records = [metric_record(job_id, trial_number, epoch, row) for row in rows]
     # Core statements on the session's connection: this runs every epoch of every trial, and the ORM layer's
     # per-statement bookkeeping would cost more than the database does.
-    connection = session.connection()
+    connection = session.connection() if isinstance(session, Session) else session
     if records:
         connection.execute(_INSERT_EPOCH, records)
     if claim_id is not None:
