@@ -39,7 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, Insert, Select, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage._pipeline import run_transaction
+from storage._pipeline import pipeline_supported, run_transaction
 
 FINISHED_KEPT = 64
 _MEMORY = ("_held", "_held_lock", "_distributions", "_study_ids", "_created", "_created_read", "_finished")
@@ -205,7 +205,7 @@ class BatchedRDBStorage(RDBStorage):
         a statement after the lock, so it sees every trial committed before it: numbers stay unique.
         """
         start = datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as Optuna stores it
-        if self.engine.dialect.name == "postgresql":  # the same two statements, in one round trip
+        if pipeline_supported(self.engine):  # the same two statements, in one round trip
             params = {"study_id": study_id, "start": start}
             row = run_transaction(self.engine, [(_PG_LOCK_STUDY, params), (_PG_CREATE_TRIAL, params)])
             if row is None:

@@ -11,7 +11,7 @@ import functools
 import itertools
 import math
 import re
-import select
+import selectors
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +56,9 @@ class Pipeline:
         self._in_flight: deque[_Sent | None] = deque()
         self._prepared: dict[str, bytes] = {}  # statement text -> prepared statement name
         self._failure: Exception | None = None
+        # Not select.select: a long-running process's sockets can have descriptors above FD_SETSIZE.
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._pgconn.socket, selectors.EVENT_READ)
         self._pgconn.enter_pipeline_mode()
 
     @property
@@ -116,6 +119,7 @@ class Pipeline:
         except psycopg.Error as exc:
             self._fail(exc)
         finally:
+            self._selector.close()
             if self._failure is not None:
                 self._connection.invalidate()  # its state is unknown: the pool must not hand it out again
             self._connection.close()
@@ -130,7 +134,7 @@ class Pipeline:
                 if pgconn.is_busy():
                     if not block:
                         return
-                    select.select([pgconn.socket], [], [])
+                    self._wait_for(selectors.EVENT_READ)
                     continue
                 result = pgconn.get_result()
                 sent = self._in_flight[0]
@@ -157,7 +161,11 @@ class Pipeline:
     def _flush(self) -> None:
         """The connection does not block on writes: send what libpq buffered before waiting for replies."""
         while self._pgconn.flush():
-            select.select([], [self._pgconn.socket], [])
+            self._wait_for(selectors.EVENT_WRITE)
+
+    def _wait_for(self, event: int) -> None:
+        self._selector.modify(self._pgconn.socket, event)
+        self._selector.select()
 
     def _fail(self, exc: Exception) -> None:
         """The connection failed: whether the statements in flight ran is unknown, so none is given back."""
@@ -168,6 +176,11 @@ class Pipeline:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise StorageError(f"a pipelined statement failed: {self._failure}") from self._failure
+
+
+def pipeline_supported(engine: Engine) -> bool:
+    """PostgreSQL through a libpq with pipeline mode (14 or newer; psycopg's binary package bundles one)."""
+    return engine.dialect.name == "postgresql" and psycopg.capabilities.has_pipeline()
 
 
 def run_transaction(engine: Engine, statements: Sequence[Statement]) -> Reply | None:

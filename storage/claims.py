@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, or
 from sqlalchemy.orm import Session
 
 from storage._engine import get_engine, translate_errors, write_lock, write_transaction
-from storage._pipeline import run_transaction
+from storage._pipeline import pipeline_supported, run_transaction
 from storage.jobs import ACTIVE_STATUSES, check_choice, get_job, running_claims
 from storage.models import StudyJob, TrialClaim, utcnow
 
@@ -46,7 +46,7 @@ def claim_slot(url: str, *, study_name: str, worker: str, grace_seconds: float) 
     Core statements, not ORM objects: a worker claims before every trial.
     """
     engine = get_engine(url)
-    if engine.dialect.name == "postgresql":
+    if pipeline_supported(engine):
         # The common case, a slot free, in one round trip: the lock and an insert guarded by the same counts.
         # Any other outcome (no slot, the job done or gone) is settled by the general path below.
         now = utcnow()

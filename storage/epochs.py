@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from storage._batched import TRIALS, BatchedRDBStorage, _utc_naive, _Writes, finish_trial, postgresql_writes
 from storage._engine import get_engine, translate_errors, write_transaction
-from storage._pipeline import Pipeline, Reply
+from storage._pipeline import Pipeline, Reply, pipeline_supported
 from storage.claims import FINISHED_STATES, attach_trial, finish_claim
 from storage.metrics import metric_record, summary_record, write_epoch, write_summary
 from storage.models import StudyJob
@@ -62,7 +62,7 @@ class TrialRecorder:
         self.finished = False  # its final state, claim and summary are written
         engine = get_engine(url)
         self._pipeline: Pipeline | None = None
-        if engine.dialect.name == "postgresql":
+        if pipeline_supported(engine):
             with translate_errors(url):
                 self._pipeline = Pipeline(engine)
         self._outcome: EpochOutcome | None = None  # no reply read yet

@@ -263,3 +263,25 @@ def test_pipelined_lists_reach_postgresql_unchanged(pg_url: str, cast: str, valu
         assert driver.execute(f"SELECT %s::{cast}", (array_literal(values),)).fetchone()[0] == values
         nan = driver.execute("SELECT (%s::float8[])[1]", (array_literal([float("nan")]),)).fetchone()[0]
         assert nan != nan
+
+
+@pytest.mark.postgres
+def test_without_pipeline_mode_each_transaction_is_written_in_turn(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A libpq older than 14 has no pipeline mode: claims, trials and epochs then wait for each reply."""
+    monkeypatch.setattr(psycopg.capabilities, "has_pipeline", lambda *args, **kwargs: False)
+    job, claim, study, trial, recorder = _running(pg_url, _maker(pg_url))
+    assert recorder._pipeline is None
+    recorder.start()
+    trial.report(0.4, 1)
+    outcome = recorder.epoch(0, ROWS)
+    assert outcome is not None and outcome.trial_running and outcome.job_status == "running"
+    study.tell(trial, 0.3)
+    recorder.close()
+    assert recorder.finished
+    assert _curve_epochs(pg_url, job.id) == [0]
+    outside = _outside(pg_url)
+    assert outside.state == TrialState.COMPLETE and outside.intermediate_values == {1: 0.4}
+    with storage.session_scope(pg_url) as session:
+        assert session.get(storage.TrialClaim, claim).state == "complete"
