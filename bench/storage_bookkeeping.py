@@ -1,10 +1,12 @@
 """Storage bookkeeping per trial: everything a worker does for a trial except training.
 
 A 20-epoch, 3-task trial whose training is replaced by a stub that reports 20 epochs instantly, run through the
-real worker step (find the job, claim a slot, ask, suggest, per-epoch metrics + intermediate value + stop check,
-the pruner at its rungs, tell, claim and summary) on SQLite and PostgreSQL. For reference, Optuna alone:
-ask + 4 suggestions + 20 reports + tell. Target: <= 20 ms per trial. Also: worker scaling, steady-state trials
-per minute with 1 and 2 worker processes, beside plain training loops without storage (the machine's ceiling).
+real worker step (claim a slot, ask, suggest, the trial's start, one transaction per epoch with the stop check,
+the pruner at its rungs, tell with the claim and summary) on SQLite and PostgreSQL. Also: one epoch's transaction
+alone, waited for (``record_epoch``; a PostgreSQL worker does not wait for it, see ``storage.epochs``), and
+Optuna alone for reference: ask + 4 suggestions + 20 reports + tell. Target: <= 20 ms per trial. Then worker
+scaling, steady-state trials per minute with 1 and 2 worker processes, beside plain training loops without
+storage (the machine's ceiling).
 
     python bench/storage_bookkeeping.py [--trials 40] [--scaling-trials 24] [--rounds 3] [--pg URL]
 """
@@ -64,7 +66,7 @@ def bookkeeping_ms(url: str, n_trials: int) -> list[float]:
     times: list[float] = []
     original = worker._step
 
-    def timed() -> bool:  # one worker step: find the job, claim a slot, run the trial, record it
+    def timed() -> bool:  # one worker step: claim a slot, run the trial, record it
         start = time.perf_counter()
         busy = original()
         times.append((time.perf_counter() - start) * 1000)
@@ -77,7 +79,8 @@ def bookkeeping_ms(url: str, n_trials: int) -> list[float]:
 
 
 def epoch_transaction_ms(url: str, n_epochs: int) -> list[float]:
-    """The per-epoch transaction alone: 3 metric rows, Optuna's intermediate value, the job and trial check."""
+    """The per-epoch transaction alone, waited for: 3 metric rows, Optuna's intermediate value, the job and trial
+    check."""
     name = f"epoch-{uuid.uuid4().hex[:6]}"
     create_study(url, StudySpec(name=name, problem="multi-digits", n_trials=1, epochs=EPOCHS), source="cli")
     rdb = storage.optuna_storage(url)
@@ -208,7 +211,7 @@ def main() -> None:
         for label, url in (("SQLite", sqlite_url), ("PostgreSQL", pg_url)):
             rows += [
                 row(f"whole worker path, {label}", bookkeeping_ms(url, args.trials)),
-                row(f"one epoch's transaction, {label}", epoch_transaction_ms(url, 20 * args.trials)),
+                row(f"one epoch's transaction waited for, {label}", epoch_transaction_ms(url, 20 * args.trials)),
                 row(f"Optuna alone, {label}", optuna_only_ms(url, args.trials)),
             ]
         # Rounds interleave the three, so that the machine's own ups and downs touch them alike.

@@ -22,7 +22,7 @@ from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import Connection, Engine
 
-from storage._errors import StorageError
+from storage._errors import StorageError, StorageUnavailable
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 _names = itertools.count()  # prepared statement names, unique in the process
@@ -36,34 +36,51 @@ class _Sent:
     on_reply: Callable[[Reply], None] | None
     on_error: Callable[[], None] | None
     row: Reply | None = None  # the row of the latest statement read of this transaction
+    failed: bool = False
 
 
 class Pipeline:
     """One pooled connection, held until ``close``, in pipeline mode.
 
-    ``send`` queues one transaction (one or more statements) and returns at once. ``on_reply`` is called with the
-    single row of its last statement (as text, None for nulls) once read, in the order sent. If it fails, it
-    was rolled back: ``on_error`` is called, and the failure is raised by this and every later call, after which
-    nothing more is read or sent (``failed`` tells).
+    ``send`` queues one transaction (one or more statements) and returns at once. Replies are read in the order
+    sent: ``on_reply`` is called with the first row of the transaction's last statement, if it returns one (as
+    text, None for nulls); if the transaction failed, it was rolled back and ``on_error`` is called. Transactions
+    sent after a failed one still run and are read as usual, but the first failure is raised by the call that
+    read it and by every later one, and nothing more can be sent (``failed`` tells).
+
+    ``prepare`` prepares each statement text once, for a pipeline that sends the same statements many times (a
+    trial's epochs); a one-off transaction sends unnamed statements and leaves nothing to close.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, prepare: bool = True) -> None:
         self._connection: Connection = engine.connect()
-        driver = self._connection.connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)
-        self._pgconn = driver.pgconn
-        self._transformer = Transformer.from_context(driver)
-        self._in_flight: deque[_Sent | None] = deque()
-        self._prepared: dict[str, bytes] = {}  # statement text -> prepared statement name
-        self._failure: Exception | None = None
-        # Not select.select: a long-running process's sockets can have descriptors above FD_SETSIZE.
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._pgconn.socket, selectors.EVENT_READ)
-        self._pgconn.enter_pipeline_mode()
+        try:
+            driver = self._connection.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            self._pgconn = driver.pgconn
+            self._transformer = Transformer.from_context(driver)
+            self._prepare = prepare
+            self._in_flight: deque[_Sent | None] = deque()
+            self._prepared: dict[str, bytes] = {}  # statement text -> prepared statement name
+            self._failure: Exception | None = None
+            self._broken = False  # the connection itself failed: nothing more can be read
+            # Not select.select: a long-running process's sockets can have descriptors above FD_SETSIZE.
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(self._pgconn.socket, selectors.EVENT_READ)
+            self._pgconn.enter_pipeline_mode()
+        except BaseException:
+            self._connection.invalidate()
+            self._connection.close()
+            raise
 
     @property
     def failed(self) -> bool:
         return self._failure is not None
+
+    @property
+    def idle(self) -> bool:
+        """Every reply has been read."""
+        return not self._in_flight
 
     def send(
         self,
@@ -73,9 +90,8 @@ class Pipeline:
     ) -> None:
         """Queue ``statements`` as one transaction and flush them to the server.
 
-        Each statement text is prepared once per pipeline: the server plans it once, not at every epoch. (Not
-        once per pooled connection: psycopg deallocates every prepared statement of a connection that rolls
-        back.) Parameters travel as text, which the server parses as the prepared statement's types.
+        Parameters travel as text, which the server parses as the types the statement casts them to; lists as
+        PostgreSQL array text (``array_literal``).
         """
         self._raise_failure()
         try:
@@ -83,17 +99,36 @@ class Pipeline:
                 sql, names = _numbered(statement)
                 values = [array_literal(v) if isinstance(v := params[name], list) else v for name in names]
                 dumped = self._transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
+                if not self._prepare:
+                    self._pgconn.send_query_params(sql.encode(), dumped)
+                    continue
+                # Prepared once per pipeline, not per pooled connection: psycopg deallocates every prepared
+                # statement of a connection that rolls back.
                 name = self._prepared.get(sql)
                 if name is None:
                     name = self._prepared[sql] = f"mtl_tune_{next(_names)}".encode()
                     self._pgconn.send_prepare(name, sql.encode())
                 self._pgconn.send_query_prepared(name, dumped)
             self._pgconn.pipeline_sync()  # the sync point ends the transaction
+            self._in_flight.append(_Sent(on_reply, on_error))
             self._flush()
         except psycopg.Error as exc:
             self._fail(exc)
             self._raise_failure()
-        self._in_flight.append(_Sent(on_reply, on_error))
+        except BaseException as exc:  # a bad parameter, Ctrl-C: what reached the server is unknown
+            self._fail(StorageError(f"pipeline interrupted: {exc!r}"))
+            raise
+
+    def alive(self) -> bool:
+        """With nothing in flight, whether the connection still answers: a sync point alone, one round trip."""
+        if self._failure is None and not self._in_flight:
+            try:
+                self._pgconn.pipeline_sync()
+                self._in_flight.append(None)
+            except psycopg.Error as exc:
+                self._fail(exc)
+            self._read(block=True)
+        return self._failure is None
 
     def poll(self) -> None:
         """Read every reply that has arrived, without waiting."""
@@ -120,7 +155,7 @@ class Pipeline:
             self._fail(exc)
         finally:
             self._selector.close()
-            if self._failure is not None:
+            if self._failure is not None or self._in_flight:
                 self._connection.invalidate()  # its state is unknown: the pool must not hand it out again
             self._connection.close()
         self._raise_failure()
@@ -129,7 +164,7 @@ class Pipeline:
         pgconn = self._pgconn
         try:
             self._flush()
-            while self._in_flight and self._failure is None:
+            while self._in_flight and not self._broken:
                 pgconn.consume_input()
                 if pgconn.is_busy():
                     if not block:
@@ -146,15 +181,16 @@ class Pipeline:
                         sent.row = tuple(_text(result.get_value(0, c)) for c in range(n)) if result.ntuples else None
                 elif result.status == pq.ExecStatus.PIPELINE_SYNC:
                     self._in_flight.popleft()
-                    if sent is not None and sent.on_reply is not None and sent.row is not None:
+                    if sent is not None and not sent.failed and sent.on_reply is not None and sent.row is not None:
                         sent.on_reply(sent.row)
-                else:  # this transaction failed and was rolled back; nothing after it is read
-                    self._in_flight.popleft()
-                    if sent is not None and sent.on_error is not None:
+                elif result.status == pq.ExecStatus.PIPELINE_ABORTED:
+                    continue  # a statement skipped after its transaction's failure
+                elif sent is not None and not sent.failed:  # this transaction failed and was rolled back
+                    sent.failed = True
+                    if sent.on_error is not None:
                         sent.on_error()
-                    sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
-                    error = psycopg.errors.lookup(sqlstate.decode()) if sqlstate else psycopg.DatabaseError
-                    self._failure = error((_text(result.error_message) or "a pipelined statement failed").strip())
+                    if self._failure is None:
+                        self._failure = _error(result)
         except psycopg.Error as exc:
             self._fail(exc)
 
@@ -168,30 +204,52 @@ class Pipeline:
         self._selector.select()
 
     def _fail(self, exc: Exception) -> None:
-        """The connection failed: whether the statements in flight ran is unknown, so none is given back."""
-        self._in_flight.clear()
+        """The connection failed: whether the transactions in flight ran is unknown, so none is given back, and
+        nothing more is read."""
+        self._broken = True
         if self._failure is None:
             self._failure = exc
 
     def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise StorageError(f"a pipelined statement failed: {self._failure}") from self._failure
+        failure = self._failure
+        if failure is None:
+            return
+        if isinstance(failure, StorageError):
+            raise failure
+        kind = StorageUnavailable if isinstance(failure, psycopg.OperationalError) else StorageError
+        raise kind(f"a pipelined statement failed: {failure}") from failure
+
+
+def _error(result: pq.abc.PGresult) -> Exception:
+    """The psycopg exception for a failed result, by its SQLSTATE."""
+    message = (_text(result.error_message) or "a pipelined statement failed").strip()
+    sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+    try:
+        kind = psycopg.errors.lookup(sqlstate.decode()) if sqlstate else psycopg.DatabaseError
+    except KeyError:
+        kind = psycopg.DatabaseError
+    return kind(message)
 
 
 def pipeline_supported(engine: Engine) -> bool:
-    """PostgreSQL through a libpq with pipeline mode (14 or newer; psycopg's binary package bundles one)."""
-    return engine.dialect.name == "postgresql" and psycopg.capabilities.has_pipeline()
+    """PostgreSQL through psycopg and a libpq with pipeline mode (14 or newer; psycopg's binary package bundles
+    one)."""
+    return (
+        engine.dialect.name == "postgresql"
+        and engine.dialect.driver == "psycopg"
+        and psycopg.capabilities.has_pipeline()
+    )
 
 
 def run_transaction(engine: Engine, statements: Sequence[Statement]) -> Reply | None:
-    """Run ``statements`` as one transaction in one round trip; the single row of the last one, if it has one.
+    """Run ``statements`` as one transaction in one round trip; the first row of the last one, if it has one.
 
     For transactions whose statements need no decision in between: the server runs them in order, each with a
     snapshot taken when it starts, so a statement after a ``FOR UPDATE`` lock sees everything committed before
     the lock was granted.
     """
     rows: list[Reply] = []
-    pipeline = Pipeline(engine)
+    pipeline = Pipeline(engine, prepare=False)
     try:
         pipeline.send(statements, on_reply=rows.append)
         pipeline.wait()

@@ -105,12 +105,15 @@ def heartbeat(session: Session, claim_id: int) -> None:
     session.execute(update(TrialClaim).where(TrialClaim.id == claim_id).values(heartbeat_at=utcnow()))
 
 
-def finish_claim(session: Session | Connection, claim_id: int, *, state: str) -> None:
+def finish_claim(session: Session | Connection, claim_id: int, *, state: str, missing_ok: bool = False) -> bool:
     """Close a claim as complete, pruned or failed (a failed claim frees its slot).
 
-    The job becomes ``completed`` when its finished claims reach the target, and a ``stopping`` job becomes
-    ``stopped`` once no claim of it is running. ``session`` may also be a connection in a transaction that
-    already writes (a worker closes the claim in the transaction that tells Optuna the trial finished).
+    A claim already complete or pruned never changes (a worker telling a trial twice cannot turn it failed); a
+    failed one (reaped while its worker was silent) takes the state its trial ended in. The job becomes
+    ``completed`` when its finished claims reach the target, and a ``stopping`` job becomes ``stopped`` once no
+    claim of it is running. ``session`` may also be a connection in a transaction that already writes (a worker
+    closes the claim in the transaction that tells Optuna the trial finished). Returns whether the claim exists:
+    with ``missing_ok``, a claim deleted with its job is no error.
     """
     check_choice("state", state, CLAIM_STATES[1:])
     if isinstance(session, Session):
@@ -121,11 +124,14 @@ def finish_claim(session: Session | Connection, claim_id: int, *, state: str) ->
     query = select(StudyJob.id, StudyJob.status, StudyJob.n_trials).where(StudyJob.id == of_claim).with_for_update()
     job = session.execute(query).one_or_none()
     if job is None:
+        if missing_ok:  # deleted with its job
+            return False
         raise ValueError(f"no trial claim with id {claim_id}")
     now = utcnow()
-    session.execute(
-        update(TrialClaim).where(TrialClaim.id == claim_id).values(state=state, finished_at=now, heartbeat_at=now)
-    )
+    still_open = TrialClaim.state.not_in(FINISHED_STATES)
+    closed = update(TrialClaim).where(TrialClaim.id == claim_id, still_open)
+    if session.execute(closed.values(state=state, finished_at=now, heartbeat_at=now)).rowcount != 1:  # type: ignore[attr-defined]
+        return True  # already complete or pruned: nothing to count again
     if job.status in ("queued", "running", "stopping"):
         finished, running = session.execute(
             select(
@@ -137,6 +143,7 @@ def finish_claim(session: Session | Connection, claim_id: int, *, state: str) ->
             _set_job_status(session, job.id, "completed")
         elif job.status == "stopping" and not running:
             _set_job_status(session, job.id, "stopped")
+    return True
 
 
 def _set_job_status(session: Session | Connection, job_id: int, status: str) -> None:

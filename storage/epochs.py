@@ -10,6 +10,7 @@ import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +20,10 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.orm import Session
 
+from storage import _engine
 from storage._batched import TRIALS, BatchedRDBStorage, _utc_naive, _Writes, finish_trial, postgresql_writes
 from storage._engine import get_engine, translate_errors, write_transaction
+from storage._errors import StorageError
 from storage._pipeline import Pipeline, Reply, pipeline_supported
 from storage.claims import FINISHED_STATES, attach_trial, finish_claim
 from storage.metrics import metric_record, summary_record, write_epoch, write_summary
@@ -66,7 +69,7 @@ class TrialRecorder:
             with translate_errors(url):
                 self._pipeline = Pipeline(engine)
         self._outcome: EpochOutcome | None = None  # no reply read yet
-        self._last = time.monotonic()
+        self._last = self._sent_at = time.monotonic()
 
     def start(self) -> None:
         """Before training: the claim's trial number, the trial's parameters and attributes so far, and Optuna's
@@ -105,12 +108,22 @@ class TrialRecorder:
     def finish(self, writes: _Writes, trial: FrozenTrial) -> bool:
         """``BatchedRDBStorage``'s finisher: the trial's final state and values, its pending writes, the claim
         closed and the trial's summary, in one transaction; False (nothing written) if it was not running."""
-        if self._pipeline is None or self._pipeline.failed:  # a failed pipeline leaves this to a new connection
-            with write_transaction(self.url) as connection:
-                written = finish_trial(connection, trial, writes)
-                if written:
-                    record_finished(connection, job_id=self.job_id, claim_id=self.claim_id, trial=trial)
+        if self._pipeline is not None:
+            with suppress(StorageError):  # read below: a failed epoch gave its Optuna writes back to the trial
+                self._pipeline.wait()  # every epoch's reply first: nothing sent earlier runs after what follows
+        if self._pipeline is None or self._pipeline.failed:
+            # A new connection writes it, with whatever failed epochs gave back (older than ``writes``).
+            given_back = self.rdb.take_pending(self.trial_id)
+            try:
+                with write_transaction(self.url) as connection:
+                    written = finish_trial(connection, trial, given_back | writes)
+                    if written:
+                        record_finished(connection, job_id=self.job_id, claim_id=self.claim_id, trial=trial)
+            except BaseException:
+                self.rdb.put_back_pending(self.trial_id, given_back)
+                raise
         else:
+            self._renew_if_idle()
             written = self._finish_postgresql(writes, trial)
         self.lost = self.lost or not written
         self.finished = written
@@ -156,8 +169,24 @@ class TrialRecorder:
                 pipeline.close()
         return self._outcome
 
+    def _renew_if_idle(self) -> None:
+        """After the connection sat idle longer than the pool's ping interval (a long epoch), make sure it still
+        answers, as the pool does for an idle connection; one that died (a restarted server, an idle timeout)
+        is replaced instead of failing the trial."""
+        assert self._pipeline is not None
+        now = time.monotonic()
+        idle, self._sent_at = now - self._sent_at, now
+        pipeline = self._pipeline
+        if idle <= _engine.PING_AFTER_IDLE_S or pipeline.failed or not pipeline.idle or pipeline.alive():
+            return  # used a moment ago, already failed (that is raised), replies pending, or it answered
+        with suppress(StorageError):
+            self._pipeline.close()  # nothing was in flight: nothing is lost
+        with translate_errors(self.url):
+            self._pipeline = Pipeline(get_engine(self.url))
+
     def _send(self, *, epoch: int | None, rows: Sequence[Mapping[str, Any]], attach: bool) -> None:
         assert self._pipeline is not None
+        self._renew_if_idle()
         pending = self.rdb.take_pending(self.trial_id)
         statement, params = postgresql_statement(
             pending,
@@ -189,10 +218,11 @@ class TrialRecorder:
 
 
 def record_finished(db: Session | Connection, *, job_id: int, claim_id: int, trial: FrozenTrial) -> None:
-    """A finished trial's claim closed and its summary written, in the caller's transaction."""
+    """A finished trial's claim closed and its summary written, in the caller's transaction; nothing when the
+    claim was deleted with its study."""
     state = CLAIM_STATE.get(trial.state, "failed")
-    finish_claim(db, claim_id, state=state)
-    write_summary(db, job_id=job_id, state=state, **_summary_fields(trial))
+    if finish_claim(db, claim_id, state=state, missing_ok=True):  # not when the study was deleted meanwhile
+        write_summary(db, job_id=job_id, state=state, **_summary_fields(trial))
 
 
 def _summary_fields(trial: FrozenTrial) -> dict[str, Any]:
@@ -341,13 +371,14 @@ _PG_FINISH_VALUES = (
 )
 _PG_FINISH_CLAIM = (
     "UPDATE trial_claims SET state = %(claim_state)s, finished_at = now(), heartbeat_at = now() "
-    "WHERE id = %(claim_id)s AND EXISTS (SELECT 1 FROM u) RETURNING id"
+    "WHERE id = %(claim_id)s AND state NOT IN ('complete', 'pruned') AND EXISTS (SELECT 1 FROM u) RETURNING id"
 )
 _PG_FINISH_SUMMARY = (
     'INSERT INTO trial_summaries (job_id, trial_number, state, objective, "values", params, task_metrics, '
     "duration_s, started_at, finished_at) SELECT %(s_job_id)s, %(s_trial_number)s, %(s_state)s, "
     "%(s_objective)s::float8, %(s_values)s::json, %(s_params)s::json, %(s_task_metrics)s::json, "
-    "%(s_duration_s)s::float8, %(s_started_at)s::timestamptz, %(s_finished_at)s::timestamptz " + _FINISHED_GUARD + " "
+    "%(s_duration_s)s::float8, %(s_started_at)s::timestamptz, %(s_finished_at)s::timestamptz "
+    "WHERE EXISTS (SELECT 1 FROM c) "  # the claim was closed: not when the study was deleted meanwhile
     "ON CONFLICT (job_id, trial_number) DO UPDATE SET state = EXCLUDED.state, objective = EXCLUDED.objective, "
     '"values" = EXCLUDED."values", params = EXCLUDED.params, task_metrics = EXCLUDED.task_metrics, '
     "duration_s = EXCLUDED.duration_s, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at"

@@ -8,12 +8,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC
 from typing import Any
 
 import optuna
 import psycopg
 import pytest
+import sqlalchemy.exc
 from optuna.trial import TrialState
 from sqlalchemy import make_url, select
 
@@ -198,22 +200,70 @@ def test_on_postgresql_epochs_do_not_wait_for_the_database(pg_url: str) -> None:
 
 @pytest.mark.postgres
 def test_on_postgresql_a_failed_epoch_is_its_own_transaction(pg_url: str) -> None:
-    """Each pipelined epoch commits on its own: one that fails leaves the earlier ones written, gives its
-    Optuna writes back to the trial, and raises at the next call."""
-    job, _claim, _study, trial, recorder = _running(pg_url, _maker(pg_url))
+    """Each pipelined epoch commits on its own: one that fails leaves the others written (before and after it),
+    gives its Optuna writes back to the trial, and is raised; the final state is then written on a new
+    connection, with what the failed epoch gave back."""
+    job, claim, study, trial, recorder = _running(pg_url, _maker(pg_url))
     recorder.start()
     trial.report(0.9, 1)
     recorder.epoch(0, ROWS)
     trial.report(0.8, 2)
-    recorder.epoch(0, ROWS)  # epoch 0 again: its metric rows already exist
+    with suppress(storage.StorageError):
+        recorder.epoch(0, ROWS)  # epoch 0 again: its metric rows already exist
+    trial.report(0.7, 3)
+    with suppress(storage.StorageError):
+        recorder.epoch(1, ROWS)
     with pytest.raises(storage.StorageError, match=r"(?i)unique|duplicate"):
         recorder.close()
-    assert _curve_epochs(pg_url, job.id) == [0]
-    assert _outside(pg_url).intermediate_values == {1: 0.9}
+    assert _curve_epochs(pg_url, job.id) == [0, 1]
+    assert _outside(pg_url).intermediate_values == {1: 0.9, 3: 0.7}
     assert recorder.rdb._held[trial._trial_id].pending.intermediate == {2: 0.8}
+    study.tell(trial, 0.5)
+    assert recorder.finished
+    outside = _outside(pg_url)
+    assert outside.state == TrialState.COMPLETE and outside.intermediate_values == {1: 0.9, 2: 0.8, 3: 0.7}
+    with storage.session_scope(pg_url) as session:
+        assert session.get(storage.TrialClaim, claim).state == "complete"
     with storage.get_engine(pg_url).connect() as connection:  # the pool is usable afterwards
         assert connection.execute(select(1)).scalar() == 1
-    recorder.rdb.release(trial._trial_id)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_connection_that_died_during_a_long_epoch_is_replaced(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the pool pings a connection that sat idle, the trial checks its own after a long epoch."""
+    monkeypatch.setattr(storage._engine, "PING_AFTER_IDLE_S", 0.05)
+    job, claim, study, trial, recorder = _running(pg_url, _maker(pg_url))
+    recorder.start()
+    recorder.epoch(0, ROWS)
+    assert recorder._pipeline is not None
+    recorder._pipeline.wait()
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:  # a restarted server, an idle timeout
+        admin.execute("SELECT pg_terminate_backend(%s)", (recorder._pipeline._pgconn.backend_pid,))
+    time.sleep(0.2)  # a long epoch
+    recorder.epoch(1, ROWS)
+    study.tell(trial, 0.5)
+    recorder.close()
+    assert recorder.finished
+    assert _curve_epochs(pg_url, job.id) == [0, 1]
+    with storage.session_scope(pg_url) as session:
+        assert session.get(storage.TrialClaim, claim).state == "complete"
+
+
+def test_a_trial_whose_study_job_was_deleted_still_finishes(storage_url: str, make_job: Callable) -> None:
+    """Its claim and metrics went with the job; Optuna's trial is still told, not left running."""
+    _job, _claim, study, trial, recorder = _running(storage_url, make_job)
+    recorder.start()
+    recorder.epoch(0, ROWS)
+    with storage.session_scope(storage_url) as session:
+        storage.delete_job(session, "s")
+    with suppress(storage.StorageError, sqlalchemy.exc.IntegrityError):
+        recorder.epoch(1, ROWS)  # its metric rows have no job any more
+    study.tell(trial, state=TrialState.FAIL)
+    with suppress(storage.StorageError):
+        recorder.close()
+    assert _outside(storage_url).state == TrialState.FAIL
 
 
 @pytest.mark.postgres

@@ -96,6 +96,30 @@ def test_bad_configurations_get_pruned(sqlite_url: str) -> None:
     assert sum(s in FINISHED for s in states) == 12
 
 
+def test_the_baseline_is_never_pruned(sqlite_url: str) -> None:
+    """Every study compares its best trial with the baseline, so the baseline runs all its epochs."""
+    spec = StudySpec(
+        problem="uncertainty-toy",
+        problem_options=TINY,
+        epochs=4,
+        n_trials=2,
+        sampler="random",
+        pruner="median",
+        name="keep-baseline",
+    )
+    create_study(sqlite_url, spec, source="cli")  # trial 0, the baseline, waits in Optuna's queue
+    study = _study(sqlite_url, "keep-baseline")
+    for _ in range(5):  # finished trials better than any real one at every epoch: the median prunes from epoch 2
+        study.add_trial(optuna.trial.create_trial(value=0.0, intermediate_values=dict.fromkeys(range(1, 5), 0.0)))
+    Worker(WorkerSettings(url=sqlite_url, study_name="keep-baseline", exit_when_idle=True, device="cpu")).run()
+    ran = [t for t in study.get_trials() if t.value != 0.0]
+    assert [(t.user_attrs.get(BASELINE_ATTR, False), t.state) for t in ran] == [
+        (True, TrialState.COMPLETE),
+        (False, TrialState.PRUNED),
+    ]
+    assert len(ran[0].intermediate_values) == 4
+
+
 def test_non_finite_loss_fails_the_trial_with_its_reason_and_the_study_goes_on(sqlite_url: str) -> None:
     spec = StudySpec(
         problem="uncertainty-toy",

@@ -85,6 +85,7 @@ class TrialRunner:
     trial_id: int | None = None
     number: int | None = None
     recorder: TrialRecorder | None = None
+    prunable: bool = True
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         self.trial_id, self.number = trial._trial_id, trial.number  # storage calls take the id, kept private
@@ -99,6 +100,8 @@ class TrialRunner:
         # The trial's final state (told by the worker after this returns) is written by the recorder, with the
         # claim closed and the summary: a slot is never counted without its trial or the other way round.
         self.rdb.hold(self.trial_id, self.study_id, finisher=self.recorder.finish)
+        # The baseline runs all its epochs: every study compares its best trial with it.
+        self.prunable = self.job.objective != "pareto" and not trial.user_attrs.get(storage.BASELINE_ATTR)
         config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
         trial.set_user_attr("config", config.model_dump(mode="json"))
         last: list[EpochReport] = []
@@ -153,7 +156,7 @@ class TrialRunner:
         assert self.recorder is not None
         self._check(trial, self.recorder.epoch(report.epoch, rows))
         asks = self.prune_steps is None or step in self.prune_steps
-        if self.job.objective != "pareto" and asks and trial.should_prune():
+        if self.prunable and asks and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {step}")
 
     def _check(self, trial: optuna.Trial, outcome: EpochOutcome | None) -> None:

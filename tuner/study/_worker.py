@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy.exc
@@ -40,6 +40,7 @@ log = logging.getLogger("mtl_tune.worker")
 
 DB_ERRORS = (storage.StorageError, sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
 MAX_CONSECUTIVE_FAILURES = 10
+TELL_ATTEMPTS, TELL_RETRY_SECONDS = 3, 0.5
 # A trial (and its slot) whose worker has been silent for GRACE_SECONDS is considered dead.
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60
@@ -156,14 +157,15 @@ class Worker:
                 finished = self._train_and_tell(study, trial, runner)
         except KeyboardInterrupt:
             with storage.session_scope(s.url) as session:
-                storage.finish_claim(session, claim_id, state="failed")
+                storage.finish_claim(session, claim_id, state="failed", missing_ok=True)
             raise
-        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        except (ValueError, KeyError, optuna.exceptions.UpdateFinishedTrialError):
             # Optuna refuses to tell a trial that is no longer running: another worker failed it as stale (this
-            # one was too slow to send heartbeats) and its parameters were re-enqueued. The claim is given up.
+            # one was too slow to send heartbeats) and its parameters were re-enqueued, or the study was deleted.
+            # The claim is given up.
             if not runner.lost:
                 raise
-            log.warning("trial %s of %s was failed by another worker as stale", trial.number, job.study_name)
+            log.warning("trial %s of %s was finished elsewhere or deleted", trial.number, job.study_name)
         finally:
             rdb.release(trial._trial_id)
             with suppress(storage.StorageError):  # what mattered was written when the trial was told, or is lost
@@ -178,15 +180,15 @@ class Worker:
         try:
             values = runner(trial)
         except optuna.TrialPruned:
-            return study.tell(trial, state=TrialState.PRUNED)
+            return _tell(study, trial, state=TrialState.PRUNED)
         except KeyboardInterrupt:
             with suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
                 study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception:
             log.warning("trial %d of %s failed", trial.number, study.study_name, exc_info=True)
-            return study.tell(trial, state=TrialState.FAIL)
-        return study.tell(trial, values)
+            return _tell(study, trial, state=TrialState.FAIL)
+        return _tell(study, trial, values)
 
     def _fail_stale_trials(self, study: optuna.Study) -> None:
         """Optuna's stale-trial check (fail and re-enqueue trials whose worker went silent), at most once per
@@ -245,7 +247,7 @@ class Worker:
             if not recorded and trial is not None:
                 record_finished(session, job_id=job.id, claim_id=claim_id, trial=trial)
             elif not recorded:
-                storage.finish_claim(session, claim_id, state=state)
+                storage.finish_claim(session, claim_id, state=state, missing_ok=True)
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 self._fail_job(session, job, failures, trial)
 
@@ -259,6 +261,21 @@ class Worker:
         storage.set_status(
             session, job.study_name, "failed", error=f"{failures} consecutive trials failed; last: {reason}"
         )
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> optuna.trial.FrozenTrial:
+    """``study.tell``, tried again after a storage error: the outcome is known here, and a dropped connection
+    (the database restarted, the connection killed) is replaced by the next attempt. Telling twice is safe: the
+    final state is written only while the trial runs, and a finished claim never changes."""
+    for attempt in range(1, TELL_ATTEMPTS + 1):
+        try:
+            return study.tell(trial, *args, **kwargs)
+        except DB_ERRORS as exc:
+            if attempt == TELL_ATTEMPTS:
+                raise
+            log.warning("telling trial %d failed (%s); trying again", trial.number, exc)
+            time.sleep(TELL_RETRY_SECONDS * attempt)
+    raise AssertionError("unreachable")
 
 
 @contextmanager
