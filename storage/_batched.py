@@ -10,9 +10,8 @@ Trials are created and finished with Core statements, as Optuna's ORM would writ
 numbered under the study row's lock, and a final state guarded by the trial still running. Everything else is
 Optuna's: enqueued and retried trials, the waiting queue, heartbeats and stale-trial retries, and every read,
 which sees a held trial's unwritten values, so samplers and pruners in this process behave exactly as on the
-plain storage. Other processes see them once flushed: one epoch later at most. If the transaction a flush
-joined fails, its writes are lost with it and the trial is failed, as it would be if Optuna's own commit had
-failed.
+plain storage. Other processes see them once the epoch's transaction has committed. If a transaction that took
+them fails, they are given back to the trial and go with a later transaction.
 """
 
 from __future__ import annotations

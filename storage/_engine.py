@@ -75,10 +75,10 @@ def ping_when_idle(engine: Engine) -> None:
 
     A connection that dies while idle (a restarted server, ``pg_terminate_backend``, a firewall's timeout) is
     found by a ping at checkout and replaced, with every older pooled connection, before the caller uses it.
-    ``pool_pre_ping`` pings at every checkout: a round trip each time, about 30 per trial for a worker that
-    checks a connection out for every epoch. Here a connection back in the pool for less than
-    ``PING_AFTER_IDLE_S`` is handed out as it is; one that dies within that second fails its next statement
-    (as it would if it died mid-statement) and SQLAlchemy then replaces the pool's connections.
+    ``pool_pre_ping`` pings at every checkout: a round trip each time, several per trial for a worker. Here a
+    connection back in the pool for less than ``PING_AFTER_IDLE_S`` is handed out as it is; one that dies within
+    that second fails its next statement (as it would if it died mid-statement), after which SQLAlchemy replaces
+    the pool's connections. A trial's pipelined connection checks itself the same way (``storage.epochs``).
     """
 
     def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:

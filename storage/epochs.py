@@ -310,9 +310,9 @@ def postgresql_statement(
     """A trial's writes as one statement of data-modifying CTEs over arrays, returning the job's status and the
     trial's state; Optuna's writes are guarded in SQL (written only while the trial runs).
 
-    The statement lets its commit skip waiting for the disk: epochs are progress, not results. A trial's final
-    state commits synchronously and makes its earlier writes durable with it; only a database crash mid-trial
-    can lose its last epochs, and that trial is retried anyway.
+    The statement lets its commit skip waiting for the disk: the start and the epochs are progress, not results.
+    A trial's final state commits synchronously and makes its earlier writes durable with it; only a database
+    crash mid-trial can lose its last epochs (or its start), and that trial is retried anyway.
     """
     ctes, params = postgresql_writes(pending)
     params |= {"job_id": job_id, "trial_id": trial_id, "trial_number": trial_number, "epoch": epoch}
