@@ -105,7 +105,14 @@ def test_ctrl_c_leaves_nothing_running_and_the_same_command_resumes(tmp_path: Pa
         "--option",
         "n_train=400",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        # As in a terminal, whatever started the tests: a shell's background job inherits SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:
         time.sleep(0.3)

@@ -203,6 +203,8 @@ def test_reads_build_the_same_trials_as_optunas_storage(storage_url: str) -> Non
         return x, float("inf") if choice == 3 else -x
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the failing trials are meant to fail
+    for choice in ("a", None, 3):  # every choice once, whatever the random ones pick: a failed trial among them
+        study.enqueue_trial({"c": choice})
     study.optimize(objective, n_trials=8, catch=(RuntimeError,))
     running = study.ask()
     running.suggest_float("x", 1e-3, 1.0, log=True)
