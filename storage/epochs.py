@@ -17,7 +17,7 @@ from typing import Any
 
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from storage import _engine
@@ -69,12 +69,11 @@ class TrialRecorder:
             with translate_errors(url):
                 self._pipeline = Pipeline(engine)
         self._outcome: EpochOutcome | None = None  # no reply read yet
-        self._last = self._sent_at = time.monotonic()
+        self._sent_at = time.monotonic()  # when the pipeline last sent something
 
     def start(self) -> None:
         """Before training: the claim's trial number, the trial's parameters and attributes so far, and Optuna's
         first heartbeat for it (from then on a worker that dies leaves a trial Optuna will fail and retry)."""
-        self._last = time.monotonic()
         if self._pipeline is None:
             with write_transaction(self.url) as connection:
                 attach_trial(connection, self.claim_id, self.trial_number)
@@ -98,8 +97,7 @@ class TrialRecorder:
             )
             self._on_outcome(outcome)
             return outcome
-        now = time.monotonic()
-        long_epoch, self._last = now - self._last > WAIT_FOR_REPLY_AFTER_S, now
+        long_epoch = time.monotonic() - self._sent_at > WAIT_FOR_REPLY_AFTER_S
         self._send(epoch=epoch, rows=rows, attach=False)
         with translate_errors(self.url):
             self._pipeline.wait() if long_epoch else self._pipeline.poll()
@@ -180,7 +178,7 @@ class TrialRecorder:
         if idle <= _engine.PING_AFTER_IDLE_S or pipeline.failed or not pipeline.idle or pipeline.alive():
             return  # used a moment ago, already failed (that is raised), replies pending, or it answered
         with suppress(StorageError):
-            self._pipeline.close()  # nothing was in flight: nothing is lost
+            pipeline.close()  # nothing was in flight: nothing is lost
         with translate_errors(self.url):
             self._pipeline = Pipeline(get_engine(self.url))
 
@@ -260,7 +258,22 @@ def record_epoch(
     """
     engine = get_engine(url)
     if engine.dialect.name == "postgresql":
-        return _record_epoch_postgresql(engine, rdb, job_id, trial_id, trial_number, epoch, rows)
+        # The same transaction as one statement, run in autocommit: one round trip.
+        pending = rdb.take_pending(trial_id)
+        statement, params = postgresql_statement(pending, job_id, trial_id, trial_number, epoch, rows)
+        try:
+            with translate_errors(url), engine.connect() as connection:
+                driver = connection.connection.driver_connection
+                assert driver is not None
+                driver.autocommit = True  # the statement is its own transaction: no BEGIN and COMMIT round trips
+                try:
+                    status, state, _ = driver.execute(statement, params).fetchone()
+                finally:
+                    driver.autocommit = False
+        except BaseException:
+            rdb.put_back_pending(trial_id, pending)
+            raise
+        return EpochOutcome(status, state == TrialState.RUNNING.name)
     with write_transaction(url) as connection:  # BEGIN IMMEDIATE: the write lock first, then the reads
         write_epoch(connection, job_id=job_id, trial_number=trial_number, epoch=epoch, rows=rows)
         status, state = connection.execute(_CHECK, {"job_id": job_id, "trial_id": trial_id}).one()
@@ -268,33 +281,6 @@ def record_epoch(
         if running:
             rdb.flush(trial_id, connection)
     return EpochOutcome(status, running)
-
-
-def _record_epoch_postgresql(
-    engine: Engine,
-    rdb: BatchedRDBStorage,
-    job_id: int,
-    trial_id: int,
-    trial_number: int,
-    epoch: int,
-    rows: Sequence[Mapping[str, Any]],
-) -> EpochOutcome:
-    """PostgreSQL: the same transaction as one statement, run in autocommit: one round trip."""
-    pending = rdb.take_pending(trial_id)
-    statement, params = postgresql_statement(pending, job_id, trial_id, trial_number, epoch, rows)
-    try:
-        with translate_errors(engine.url.render_as_string()), engine.connect() as connection:
-            driver = connection.connection.driver_connection
-            assert driver is not None
-            driver.autocommit = True  # the statement is its own transaction: no BEGIN and COMMIT round trips
-            try:
-                status, state, _ = driver.execute(statement, params).fetchone()
-            finally:
-                driver.autocommit = False
-    except BaseException:
-        rdb.put_back_pending(trial_id, pending)
-        raise
-    return EpochOutcome(status, state == TrialState.RUNNING.name)
 
 
 def postgresql_statement(

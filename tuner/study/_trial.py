@@ -82,24 +82,22 @@ class TrialRunner:
     study_id: int
     device: str | None = None
     prune_steps: frozenset[int] | None = None
-    trial_id: int | None = None
-    number: int | None = None
     recorder: TrialRecorder | None = None
     prunable: bool = True
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        self.trial_id, self.number = trial._trial_id, trial.number  # storage calls take the id, kept private
+        trial_id = trial._trial_id  # storage calls take the id, which Optuna keeps private
         self.recorder = TrialRecorder(
             self.url,
             self.rdb,
             job_id=self.job.id,
             claim_id=self.claim_id,
-            trial_id=self.trial_id,
+            trial_id=trial_id,
             trial_number=trial.number,
         )
         # The trial's final state (told by the worker after this returns) is written by the recorder, with the
         # claim closed and the summary: a slot is never counted without its trial or the other way round.
-        self.rdb.hold(self.trial_id, self.study_id, finisher=self.recorder.finish)
+        self.rdb.hold(trial_id, self.study_id, finisher=self.recorder.finish)
         # The baseline runs all its epochs: every study compares its best trial with it.
         self.prunable = self.job.objective != "pareto" and not trial.user_attrs.get(storage.BASELINE_ATTR)
         config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
