@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class ConfigError(ValueError):
@@ -13,6 +16,8 @@ class ConfigError(ValueError):
 
 ChainMode = Literal["none", "detach", "through"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
+Schedule = Literal["constant", "cosine", "linear"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 class Chain(BaseModel):
@@ -30,6 +35,16 @@ class Chain(BaseModel):
         if self.source == self.target:
             raise ValueError(f"chain: source and target are the same task {self.source!r}")
         return self
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "none"
+
+    def feed(self, feature: Tensor) -> Tensor:
+        """What the target reads of the source's ``feature``: detached for ``detach``, as it is for ``through``."""
+        if self.mode == "none":
+            raise ValueError("chain mode 'none' feeds nothing: build the model without the chain")
+        return feature.detach() if self.mode == "detach" else feature
 
     @classmethod
     def parse(cls, spec: str) -> Chain:
@@ -55,13 +70,31 @@ class TrainConfig(BaseModel):
     optimizer: OptimizerName = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="batch size of in-memory data (a data loader has its own)")
     epochs: int | None = Field(None, ge=1)
-    hidden: int | None = Field(None, ge=1)
-    depth: int | None = Field(None, ge=1)
+    model: dict[str, Any] = Field(default_factory=dict, description="the model's own knobs (width, dropout, ...)")
     chain: Chain | None = None
     seed: int = 0
-    bf16: bool = Field(False, description="bf16 autocast (CUDA only)")
+    schedule: Schedule = Field("constant", description="learning-rate schedule after warm-up: constant, cosine, linear")
+    warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of the steps with a linear warm-up")
+    clip_grad: float | None = Field(None, gt=0.0, description="clip the gradients' global norm to this value")
+    precision: Precision = Field("fp32", description="bf16 or fp16 autocast on CUDA (fp16 with a grad scaler)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_names(cls, data: Any) -> Any:
+        # Configurations written before the model's knobs and the precision had their own fields.
+        if isinstance(data, dict) and ({"hidden", "depth", "bf16"} & set(data)):
+            data = dict(data)
+            model = dict(data.get("model") or {})
+            for knob in ("hidden", "depth"):
+                value = data.pop(knob, None)
+                if value is not None:
+                    model.setdefault(knob, value)
+            data["model"] = model
+            if data.pop("bf16", False):
+                data.setdefault("precision", "bf16")
+        return data
 
     @model_validator(mode="after")
     def _positive_weights(self) -> TrainConfig:

@@ -1,26 +1,28 @@
 """The training loop: one configuration of one problem, with per-epoch reports for the study layer.
 
-Reads top to bottom: resolve the configuration against the problem's defaults, build model, strategy and
-optimizer, measure the untrained validation losses (the objective's reference), then train epoch by epoch.
-``train_step`` is the one step the loop repeats; the benchmark times exactly that function.
+Reads top to bottom: resolve the configuration against the problem's defaults, build the problem's model, the
+strategy, the optimizer and its schedule, measure the untrained validation losses (the objective's reference), then
+train epoch by epoch over in-memory tensors or the problem's data loaders. ``train_step`` is the one step the loop
+repeats; the benchmark times exactly that function.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tuner.config import ConfigError, TrainConfig
 from tuner.device import resolve_device
-from tuner.model import MultiTaskModel
-from tuner.optim import build_optimizer
-from tuner.problems import Problem, Split
+from tuner.gradients import task_grad_norms
+from tuner.optim import build_optimizer, build_scheduler
+from tuner.problems import Problem, ProblemError, Split, SplitLike, Task, check_groups, iterate
+from tuner.problems._task import Masked
 from tuner.weighting import WeightingStrategy, build_strategy
 
 EVAL_BATCH = 2048
@@ -70,7 +72,9 @@ class TrainResult:
     device: str
     reference: dict[str, float]
     history: list[EpochReport] = field(default_factory=list)
-    model: MultiTaskModel | None = field(default=None, repr=False, compare=False)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+    #: Per task, the test split's ``loss`` and ``metric`` after training, when the problem has a test split.
+    test: dict[str, dict[str, float]] | None = None
 
     @property
     def final(self) -> EpochReport:
@@ -91,11 +95,13 @@ class TrainResult:
         }
         if any(t.sigma is not None for t in tasks.values()):
             out["sigma"] = {name: t.sigma for name, t in tasks.items()}
+        if self.test is not None:
+            out["test"] = self.test
         return out
 
 
 def resolve_config(problem: Problem, config: TrainConfig) -> TrainConfig:
-    """Fill every ``None`` with the problem's default and check the task names the configuration uses."""
+    """Fill every ``None`` with the problem's default and check the task, knob and chain names it uses."""
     d = problem.defaults
     filled = config.model_copy(
         update={
@@ -104,8 +110,7 @@ def resolve_config(problem: Problem, config: TrainConfig) -> TrainConfig:
             "lr_weighting": d.lr_weighting if config.lr_weighting is None else config.lr_weighting,
             "batch_size": config.batch_size or d.batch_size,
             "epochs": config.epochs or d.epochs,
-            "hidden": config.hidden or d.hidden,
-            "depth": config.depth or d.depth,
+            "model": problem.knob_values(config.model),
         }
     )
     names = problem.task_names
@@ -113,37 +118,93 @@ def resolve_config(problem: Problem, config: TrainConfig) -> TrainConfig:
         unknown = sorted(set(used) - set(names))
         if unknown:
             raise ConfigError(f"{where}: unknown task {unknown[0]!r}; tasks of {problem.name!r}: {names}")
+    chain = filled.chain
+    if chain is not None:
+        for task_name in (chain.source, chain.target):
+            if task_name not in names:
+                raise ProblemError(f"chain: unknown task {task_name!r}; tasks: {names}")
+        if chain.active and (chain.source, chain.target) not in problem.chains:
+            offered = ", ".join(f"{s}:{t}" for s, t in problem.chains) or "none"
+            raise ConfigError(
+                f"chain: {problem.name!r} does not support {chain.source}:{chain.target}; it offers {offered}"
+            )
     return filled
 
 
-def build(
-    problem: Problem, config: TrainConfig, device: torch.device
-) -> tuple[MultiTaskModel, WeightingStrategy, torch.optim.Optimizer]:
-    """Model, strategy and optimizer for a resolved ``config`` (see ``resolve_config``), seeded by ``config.seed``."""
-    assert config.hidden and config.depth
+@dataclass
+class Run:
+    """What one training run steps: the problem's model, the strategy, the optimizer and the step's settings."""
+
+    model: nn.Module
+    tasks: list[Task]
+    strategy: WeightingStrategy
+    optimizer: torch.optim.Optimizer
+    #: The last shared layer's parameters, when the strategy needs each task's gradient norm on them.
+    shared_layer: list[nn.Parameter]
+    #: Every model parameter, for gradient clipping.
+    clipped: list[nn.Parameter]
+    clip_grad: float | None = None
+    autocast: AbstractContextManager[Any] | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+
+def build(problem: Problem, config: TrainConfig, device: torch.device) -> Run:
+    """The run for a resolved ``config`` (see ``resolve_config``), seeded by ``config.seed``."""
     torch.manual_seed(config.seed)
-    model = MultiTaskModel(problem.tasks, problem.build_trunk(config.hidden, config.depth), config.chain).to(device)
+    chain = config.chain if config.chain is not None and config.chain.active else None
+    model = problem.build_model(dict(config.model), chain).to(device)
+    groups = problem.parameter_groups(model)
+    check_groups(model, groups, problem.task_names)
     strategy = build_strategy(problem.tasks, config).to(device)
-    return model, strategy, build_optimizer(model, strategy, config)
+    layer = list(problem.last_shared_layer(model).parameters()) if strategy.needs_grad_norms else []
+    autocast, scaler = _precision(config, device)
+    return Run(
+        model=model,
+        tasks=problem.tasks,
+        strategy=strategy,
+        optimizer=build_optimizer(groups, strategy, config, device),
+        shared_layer=layer,
+        clipped=[p for p in model.parameters() if p.requires_grad],
+        clip_grad=config.clip_grad,
+        autocast=autocast,
+        scaler=scaler,
+    )
 
 
-def train_step(
-    model: MultiTaskModel,
-    strategy: WeightingStrategy,
-    optimizer: torch.optim.Optimizer,
-    x: Tensor,
-    targets: Sequence[Tensor],
-    autocast: AbstractContextManager[Any] | None = None,
-) -> Tensor:
+def _precision(
+    config: TrainConfig, device: torch.device
+) -> tuple[AbstractContextManager[Any] | None, torch.amp.GradScaler | None]:
+    """Autocast on CUDA for bf16 and fp16 (fp16 with a gradient scaler); other devices train in fp32."""
+    if config.precision == "fp32" or device.type != "cuda":
+        return None, None
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+    return torch.autocast("cuda", dtype=dtype), scaler
+
+
+def train_step(run: Run, inputs: Any, targets: Mapping[str, Any]) -> Tensor:
     """One optimisation step on one batch; returns the per-task losses (shape T, detached, still on the device)."""
-    with autocast or nullcontext():
-        fwd = model(x, tap=strategy.needs_tap)
-    losses = torch.stack([t.loss(o.float(), y) for t, o, y in zip(model.tasks, fwd.outputs, targets, strict=True)])
+    with run.autocast or nullcontext():
+        outputs = run.model(inputs)
+    losses = torch.stack([t.compute_loss(_prediction(outputs, t), targets[t.name]) for t in run.tasks])
+    norms = task_grad_norms(losses, run.shared_layer) if run.shared_layer else None
+    strategy, optimizer, scaler = run.strategy, run.optimizer, run.scaler
     optimizer.zero_grad(set_to_none=True)
-    strategy.combine(losses).backward()
+    combined = strategy.combine(losses)
+    if scaler is not None:
+        scaler.scale(combined).backward()
+        scaler.unscale_(optimizer)  # before the strategy sets gradients of its own, which are not scaled
+    else:
+        combined.backward()
     detached = losses.detach()
-    strategy.after_backward(detached, fwd.tap)
-    optimizer.step()
+    strategy.after_backward(detached, norms)
+    if run.clip_grad is not None:
+        torch.nn.utils.clip_grad_norm_(run.clipped, run.clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     strategy.after_step()
     return detached
 
@@ -164,57 +225,111 @@ def train(
     assert config.epochs and config.batch_size
     torch.manual_seed(config.seed)  # for problems whose load() draws from torch's global generator
     data = problem.dataset()
-    train_split, val_split = data.train.to(dev), data.val.to(dev)
+    train_split, val_split = _on(data.train, dev), _on(data.val, dev)
     names = problem.task_names
-    model, strategy, optimizer = build(problem, config, dev)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 and dev.type == "cuda" else None
-    reference = _evaluate(model, val_split)[0].clamp_min(1e-12)
-    result = TrainResult(problem.name, config, str(dev), dict(zip(names, reference.tolist(), strict=True)), model=model)
+    run = build(problem, config, dev)
+    steps = _steps_per_epoch(train_split, config.batch_size)
+    scheduler = build_scheduler(run.optimizer, config, config.epochs * (steps or 1))
+    reference = evaluate(run.model, run.tasks, val_split, dev)[0].clamp_min(1e-12)
+    result = TrainResult(problem.name, config, str(dev), dict(zip(names, reference.tolist(), strict=True)))
+    result.model = run.model
     shuffle = torch.Generator().manual_seed(config.seed)
 
     for epoch in range(config.epochs):
-        model.train()
-        order = torch.randperm(len(train_split), generator=shuffle).to(dev)
+        run.model.train()
+        order = torch.randperm(len(train_split), generator=shuffle).to(dev) if isinstance(train_split, Split) else None
         loss_sum = torch.zeros(len(names), device=dev)
         n_batches = 0
-        for start in range(0, len(train_split), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            targets = [train_split.y[name][idx] for name in names]
-            loss_sum += train_step(model, strategy, optimizer, train_split.x[idx], targets, autocast)
+        for inputs, targets in iterate(train_split, dev, config.batch_size, order):
+            loss_sum += train_step(run, inputs, targets)
             n_batches += 1
+            if scheduler is not None and steps:
+                scheduler.step()
+        if n_batches == 0:
+            raise ProblemError(f"problem {problem.name!r}: the training split yielded no batch")
+        if scheduler is not None and not steps:
+            scheduler.step()  # a loader of unknown length: the schedule advances per epoch
         train_losses = loss_sum / n_batches
-        strategy.on_epoch_end(train_losses)
-        report = _epoch_report(epoch, names, model, strategy, val_split, train_losses, reference)
+        run.strategy.on_epoch_end(train_losses)
+        report = _epoch_report(epoch, names, run, val_split, dev, train_losses, reference)
         _check_finite(report)
         result.history.append(report)
         if on_epoch_end is not None:
             on_epoch_end(report)
+    if data.test is not None:
+        losses, metrics = evaluate(run.model, run.tasks, _on(data.test, dev), dev)
+        result.test = {
+            n: {"loss": loss, "metric": metric}
+            for n, loss, metric in zip(names, losses.tolist(), metrics.tolist(), strict=True)
+        }
     return result
 
 
+def _on(split: SplitLike, device: torch.device) -> SplitLike:
+    return split.to(device) if isinstance(split, Split) else split
+
+
+def _steps_per_epoch(split: SplitLike, batch_size: int) -> int | None:
+    if isinstance(split, Split):
+        return math.ceil(len(split) / batch_size)
+    try:
+        return len(split)  # type: ignore[arg-type]
+    except TypeError:  # an iterable dataset without a length
+        return None
+
+
+def _prediction(outputs: Any, task: Task) -> Tensor:
+    if not isinstance(outputs, Mapping):
+        raise ProblemError(
+            f"the model's forward must return a mapping from task name to prediction, not {type(outputs).__name__}"
+        )
+    if task.name not in outputs:
+        raise ProblemError(f"the model's output has no prediction for task {task.name!r}; it has {sorted(outputs)}")
+    return outputs[task.name]
+
+
 @torch.no_grad()
-def _evaluate(model: MultiTaskModel, split: Split) -> tuple[Tensor, Tensor]:
-    """Per-task validation loss and metric (shape T each)."""
+def evaluate(model: nn.Module, tasks: Sequence[Task], split: SplitLike, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-task loss (the mean over the samples each task is defined on) and metric over the whole split (shape T
+    each); each metric accumulates every batch and is computed once."""
     model.eval()
-    chunks = [model(split.x[i : i + EVAL_BATCH]).outputs for i in range(0, len(split), EVAL_BATCH)]
-    outputs = [torch.cat([c[t] for c in chunks]).float() for t in range(len(model.tasks))]
-    losses = torch.stack([t.loss(o, split.y[t.name]) for t, o in zip(model.tasks, outputs, strict=True)])
-    metrics = torch.stack([t.metric_value(o, split.y[t.name]) for t, o in zip(model.tasks, outputs, strict=True)])
-    return losses, metrics
+    loss_sum = torch.zeros(len(tasks), device=device)
+    counts = torch.zeros(len(tasks), device=device)
+    metrics = [t.metric_def.new(device) for t in tasks]
+    for inputs, targets in iterate(split, device, EVAL_BATCH):
+        outputs = model(inputs)
+        for i, task in enumerate(tasks):
+            pred, target = _prediction(outputs, task).float(), targets[task.name]
+            n = task.count(target)
+            loss_sum[i] += task.compute_loss(pred, target) * n
+            counts[i] += n
+            if isinstance(target, Masked):
+                rows = target.mask.bool()
+                pred, target = pred[rows], target.value[rows]
+            if target.shape[0]:
+                task.metric_def.update(metrics[i], pred, target)
+    values = [_compute(m) for m in metrics]
+    return loss_sum / counts.clamp_min(1.0), torch.stack(values).to(device)
+
+
+def _compute(metric: Any) -> Tensor:
+    if not metric.update_called:
+        return torch.tensor(float("nan"))
+    return metric.compute().float().reshape(-1)[0].cpu()
 
 
 def _epoch_report(
     epoch: int,
     names: list[str],
-    model: MultiTaskModel,
-    strategy: WeightingStrategy,
-    val_split: Split,
+    run: Run,
+    val_split: SplitLike,
+    device: torch.device,
     train_losses: Tensor,
     reference: Tensor,
 ) -> EpochReport:
-    val_losses, metrics = _evaluate(model, val_split)
+    val_losses, metrics = evaluate(run.model, run.tasks, val_split, device)
     # One transfer per epoch: everything the report needs comes to the host together.
-    series = {k: v.float() for k, v in strategy.report().items()}
+    series = {k: v.float() for k, v in run.strategy.report().items()}
     stacked = torch.stack([train_losses, val_losses, metrics, (val_losses / reference), *series.values()]).cpu()
     train_l, val_l, metric, normalised, *extra = stacked.tolist()
     named = dict(zip(series, extra, strict=True))

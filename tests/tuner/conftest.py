@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import pytest
 import torch
+from torch import nn
 
-from tuner.problems import Dataset, Defaults, Problem, Split, Task, Trunk, mlp_trunk
+from tuner.config import Chain
+from tuner.problems import Dataset, Defaults, Knob, Problem, SharedBottom, Split, Task, mlp
 
 
 class TinyMixed(Problem):
     """Three tasks on 6 features: two regressions and a 3-class classification, learnable in a few epochs."""
 
     name: ClassVar[str] = "tiny-mixed"
+    model_knobs: ClassVar[Mapping[str, Knob]] = {"hidden": Knob(16), "depth": Knob(2)}
 
     @property
     def tasks(self) -> list[Task]:
         return [Task("a", "regression"), Task("b", "regression"), Task("c", "classification", out_dim=3)]
+
+    @property
+    def chains(self) -> tuple[tuple[str, str], ...]:
+        return (("c", "a"),)
 
     def load(self) -> Dataset:
         g = torch.Generator().manual_seed(self.options.seed)
@@ -32,12 +40,12 @@ class TinyMixed(Problem):
             val=Split(x[160:], {k: v[160:] for k, v in ys.items()}),
         )
 
-    def build_trunk(self, hidden: int, depth: int) -> Trunk:
-        return mlp_trunk(6, hidden, depth)
+    def build_model(self, knobs: Mapping[str, Any], chain: Chain | None) -> nn.Module:
+        return SharedBottom(self.tasks, mlp(6, knobs["hidden"], knobs["depth"]), knobs["hidden"], chain)
 
     @property
     def defaults(self) -> Defaults:
-        return Defaults(lr_shared=1e-2, lr_heads=1e-2, lr_weighting=1e-2, batch_size=32, epochs=3, hidden=16, depth=2)
+        return Defaults(lr_shared=1e-2, lr_heads=1e-2, lr_weighting=1e-2, batch_size=32, epochs=3)
 
 
 @pytest.fixture

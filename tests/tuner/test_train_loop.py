@@ -10,7 +10,7 @@ import torch
 
 from tuner.config import ConfigError, TrainConfig
 from tuner.device import resolve_device
-from tuner.problems import Problem
+from tuner.problems import Problem, ProblemError
 from tuner.train import EpochReport, NonFiniteLossError, resolve_config, train
 
 
@@ -18,7 +18,17 @@ def test_none_means_the_problem_default(tiny: Problem) -> None:
     resolved = resolve_config(tiny, TrainConfig(lr_heads=0.5))
     d = tiny.defaults
     assert (resolved.lr_shared, resolved.lr_heads, resolved.lr_weighting) == (d.lr_shared, 0.5, d.lr_weighting)
-    assert (resolved.batch_size, resolved.epochs, resolved.hidden, resolved.depth) == (32, 3, 16, 2)
+    assert (resolved.batch_size, resolved.epochs, resolved.model) == (32, 3, {"hidden": 16, "depth": 2})
+
+
+def test_earlier_configurations_still_read() -> None:
+    old = TrainConfig.model_validate({"hidden": 8, "depth": 3, "bf16": True})
+    assert (old.model, old.precision) == ({"hidden": 8, "depth": 3}, "bf16")
+
+
+def test_unknown_model_knobs_are_refused_with_their_name(tiny: Problem) -> None:
+    with pytest.raises(ProblemError, match="model.width: unknown model knob of problem 'tiny-mixed'; knobs: hidden"):
+        resolve_config(tiny, TrainConfig(model={"width": 3}))
 
 
 @pytest.mark.parametrize("field", ["lr_head", "weights"])

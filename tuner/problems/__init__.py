@@ -6,34 +6,40 @@ from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from tuner.problems._base import (
-    Dataset,
-    Defaults,
-    Problem,
-    ProblemError,
-    ProblemOptions,
-    Split,
-    Task,
-    Trunk,
-    mlp_trunk,
-)
+from tuner.problems._base import Defaults, Knob, ParameterGroups, Problem, ProblemOptions, check_groups
 from tuner.problems._csv import CsvProblem
+from tuner.problems._data import Batch, Dataset, Split, SplitLike, iterate, tree_map
 from tuner.problems._digits import MultiDigits
+from tuner.problems._metrics import METRIC_PRESETS, Direction, Metric
+from tuner.problems._sharing import SharedBottom, mlp
+from tuner.problems._task import LOSSES, Masked, ProblemError, Task
 from tuner.problems._toys import GradNormToy, UncertaintyToy
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "LOSSES",
+    "METRIC_PRESETS",
+    "Batch",
     "Dataset",
     "Defaults",
+    "Direction",
+    "Knob",
+    "Masked",
+    "Metric",
+    "ParameterGroups",
     "Problem",
     "ProblemError",
     "ProblemOptions",
+    "SharedBottom",
     "Split",
+    "SplitLike",
     "Task",
-    "Trunk",
     "available_problems",
+    "check_groups",
     "create_problem",
-    "mlp_trunk",
+    "iterate",
+    "mlp",
+    "tree_map",
 ]
 
 ENTRY_POINT_GROUP = "mtl_tune.problems"

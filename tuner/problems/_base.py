@@ -3,129 +3,39 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
-from torch import Tensor, nn
-from torch.nn import functional as F
+from torch import nn
 
-TaskKind = Literal["regression", "classification"]
-Direction = Literal["minimize", "maximize"]
-#: Metrics a task can report: accuracy for classification; rmse or mse (in the user's units) for regression.
-METRICS: dict[TaskKind, tuple[str, ...]] = {"classification": ("accuracy",), "regression": ("rmse", "mse")}
+from tuner.config import Chain
+from tuner.problems._data import Dataset
+from tuner.problems._task import ProblemError, Task
 
-
-class ProblemError(ValueError):
-    """Bad problem options or data; the message names the problem and the offending field."""
+#: A model knob's value: what ``build_model`` receives for it.
+KnobValue = int | float | str | bool
 
 
 @dataclass(frozen=True)
-class Task:
-    """One task of a multi-task problem.
+class Knob:
+    """One of a model's own knobs (width, dropout, ...): its default and, optionally, its default search range.
 
-    ``kind`` decides the loss (cross-entropy or mean squared error) and the metric: ``accuracy`` (maximised) for
-    classification, ``rmse`` (default) or ``mse`` (minimised) for regression. ``out_dim`` is the size of the head's
-    output (classes for classification). ``metric_scale`` converts a regression metric from the standardised
-    training units back to the user's units.
+    ``low``/``high`` make it a searched number (an integer when the default is an int; log-uniform when ``log``);
+    ``choices`` a categorical one; neither keeps it fixed at ``default`` unless a study's space searches it.
     """
 
-    name: str
-    kind: TaskKind
-    out_dim: int = 1
-    metric: str = ""
-    metric_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in METRICS:
-            raise ProblemError(f"task {self.name!r}: unknown kind {self.kind!r}; expected one of {', '.join(METRICS)}")
-        if not self.metric:
-            object.__setattr__(self, "metric", METRICS[self.kind][0])
-        if self.metric not in METRICS[self.kind]:
-            raise ProblemError(
-                f"task {self.name!r}: metric {self.metric!r} does not suit a {self.kind} task; "
-                f"expected one of {', '.join(METRICS[self.kind])}"
-            )
+    default: KnobValue
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[KnobValue, ...] | None = None
+    help: str = ""
 
     @property
-    def direction(self) -> Direction:
-        return "maximize" if self.metric == "accuracy" else "minimize"
-
-    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        if self.kind == "classification":
-            return F.cross_entropy(pred, target)
-        return F.mse_loss(pred, target)
-
-    def metric_value(self, pred: Tensor, target: Tensor) -> Tensor:
-        if self.kind == "classification":
-            return (pred.argmax(dim=-1) == target).float().mean()
-        mse = F.mse_loss(pred, target)
-        return mse * self.metric_scale**2 if self.metric == "mse" else mse.sqrt() * self.metric_scale
-
-    def prediction_feature(self, pred: Tensor) -> Tensor:
-        """What a chained task receives from this task: class probabilities or the regression estimate."""
-        return pred.softmax(dim=-1) if self.kind == "classification" else pred
-
-
-@dataclass
-class Split:
-    """Inputs and per-task targets of one split, held as tensors."""
-
-    x: Tensor
-    y: dict[str, Tensor]
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def to(self, device: torch.device) -> Split:
-        return Split(self.x.to(device), {k: v.to(device) for k, v in self.y.items()})
-
-
-@dataclass
-class Dataset:
-    train: Split
-    val: Split
-
-
-class Trunk(nn.Module):
-    """The shared part of the network.
-
-    It ends in one ``last`` linear layer followed by ``activation`` (elementwise, ReLU by default): that layer is
-    the "last shared layer" whose per-task gradients GradNorm balances, so a trunk always exposes it.
-    """
-
-    def __init__(self, body: nn.Module, last: nn.Linear, activation: nn.Module | None = None) -> None:
-        super().__init__()
-        self.body = body
-        self.last = last
-        self.activation = activation if activation is not None else nn.ReLU()
-
-    @property
-    def out_dim(self) -> int:
-        return self.last.out_features
-
-    def activation_slope(self, pre: Tensor, out: Tensor) -> Tensor:
-        """The activation's derivative at ``pre`` (``out`` = activation(pre)), elementwise and detached."""
-        if isinstance(self.activation, nn.ReLU):
-            # A comparison needs no autograd pass; as floats, multiplying by it skips a dtype conversion.
-            return (out > 0).to(out.dtype)
-        # Elementwise, so the gradient of sum(activation(p)) is the derivative at every point.
-        with torch.enable_grad():
-            point = pre.detach().requires_grad_()
-            (slope,) = torch.autograd.grad(self.activation(point).sum(), point)
-        return slope
-
-
-def mlp_trunk(in_dim: int, hidden: int, depth: int) -> Trunk:
-    """``depth`` ReLU layers of width ``hidden``."""
-    layers: list[nn.Module] = []
-    width = in_dim
-    for _ in range(depth - 1):
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    return Trunk(nn.Sequential(*layers), nn.Linear(width, hidden))
+    def searched(self) -> bool:
+        return self.choices is not None or (self.low is not None and self.high is not None)
 
 
 @dataclass(frozen=True)
@@ -141,8 +51,6 @@ class Defaults:
     lr_weighting: float = 1e-2
     batch_size: int = 64
     epochs: int = 20
-    hidden: int = 64
-    depth: int = 2
     chain: tuple[str, str] | None = None
 
 
@@ -154,16 +62,32 @@ class ProblemOptions(BaseModel):
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class ParameterGroups:
+    """Which parameters are shared and which belong to each task (each group gets its own learning rate)."""
+
+    shared: list[nn.Parameter]
+    tasks: dict[str, list[nn.Parameter]]
+
+
 @dataclass
 class Problem(ABC):
-    """A multi-task problem: its tasks, its data and the trunk that suits it.
+    """A multi-task problem: its tasks, its data and its model.
 
-    A subclass sets ``name`` (the registry key), optionally ``description`` and ``Options`` (a ``ProblemOptions``
-    subclass: the keyword options ``create`` validates), and implements:
+    A subclass sets ``name`` (the registry key), optionally ``description``, ``Options`` (a ``ProblemOptions``
+    subclass: the keyword options ``create`` validates) and ``model_knobs``, and implements:
 
-    - ``tasks``: the list of ``Task`` (name, kind, loss, metric and the metric's direction);
-    - ``load()``: a ``Dataset`` of tensors (train and validation ``Split``), deterministic for ``options.seed``;
-    - ``build_trunk(hidden, depth)``: the shared ``Trunk``, which ends in the last shared linear layer.
+    - ``tasks``: the list of ``Task`` (name, loss, metric and the metric's direction);
+    - ``load()``: a ``Dataset`` (train, validation and optionally test), deterministic for ``options.seed``; each
+      split is in-memory ``Split`` tensors or any iterable of ``(inputs, targets)`` batches (a ``DataLoader``);
+    - ``build_model(knobs, chain)``: the ``nn.Module`` whose ``forward(inputs)`` returns a mapping from task name to
+      that task's prediction. ``knobs`` holds every model knob's value; ``chain`` is the run's chain (or ``None``):
+      the target reads ``chain.feed(feature)``, which stops the gradient for ``detach``.
+
+    By default the model's parameters are grouped by convention: ``model.shared`` is the shared part and
+    ``model.heads[task]`` each task's own (an ``nn.ModuleDict``); override ``parameter_groups`` for any other layout.
+    GradNorm balances gradients on ``last_shared_layer(model)``: by default the last module, in registration
+    order, of ``model.shared`` that holds parameters; override it when that is not the last one computed.
 
     ``defaults`` may override the default training configuration; ``__post_init__`` may validate the options
     further (call ``super().__post_init__()`` first). Raise ``ProblemError`` for bad options or data.
@@ -178,6 +102,8 @@ class Problem(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Options: ClassVar[type[ProblemOptions]] = ProblemOptions
+    #: The model's own knobs: what ``build_model`` receives, with defaults and default search ranges.
+    model_knobs: ClassVar[Mapping[str, Knob]] = {}
 
     options: ProblemOptions = field(default_factory=ProblemOptions)
     _dataset: Dataset | None = field(default=None, init=False, repr=False, compare=False)
@@ -207,18 +133,58 @@ class Problem(ABC):
     def load(self) -> Dataset:
         """Build or read the data, deterministically for ``options.seed``."""
 
+    @abstractmethod
+    def build_model(self, knobs: Mapping[str, Any], chain: Chain | None) -> nn.Module:
+        """The model for one run; ``forward(inputs)`` returns ``{task name: prediction}``."""
+
     def dataset(self) -> Dataset:
         """``load()`` once per problem instance: a worker trains many trials on the same data."""
         if self._dataset is None:
             self._dataset = self.load()
         return self._dataset
 
-    @abstractmethod
-    def build_trunk(self, hidden: int, depth: int) -> Trunk: ...
-
     @property
     def defaults(self) -> Defaults:
         return Defaults()
+
+    @property
+    def chains(self) -> tuple[tuple[str, str], ...]:
+        """The (source, target) chains this problem's model supports; by default the one in ``defaults``."""
+        chain = self.defaults.chain
+        return (chain,) if chain else ()
+
+    def parameter_groups(self, model: nn.Module) -> ParameterGroups:
+        """``model.shared`` and ``model.heads[task]`` by default; override for another layout."""
+        shared, heads = getattr(model, "shared", None), getattr(model, "heads", None)
+        if not isinstance(shared, nn.Module) or not isinstance(heads, nn.ModuleDict):
+            raise ProblemError(
+                f"problem {self.name!r}: its model has no `shared` module and `heads` ModuleDict; "
+                "override Problem.parameter_groups(model) to say which parameters are shared and which are each task's"
+            )
+        return ParameterGroups(
+            shared=list(shared.parameters()),
+            tasks={t: list(heads[t].parameters()) if t in heads else [] for t in self.task_names},
+        )
+
+    def last_shared_layer(self, model: nn.Module) -> nn.Module:
+        """The layer whose per-task gradients GradNorm balances: any module with parameters."""
+        shared = getattr(model, "shared", None)
+        if isinstance(shared, nn.Module):
+            with_params = [m for m in shared.modules() if any(True for _ in m.parameters(recurse=False))]
+            if with_params:
+                return with_params[-1]
+        raise ProblemError(
+            f"problem {self.name!r}: no last shared layer found; override Problem.last_shared_layer(model)"
+        )
+
+    def knob_values(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Every model knob's value: ``given`` over the defaults; unknown names are refused."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.model_knobs))
+        if unknown:
+            known = ", ".join(self.model_knobs) or "none"
+            raise ProblemError(f"model.{unknown[0]}: unknown model knob of problem {self.name!r}; knobs: {known}")
+        return {name: given.get(name, knob.default) for name, knob in self.model_knobs.items()}
 
     def task(self, name: str) -> Task:
         for task in self.tasks:
@@ -229,6 +195,26 @@ class Problem(ABC):
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
+
+
+def check_groups(model: nn.Module, groups: ParameterGroups, tasks: Sequence[str]) -> None:
+    """Every trainable parameter in exactly one group; a parameter in none, or in two, is named."""
+    missing = sorted(set(groups.tasks) ^ set(tasks))
+    if missing:
+        raise ProblemError(f"parameter groups: tasks {missing} do not match the problem's tasks {list(tasks)}")
+    owner: dict[int, str] = {}
+    for group, params in [("shared", groups.shared), *((f"head:{t}", p) for t, p in groups.tasks.items())]:
+        for p in params:
+            if id(p) in owner:
+                raise ProblemError(f"parameter {_name(model, p)!r} is in two groups: {owner[id(p)]} and {group}")
+            owner[id(p)] = group
+    for name, p in model.named_parameters():
+        if p.requires_grad and id(p) not in owner:
+            raise ProblemError(f"parameter {name!r} is in no group (neither shared nor any task's)")
+
+
+def _name(model: nn.Module, param: nn.Parameter) -> str:
+    return next((n for n, p in model.named_parameters() if p is param), "<not in the model>")
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
+from torch import nn
 
-from tuner.problems._base import (
-    Dataset,
-    Defaults,
-    Problem,
-    ProblemError,
-    ProblemOptions,
-    Split,
-    Task,
-    Trunk,
-    mlp_trunk,
-)
+from tuner.config import Chain
+from tuner.problems._base import Defaults, Knob, Problem, ProblemOptions
+from tuner.problems._data import Dataset, Split
+from tuner.problems._sharing import SharedBottom, mlp
+from tuner.problems._task import ProblemError, Task
 
 KINDS = ("regression", "classification")
 PREFIX = "problem 'csv'"
@@ -47,6 +43,10 @@ class CsvProblem(Problem):
     name: ClassVar[str] = "csv"
     description: ClassVar[str] = "your own CSV table: --data FILE --target COLUMN:regression|classification"
     Options = CsvOptions
+    model_knobs: ClassVar[Mapping[str, Knob]] = {
+        "hidden": Knob(64, help="width of the shared ReLU layers"),
+        "depth": Knob(2, help="number of shared layers"),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,13 +74,13 @@ class CsvProblem(Problem):
             self._data = self._read()
         return self._data
 
-    def build_trunk(self, hidden: int, depth: int) -> Trunk:
+    def build_model(self, knobs: Mapping[str, Any], chain: Chain | None) -> nn.Module:
         self.load()
-        return mlp_trunk(self._in_dim, hidden, depth)
+        return SharedBottom(self.tasks, mlp(self._in_dim, knobs["hidden"], knobs["depth"]), knobs["hidden"], chain)
 
     @property
     def defaults(self) -> Defaults:
-        return Defaults(lr_shared=3e-3, lr_heads=3e-3, lr_weighting=1e-2, batch_size=64, epochs=30, hidden=64, depth=2)
+        return Defaults(lr_shared=3e-3, lr_heads=3e-3, lr_weighting=1e-2, batch_size=64, epochs=30)
 
     def _read(self) -> Dataset:
         assert isinstance(self.options, CsvOptions)

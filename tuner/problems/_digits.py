@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import pairwise
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 
-from tuner.problems._base import Dataset, Defaults, Problem, ProblemOptions, Split, Task, Trunk
+from tuner.config import Chain
+from tuner.problems._base import Defaults, Knob, Problem, ProblemOptions
+from tuner.problems._data import Dataset, Split
+from tuner.problems._sharing import SharedBottom
+from tuner.problems._task import Task
 
 CANVAS = 12
 OFFSET = 4  # the right digit starts 4 pixels right and 4 down of the left one, so they overlap
@@ -19,18 +24,23 @@ OFFSET = 4  # the right digit starts 4 pixels right and 4 down of the left one, 
 class MultiDigitsOptions(ProblemOptions):
     n_train: int = Field(3000, ge=10)
     n_val: int = Field(600, ge=10)
+    n_test: int = Field(1000, ge=10)
 
 
 class MultiDigits(Problem):
     """Two overlaid digits on a 12x12 canvas. Tasks: the left digit, the right digit (10 classes each) and the sum
     of both (regression), so classification and regression share one small CNN trunk.
 
-    Train and validation images are drawn from disjoint halves of the digit set.
+    Training images are drawn from one half of the digit set; validation and test images from the other half.
     """
 
     name: ClassVar[str] = "multi-digits"
     description: ClassVar[str] = "MultiMNIST-style overlaid 8x8 digits: left, right (classes) and their sum"
     Options = MultiDigitsOptions
+    model_knobs: ClassVar[Mapping[str, Knob]] = {
+        "hidden": Knob(64, help="width of the shared representation"),
+        "depth": Knob(2, help="number of conv blocks"),
+    }
 
     @property
     def tasks(self) -> list[Task]:
@@ -52,9 +62,12 @@ class MultiDigits(Problem):
         half = len(order) // 2
         train = _compose(images, labels, order[:half], self.options.n_train, rng)
         val = _compose(images, labels, order[half:], self.options.n_val, rng)
-        return Dataset(train=train, val=val)
+        test_rng = np.random.default_rng([self.options.seed, 1])
+        test = _compose(images, labels, order[half:], self.options.n_test, test_rng)
+        return Dataset(train=train, val=val, test=test)
 
-    def build_trunk(self, hidden: int, depth: int) -> Trunk:
+    def build_model(self, knobs: Mapping[str, Any], chain: Chain | None) -> nn.Module:
+        hidden, depth = knobs["hidden"], knobs["depth"]
         channels = [1] + [16 * 2**i for i in range(max(depth, 1))]
         layers: list[nn.Module] = []
         for c_in, c_out in pairwise(channels):
@@ -62,8 +75,8 @@ class MultiDigits(Problem):
         side = CANVAS
         for _ in channels[1:]:
             side = (side + 1) // 2
-        body = nn.Sequential(*layers, nn.Flatten())
-        return Trunk(body, nn.Linear(channels[-1] * side * side, hidden))
+        shared = nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels[-1] * side * side, hidden), nn.ReLU())
+        return SharedBottom(self.tasks, shared, hidden, chain)
 
     @property
     def defaults(self) -> Defaults:
@@ -73,8 +86,6 @@ class MultiDigits(Problem):
             lr_weighting=1e-2,
             batch_size=128,
             epochs=10,
-            hidden=64,
-            depth=2,
             chain=("left", "sum"),
         )
 

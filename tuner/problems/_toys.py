@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
+from torch import nn
 
-from tuner.problems._base import (
-    Dataset,
-    Defaults,
-    Problem,
-    ProblemOptions,
-    Split,
-    Task,
-    Trunk,
-    mlp_trunk,
-)
+from tuner.config import Chain
+from tuner.problems._base import Defaults, Knob, Problem, ProblemOptions
+from tuner.problems._data import Dataset, Split
+from tuner.problems._sharing import SharedBottom, mlp
+from tuner.problems._task import Task
 
 # Task scales for ``--tasks 10``: a wide, fixed spread so that the loss scales differ by four orders of magnitude.
 TEN_TASK_SIGMAS = (1.0, 100.0, 2.0, 50.0, 5.0, 20.0, 10.0, 70.0, 3.0, 35.0)
@@ -27,6 +24,7 @@ class GradNormToyOptions(ProblemOptions):
     tasks: int = Field(2, ge=2, le=10, description="number of tasks: 2 uses sigma=(1, 100); 10 a fixed wide list")
     n_train: int = Field(4000, ge=10)
     n_val: int = Field(500, ge=10)
+    n_test: int = Field(1000, ge=10)
 
 
 class GradNormToy(Problem):
@@ -39,6 +37,10 @@ class GradNormToy(Problem):
     name: ClassVar[str] = "gradnorm-toy"
     description: ClassVar[str] = "GradNorm's synthetic regression tasks of very different scales (Chen et al. 2018)"
     Options = GradNormToyOptions
+    model_knobs: ClassVar[Mapping[str, Knob]] = {
+        "hidden": Knob(100, help="width of the shared ReLU layers"),
+        "depth": Knob(4, help="number of shared layers"),
+    }
     in_dim: ClassVar[int] = 250
     out_dim: ClassVar[int] = 100
 
@@ -64,13 +66,16 @@ class GradNormToy(Problem):
         eps = [rng.normal(0.0, 3.5, size=(self.out_dim, self.in_dim)) for _ in self.sigmas]
         n = self.opts.n_train + self.opts.n_val
         x = rng.normal(0.0, 1.0, size=(n, self.in_dim))
-        ys = {
-            f"t{i}": sigma * np.tanh(x @ (b + e).T) for i, (sigma, e) in enumerate(zip(self.sigmas, eps, strict=True))
-        }
-        return _split(x, ys, self.opts.n_train)
+        x_test = _test_rng(self.options.seed).normal(0.0, 1.0, size=(self.opts.n_test, self.in_dim))
 
-    def build_trunk(self, hidden: int, depth: int) -> Trunk:
-        return mlp_trunk(self.in_dim, hidden, depth)
+        def targets(inputs: np.ndarray) -> dict[str, np.ndarray]:
+            pairs = enumerate(zip(self.sigmas, eps, strict=True))
+            return {f"t{i}": sigma * np.tanh(inputs @ (b + e).T) for i, (sigma, e) in pairs}
+
+        return _split(x, targets(x), self.opts.n_train, x_test, targets(x_test))
+
+    def build_model(self, knobs: Mapping[str, Any], chain: Chain | None) -> nn.Module:
+        return SharedBottom(self.tasks, mlp(self.in_dim, knobs["hidden"], knobs["depth"]), knobs["hidden"], chain)
 
     @property
     def defaults(self) -> Defaults:
@@ -78,14 +83,13 @@ class GradNormToy(Problem):
         # the heads need lr_heads 0.1 to grow outputs that large in a few hundred steps (at 1e-3 the objective stays
         # ~1.0). 4000 samples in 10 epochs of 40 steps (the cost of 2000 x 20) generalise better; by epoch 3 the
         # ranking of random configurations matches the final one (Spearman 0.89; 0.29 after epoch 1).
-        return Defaults(
-            lr_shared=3e-4, lr_heads=0.1, lr_weighting=2.5e-2, batch_size=100, epochs=10, hidden=100, depth=4
-        )
+        return Defaults(lr_shared=3e-4, lr_heads=0.1, lr_weighting=2.5e-2, batch_size=100, epochs=10)
 
 
 class UncertaintyToyOptions(ProblemOptions):
     n_train: int = Field(2000, ge=10)
     n_val: int = Field(500, ge=10)
+    n_test: int = Field(1000, ge=10)
 
 
 class UncertaintyToy(Problem):
@@ -97,6 +101,10 @@ class UncertaintyToy(Problem):
     name: ClassVar[str] = "uncertainty-toy"
     description: ClassVar[str] = "two regressions with noise 10 and 1 (Kendall, Gal & Cipolla 2018)"
     Options = UncertaintyToyOptions
+    model_knobs: ClassVar[Mapping[str, Knob]] = {
+        "hidden": Knob(64, help="width of the shared ReLU layers"),
+        "depth": Knob(1, help="number of shared layers"),
+    }
 
     @property
     def tasks(self) -> list[Task]:
@@ -111,22 +119,37 @@ class UncertaintyToy(Problem):
             "y1": 2 * x + 8 + 10 * rng.normal(size=(n, 1)),
             "y2": 3 * x + 3 + 1 * rng.normal(size=(n, 1)),
         }
-        return _split(x, ys, self.options.n_train)
+        test = _test_rng(self.options.seed)
+        x_test = test.normal(0.0, 1.0, size=(self.options.n_test, 1))
+        ys_test = {
+            "y1": 2 * x_test + 8 + 10 * test.normal(size=x_test.shape),
+            "y2": 3 * x_test + 3 + 1 * test.normal(size=x_test.shape),
+        }
+        return _split(x, ys, self.options.n_train, x_test, ys_test)
 
-    def build_trunk(self, hidden: int, depth: int) -> Trunk:
-        return mlp_trunk(1, hidden, depth)
+    def build_model(self, knobs: Mapping[str, Any], chain: Chain | None) -> nn.Module:
+        return SharedBottom(self.tasks, mlp(1, knobs["hidden"], knobs["depth"]), knobs["hidden"], chain)
 
     @property
     def defaults(self) -> Defaults:
         # Adam's second-moment estimate remembers the large early gradients of s = log sigma^2 (the losses start
         # far above the noise), so a small lr_weighting leaves sigma short of sqrt(MSE) after 30 epochs.
-        return Defaults(lr_shared=1e-2, lr_heads=1e-2, lr_weighting=0.2, batch_size=100, epochs=30, hidden=64, depth=1)
+        return Defaults(lr_shared=1e-2, lr_heads=1e-2, lr_weighting=0.2, batch_size=100, epochs=30)
 
 
-def _split(x: np.ndarray, ys: dict[str, np.ndarray], n_train: int) -> Dataset:
+def _test_rng(seed: int) -> np.random.Generator:
+    """The test split's own stream: adding it leaves the train and validation draws as they were."""
+    return np.random.default_rng([seed, 1])
+
+
+def _split(
+    x: np.ndarray, ys: dict[str, np.ndarray], n_train: int, x_test: np.ndarray, ys_test: dict[str, np.ndarray]
+) -> Dataset:
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in ys.items()}
+    test_targets = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in ys_test.items()}
     return Dataset(
         train=Split(xt[:n_train], {k: v[:n_train] for k, v in yt.items()}),
         val=Split(xt[n_train:], {k: v[n_train:] for k, v in yt.items()}),
+        test=Split(torch.as_tensor(x_test, dtype=torch.float32), dict(test_targets)),
     )

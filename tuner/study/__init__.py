@@ -3,7 +3,7 @@ Optuna trials."""
 
 from __future__ import annotations
 
-from tuner.study._launch import Launched, create_or_resume, create_study, directions, validate
+from tuner.study._launch import Launched, create_or_resume, create_study, directions, task_infos, validate
 from tuner.study._samplers import OBJECTIVES, PRUNERS, SAMPLERS, make_pruner, make_sampler
 from tuner.study._space import Range, SearchSpace, SpaceError, default_space, load_space, parse_space, resolve_space
 from tuner.study._spec import StudySpec
@@ -31,6 +31,7 @@ __all__ = [
     "create_study",
     "default_space",
     "directions",
+    "task_infos",
     "load_space",
     "make_pruner",
     "make_sampler",

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import optuna
 
 import storage
-from tuner.problems import Problem, create_problem
-from tuner.problems._base import Direction
+from tuner.problems import Direction, Problem, create_problem
 from tuner.study._space import SearchSpace, resolve_space
 from tuner.study._spec import StudySpec
 from tuner.study._suggest import BASELINE_ATTR
@@ -22,10 +21,18 @@ class Launched:
     n_trials: int
 
 
+def task_infos(problem: Problem) -> list[dict[str, str]]:
+    """Each task as the API, the CLI and the dashboard show it: the metric's direction is the task's own."""
+    return [
+        {"name": t.name, "kind": t.kind, "metric": t.metric_name, "direction": t.metric_def.direction}
+        for t in problem.tasks
+    ]
+
+
 def directions(problem: Problem, objective: str) -> list[Direction]:
     """Scalar studies minimise one normalised loss; pareto studies follow each task's metric."""
     if objective == "pareto":
-        return [t.direction for t in problem.tasks]
+        return [t.metric_def.direction for t in problem.tasks]
     return ["minimize"]
 
 
@@ -69,7 +76,8 @@ def create_study(url: str, spec: StudySpec, *, source: str) -> Launched:
         ("problem_options", spec.problem_options),
         ("objective", spec.objective),
         ("epochs", epochs),
-        ("metric_names", {t.name: t.metric for t in problem.tasks}),
+        ("metric_names", {t.name: t.metric_name for t in problem.tasks}),
+        ("tasks", task_infos(problem)),
     ):
         study.set_user_attr(key, value)
     study.enqueue_trial({}, user_attrs={BASELINE_ATTR: True})

@@ -4,7 +4,7 @@ A space file (YAML or JSON) and the REST API's ``space`` field share this schema
 fixed; a ``{low, high}`` range is searched (log-uniform for learning rates and task weights); a list is a
 categorical choice. Parameters exist only where they mean something: ``alpha`` only for GradNorm, task weights
 only for ``static``, ``lr_weighting`` only for strategies with learnable weights, ``chain`` only for problems with a
-chain.
+chain. ``model`` holds the problem's own model knobs (an integer knob's range is searched over integers).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tuner.problems import Problem
+from tuner.problems import Knob, Problem
 from tuner.weighting import STRATEGIES
 
 CHAIN_MODES = ("none", "detach", "through")
@@ -46,6 +46,8 @@ class Range(BaseModel):
 
 
 FloatKnob = float | Range
+#: A model knob: a fixed value, a range, or a list of choices.
+ModelKnob = Range | bool | int | float | str | list[bool | int | float | str]
 
 
 class SearchSpace(BaseModel):
@@ -64,6 +66,7 @@ class SearchSpace(BaseModel):
     weight_decay: FloatKnob = 0.0
     batch_size: int | list[int] | None = None
     optimizer: str | list[str] = "adam"
+    model: dict[str, ModelKnob] | None = None
 
     @field_validator("weights", mode="before")
     @classmethod
@@ -112,15 +115,26 @@ def _known(value: str | list[str], allowed: tuple[str, ...], what: str) -> str |
 
 
 def default_space(problem: Problem) -> SearchSpace:
-    """Learning rates a decade either side of the problem's defaults; chaining searched where the problem has one."""
+    """Learning rates a decade either side of the problem's defaults; chaining searched where the problem has one;
+    the model knobs the problem declares searched over their ranges (the others fixed at their defaults)."""
     d = problem.defaults
+    model = {name: _model_knob(knob) for name, knob in problem.model_knobs.items()}
     return SearchSpace(
         lr_shared=Range(low=d.lr_shared / 10, high=d.lr_shared * 10),
         lr_heads=Range(low=d.lr_heads / 10, high=d.lr_heads * 10),
         lr_weighting=Range(low=d.lr_weighting / 10, high=d.lr_weighting * 10),
-        chain=list(CHAIN_MODES) if d.chain else None,
+        chain=list(CHAIN_MODES) if problem.chains else None,
         batch_size=d.batch_size,
+        model=model or None,
     )
+
+
+def _model_knob(knob: Knob) -> ModelKnob:
+    if knob.choices is not None:
+        return list(knob.choices)
+    if knob.low is not None and knob.high is not None:
+        return Range(low=knob.low, high=knob.high, log=knob.log)
+    return knob.default
 
 
 def resolve_space(problem: Problem, space: SearchSpace | dict[str, Any] | None) -> SearchSpace:
@@ -130,13 +144,19 @@ def resolve_space(problem: Problem, space: SearchSpace | dict[str, Any] | None) 
         return base
     given = space if isinstance(space, SearchSpace) else parse_space(space)
     merged = base.model_copy(update={k: getattr(given, k) for k in given.model_fields_set})
+    if given.model is not None:  # knobs not named keep the problem's default space
+        merged.model = {**(base.model or {}), **given.model}
+        unknown = sorted(set(given.model) - set(problem.model_knobs))
+        if unknown:
+            known = ", ".join(problem.model_knobs) or "none"
+            raise SpaceError(f"model.{unknown[0]}: unknown model knob of problem {problem.name!r}; knobs: {known}")
     names = problem.task_names
     for field, mapping in (("weights", merged.weights), ("lr_head", merged.lr_head)):
         if isinstance(mapping, dict):
             unknown = sorted(set(mapping) - set(names))
             if unknown:
                 raise SpaceError(f"{field}.{unknown[0]}: unknown task; tasks of {problem.name!r}: {names}")
-    if merged.chain is not None and problem.defaults.chain is None and "chain" in given.model_fields_set:
+    if merged.chain is not None and not problem.chains and "chain" in given.model_fields_set:
         raise SpaceError(f"chain: problem {problem.name!r} has no task chain to search")
     return merged
 

@@ -9,14 +9,13 @@ import optuna
 from storage import BASELINE_ATTR
 from tuner.config import Chain, TrainConfig
 from tuner.problems import Problem
-from tuner.study._space import FloatKnob, Range, SearchSpace
+from tuner.study._space import FloatKnob, ModelKnob, Range, SearchSpace
 from tuner.weighting import STRATEGIES, build_strategy
 
 
 def baseline_config(problem: Problem, *, epochs: int, seed: int) -> TrainConfig:
     """Equal weighting with the problem's default learning rates: the question every study answers first."""
-    d = problem.defaults
-    chain = Chain(source=d.chain[0], target=d.chain[1], mode="none") if d.chain else None
+    chain = Chain(source=problem.chains[0][0], target=problem.chains[0][1], mode="none") if problem.chains else None
     return TrainConfig(strategy="equal", epochs=epochs, seed=seed, chain=chain)
 
 
@@ -29,7 +28,6 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace, problem: Problem, *,
     """Sample a configuration; conditional knobs are only suggested where they apply."""
     if trial.user_attrs.get(BASELINE_ATTR):
         return baseline_config(problem, epochs=epochs, seed=seed)
-    d = problem.defaults
     cfg: dict[str, Any] = {"epochs": epochs, "seed": seed}
     strategy = _categorical(trial, "strategy", space.strategy)
     cfg["strategy"] = strategy
@@ -51,9 +49,23 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace, problem: Problem, *,
     if space.batch_size is not None:
         cfg["batch_size"] = _categorical(trial, "batch_size", space.batch_size)
     cfg["optimizer"] = _categorical(trial, "optimizer", space.optimizer)
-    if d.chain and space.chain is not None:
-        cfg["chain"] = {"source": d.chain[0], "target": d.chain[1], "mode": _categorical(trial, "chain", space.chain)}
+    if problem.chains and space.chain is not None:
+        (source, target), mode = problem.chains[0], _categorical(trial, "chain", space.chain)
+        cfg["chain"] = {"source": source, "target": target, "mode": mode}
+    if space.model:
+        defaults = problem.knob_values(None)
+        cfg["model"] = {k: _model(trial, k, knob, defaults.get(k)) for k, knob in space.model.items()}
     return TrainConfig.model_validate(cfg)
+
+
+def _model(trial: optuna.Trial, name: str, knob: ModelKnob, default: Any) -> Any:
+    """A model knob: integer ranges for integer knobs, float ranges otherwise, lists as choices."""
+    if isinstance(knob, Range) and isinstance(default, int) and not isinstance(default, bool):
+        low, high = int(knob.low), int(knob.high)
+        return low if low == high else trial.suggest_int(f"model_{name}", low, high, log=knob.log)
+    if isinstance(knob, Range):
+        return _float(trial, f"model_{name}", knob)
+    return _categorical(trial, f"model_{name}", knob)
 
 
 def _float(trial: optuna.Trial, name: str, knob: FloatKnob) -> float:

@@ -9,7 +9,7 @@ from tuner.problems import Task
 from tuner.weighting._base import WeightingStrategy
 from tuner.weighting._dwa import DWA
 from tuner.weighting._fixed import Equal, Static
-from tuner.weighting._gradnorm import GradNorm, per_task_grad_norms
+from tuner.weighting._gradnorm import GradNorm
 from tuner.weighting._uncertainty import Uncertainty, UncertaintyPositive
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "UncertaintyPositive",
     "WeightingStrategy",
     "build_strategy",
-    "per_task_grad_norms",
 ]
 
 STRATEGIES: dict[str, type[WeightingStrategy]] = {

@@ -9,22 +9,21 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from tuner.config import TrainConfig
-from tuner.model import SharedTap
 from tuner.problems import Task
 
 
 class WeightingStrategy(nn.Module, ABC):
     """Turns the per-task losses of a step into the loss that is backpropagated.
 
-    The training loop calls, every step: ``combine(losses)`` -> ``backward()`` -> ``after_backward(losses, tap)``
+    The training loop calls, every step: ``combine(losses)`` -> ``backward()`` -> ``after_backward(losses, norms)``
     -> ``optimizer.step()`` -> ``after_step()``; and ``on_epoch_end(mean_train_losses)`` once per epoch. Learnable
     weights are this module's parameters; they go to the optimizer's ``weighting`` group. Nothing here may read a
     tensor's value on the host inside a step (no ``.item()``): that would stall a GPU every step.
     """
 
     name: ClassVar[str]
-    #: Whether ``after_backward`` needs the per-task gradients on the last shared layer (see ``SharedTap``).
-    needs_tap: ClassVar[bool] = False
+    #: Whether ``after_backward`` needs each task's gradient norm ||grad_W L_i|| on the last shared layer W.
+    needs_grad_norms: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[Task]) -> None:
         super().__init__()
@@ -43,8 +42,8 @@ class WeightingStrategy(nn.Module, ABC):
     def weights(self) -> Tensor:
         """The current effective per-task loss weights (shape T, detached)."""
 
-    def after_backward(self, losses: Tensor, tap: SharedTap | None) -> None:
-        """Called after ``backward()`` and before the optimizer step."""
+    def after_backward(self, losses: Tensor, grad_norms: Tensor | None) -> None:
+        """Called after ``backward()`` and before the optimizer step; ``grad_norms`` (shape T) when requested."""
 
     def after_step(self) -> None:
         """Called after the optimizer step."""

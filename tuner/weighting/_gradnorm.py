@@ -11,30 +11,13 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from tuner.config import TrainConfig
-from tuner.model import SharedTap
 from tuner.problems import Task
 from tuner.weighting._base import WeightingStrategy
 
 #: Steps after which the epoch's per-step G and targets are summed into one entry, which bounds their memory.
 COLLAPSE_EVERY = 256
-
-
-def per_task_grad_norms(tap: SharedTap) -> Tensor:
-    """G_i = ||grad_W (w_i L_i)||_2 over the last shared layer W (weight and bias), for every task at once.
-
-    With ``delta_i`` task i's gradient on that layer's output (B x D), W's gradient is ``delta_i^T @ inputs`` and
-    the bias's is ``delta_i^T @ 1``, so ``delta_i^T @ [inputs, 1]`` holds both. The tap lays the tasks' gradients
-    out as one B x (T * D) matrix: one matrix product gives every task's at once, with no autograd call per task.
-    """
-    # float32 even under bf16 autocast: squared norms of small gradients underflow in bf16.
-    delta = tap.layer_output_grads().float()
-    batch, tasks, width = delta.shape
-    inputs_and_one = F.pad(tap.inputs.detach().float(), (0, 1), value=1.0)
-    per_task = torch.mm(delta.reshape(batch, tasks * width).t(), inputs_and_one)  # (T * D) x (E + 1)
-    return torch.linalg.vector_norm(per_task.view(tasks, -1), dim=1)
 
 
 class GradNorm(WeightingStrategy):
@@ -49,7 +32,7 @@ class GradNorm(WeightingStrategy):
     """
 
     name: ClassVar[str] = "gradnorm"
-    needs_tap: ClassVar[bool] = True
+    needs_grad_norms: ClassVar[bool] = True
     initial_losses: Tensor
     _last_g: Tensor
     _last_target: Tensor
@@ -78,15 +61,14 @@ class GradNorm(WeightingStrategy):
             self.initial_losses = losses.detach().float().clamp_min(1e-12)
         return torch.dot(self.w.detach(), losses)
 
-    def after_backward(self, losses: Tensor, tap: SharedTap | None) -> None:
-        assert tap is not None, "GradNorm needs the shared-layer tap (needs_tap=True)"
+    def after_backward(self, losses: Tensor, grad_norms: Tensor | None) -> None:
+        assert grad_norms is not None, "GradNorm needs the per-task gradient norms (needs_grad_norms=True)"
         # Few operations: on a CPU each one's dispatch costs about as much as its arithmetic on T numbers.
-        g = per_task_grad_norms(tap)
+        g = self.w.detach() * grad_norms  # G_i = ||grad_W (w_i L_i)|| = w_i ||grad_W L_i||
         ratio = losses / self.initial_losses
         target = (ratio / ratio.mean()).pow_(self.alpha).mul_(g.mean())
-        # G_i = w_i ||grad_W L_i||, so d|G_i - target_i| / dw_i = sign(G_i - target_i) ||grad_W L_i||, and
-        # ||grad_W L_i|| = G_i / w_i (after_step keeps w > 0).
-        self.w.grad = torch.copysign(g / self.w.detach(), g - target)
+        # d|G_i - target_i| / dw_i = sign(G_i - target_i) ||grad_W L_i||.
+        self.w.grad = torch.copysign(grad_norms, g - target)
         self._epoch.append((g, target))
         if len(self._epoch) >= COLLAPSE_EVERY:
             self._epoch = [self._epoch_sums()]

@@ -18,7 +18,7 @@ from tuner.weighting._base import WeightingStrategy
 
 
 class Uncertainty(WeightingStrategy):
-    """Learns s_i = log sigma_i^2 per task. Regression: 1/2 e^(-s) L + 1/2 s; classification: e^(-s) L + 1/2 s."""
+    """Learns s_i = log sigma_i^2 per task. MSE regression: 1/2 e^(-s) L + 1/2 s; other losses: e^(-s) L + 1/2 s."""
 
     name: ClassVar[str] = "uncertainty"
     log_factor: Tensor
@@ -26,7 +26,8 @@ class Uncertainty(WeightingStrategy):
     def __init__(self, tasks: Sequence[Task]) -> None:
         super().__init__(tasks)
         self.log_var = nn.Parameter(torch.zeros(self.n_tasks))
-        factor = [1.0 if t.kind == "classification" else 0.5 for t in self.tasks]
+        # A Gaussian likelihood (MSE) gives 1/2; a softmax, Bernoulli or any other loss is weighted by e^(-s).
+        factor = [0.5 if t.kind == "regression" else 1.0 for t in self.tasks]
         # factor * e^(-s) = e^(ln factor - s): one operation less, in a step where operations outweigh arithmetic.
         self.register_buffer("log_factor", torch.tensor(factor).log())
 

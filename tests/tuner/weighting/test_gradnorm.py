@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from tuner.model import Forward, MultiTaskModel, SharedTap
 
 from tuner.config import TrainConfig
-from tuner.model import Forward, MultiTaskModel, SharedTap
 from tuner.problems import Problem, Trunk, create_problem
 from tuner.train import TrainResult, build, resolve_config, train, train_step
 from tuner.weighting import GradNorm, _gradnorm, per_task_grad_norms

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import torch
+from tuner.model import SharedTap
 
 from tuner.config import TrainConfig
-from tuner.model import SharedTap
 from tuner.problems import Problem
 from tuner.train import build, resolve_config, train, train_step
 from tuner.weighting import STRATEGIES, WeightingStrategy, build_strategy, per_task_grad_norms
