@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db_cmd, serve_cmd, study_cmd, train_cmd, worker_cmd
+from cli import db_cmd, problems_cmd, serve_cmd, study_cmd, train_cmd, worker_cmd
 
 app = typer.Typer(
     name="mtl-tune",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("problems")(train_cmd.problems)
+app.command("problems")(problems_cmd.problems)
 app.command("train")(train_cmd.train)
 app.add_typer(study_cmd.app, name="study")
 app.add_typer(db_cmd.app, name="db")

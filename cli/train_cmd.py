@@ -1,4 +1,4 @@
-"""``mtl-tune problems`` and ``mtl-tune train``."""
+"""``mtl-tune train``."""
 
 from __future__ import annotations
 
@@ -13,22 +13,6 @@ from cli._common import console, fail, parse_assignments, user_errors, validatio
 
 if TYPE_CHECKING:
     from tuner.train import TrainResult
-
-
-def problems() -> None:
-    """List the problems (built-in and plugins) with their tasks."""
-    from tuner.problems import available_problems
-
-    table = Table("problem", "tasks (kind, metric)", "description")
-    with user_errors():
-        registered = available_problems()
-    for name, cls in sorted(registered.items()):
-        try:
-            tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in cls.create().tasks)
-        except ValueError:
-            tasks = "declared by the data (--target COLUMN:KIND)"
-        table.add_row(name, tasks, cls.description)
-    console.print(table)
 
 
 def train(
