@@ -27,7 +27,7 @@ def test_earlier_configurations_still_read() -> None:
 
 
 def test_unknown_model_knobs_are_refused_with_their_name(tiny: Problem) -> None:
-    with pytest.raises(ProblemError, match="model.width: unknown model knob of problem 'tiny-mixed'; knobs: hidden"):
+    with pytest.raises(ProblemError, match=r"model\.width: unknown model knob of problem 'tiny-mixed'; knobs: hidden"):
         resolve_config(tiny, TrainConfig(model={"width": 3}))
 
 
