@@ -2,7 +2,7 @@
 
 Parameters are checked against the study's recorded search space first: a name the space does not search, a value
 outside its range or not among its choices is a 422 naming the parameter. The names follow
-``tuner.study.suggest_config``: the knobs themselves, ``weight_<task>`` and ``lr_head_<task>``.
+``tuner.study.suggest_config``: the knobs themselves, ``weight_<task>``, ``lr_head_<task>`` and ``model_<knob>``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from api.errors import invalid
 from api.schemas import ParamValue
 from storage import StudyJob
 
-_FLOAT_KNOBS = ("lr_shared", "lr_heads", "lr_weighting", "alpha", "weight_decay")
-_CHOICE_KNOBS = ("strategy", "optimizer", "chain", "batch_size")
+_FLOAT_KNOBS = ("lr_shared", "lr_heads", "lr_weighting", "alpha", "weight_decay", "warmup", "clip_grad")
+_CHOICE_KNOBS = ("strategy", "optimizer", "chain", "batch_size", "schedule", "precision")
 
 
 def searched(space: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]:
@@ -33,6 +33,9 @@ def searched(space: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]:
             found[knob] = space[knob]
     found.update(_per_task("weight", space.get("weights"), tasks))
     found.update(_per_task("lr_head", space.get("lr_head"), tasks))
+    for knob, value in (space.get("model") or {}).items():  # the problem's model knobs: ``model_<name>``
+        if _is_range(value) or (isinstance(value, list) and len(value) > 1):
+            found[f"model_{knob}"] = value
     if space.get("lr_head"):
         found.pop("lr_heads", None)  # per-head rates replace the shared head rate
     return found

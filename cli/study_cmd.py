@@ -110,13 +110,13 @@ def run(
     show(launched.study_name, storage_url=url)
 
 
-def parse_options(items: list[str] | None) -> dict[str, Any]:
+def parse_options(items: list[str] | None, flag: str = "--option") -> dict[str, Any]:
     """``KEY=VALUE`` pairs; a VALUE that parses as JSON (numbers, true, lists) is taken as such."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise fail(f"--option: expected KEY=VALUE, got {item!r}")
+            raise fail(f"{flag}: expected KEY=VALUE, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -230,18 +230,48 @@ def best(
     as_json: Annotated[bool, typer.Option("--json", help="Print the configuration JSON on stdout.")] = False,
     output: Annotated[Path | None, typer.Option(help="Write the configuration JSON to this file.")] = None,
     trial: Annotated[int | None, typer.Option(help="Take this trial instead (pareto studies need one).")] = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Train the configuration again, here.")] = False,
+    save: Annotated[
+        Path | None, typer.Option(help="With --retrain: write the trained weights and configuration to this file.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="With --retrain: cpu, cuda, cuda:1, mps.")] = None,
 ) -> None:
-    """The best trial's configuration, as JSON that `mtl-tune train --config FILE` reproduces."""
+    """The best trial's configuration, as JSON that `mtl-tune train --config FILE` reproduces; with --retrain,
+    trained again (and with --save written as a model file)."""
     from storage.reports import best_config
 
+    if save is not None and not retrain:
+        raise fail("--save needs --retrain (the study keeps configurations, not weights)")
     with user_errors():
         doc = best_config(resolve_storage(storage_url), name, trial_number=trial)
+    if retrain:
+        _retrain(doc, save, device)
+        return
     text = json.dumps(doc, indent=2)
     if output is not None:
         output.write_text(text + "\n")
         console.print(f"wrote {output}")
     if as_json or output is None:
         typer.echo(text)
+
+
+def _retrain(doc: dict[str, Any], save: Path | None, device: str | None) -> None:
+    from cli.train_cmd import print_result
+    from tuner.config import TrainConfig
+    from tuner.problems import create_problem
+    from tuner.train import train
+
+    with user_errors():
+        problem = create_problem(doc["problem"], doc["problem_options"])
+        result = train(problem, TrainConfig.model_validate(doc["config"]), device=device)
+        if save is not None:
+            from tuner.checkpoint import save_model
+
+            save_model(result, save, problem_options=doc["problem_options"])
+    console.print(f"trial {doc['trial']} of {doc['study']}, trained again:")
+    print_result(result, problem.tasks)
+    if save is not None:
+        console.print(f"wrote the trained model to {save}")
 
 
 @app.command()

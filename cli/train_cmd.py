@@ -10,8 +10,10 @@ import typer
 from rich.table import Table
 
 from cli._common import console, fail, parse_assignments, user_errors, validation_message
+from cli.study_cmd import parse_options
 
 if TYPE_CHECKING:
+    from tuner.problems import Task
     from tuner.train import TrainResult
 
 
@@ -34,6 +36,20 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the initialisation and the batch order.")] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="A problem option KEY=VALUE, e.g. n_train=500 (repeatable; see `mtl-tune problems`)."),
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="A model knob KEY=VALUE, e.g. hidden=128 (repeatable).")
+    ] = None,
+    schedule: Annotated[str | None, typer.Option(help="Learning-rate schedule: constant, cosine or linear.")] = None,
+    warmup: Annotated[float | None, typer.Option(help="Fraction of the steps with a linear warm-up.")] = None,
+    clip_grad: Annotated[float | None, typer.Option(help="Clip the gradients' global norm to this value.")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, or bf16 / fp16 autocast on CUDA.")] = None,
+    save: Annotated[
+        Path | None, typer.Option(help="Write the trained weights with the problem and configuration to this file.")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps; default: the best available.")] = None,
     config: Annotated[Path | None, typer.Option(help="JSON configuration, e.g. from `mtl-tune study best`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
@@ -55,6 +71,7 @@ def train(
         for key, value in (("tasks", tasks), ("data", data), ("target", target)):
             if value is not None and value != []:
                 options[key] = value
+        options.update(parse_options(option, "--option"))
         overrides: dict[str, Any] = {
             "strategy": strategy,
             "alpha": alpha,
@@ -65,6 +82,10 @@ def train(
             "epochs": epochs,
             "batch_size": batch_size,
             "seed": seed,
+            "schedule": schedule,
+            "warmup": warmup,
+            "clip_grad": clip_grad,
+            "precision": precision,
         }
         cfg = dict(base.get("config", {}))
         cfg.update({k: v for k, v in overrides.items() if v is not None})
@@ -75,19 +96,27 @@ def train(
             cfg["lr_head"] = parse_assignments(lr_head, "--lr-head")
         if chain:
             cfg["chain"] = _parse_chain(chain)
+        if model:
+            cfg["model"] = {**cfg.get("model", {}), **parse_options(model, "--model")}
         train_config = TrainConfig.model_validate(cfg)
         prob = create_problem(problem, options)
         try:
             result = run_training(prob, train_config, device=device)
         except NonFiniteLossError as exc:
             raise fail(f"training diverged: {exc}; try a smaller learning rate", code=1) from None
+        if save is not None:
+            from tuner.checkpoint import save_model
+
+            save_model(result, save, problem_options=options)
 
     if as_json:
         out = result.to_json()
         out["problem_options"] = _jsonable(options)
         typer.echo(json.dumps(out))
         return
-    _print_result(result)
+    print_result(result, prob.tasks)
+    if save is not None:
+        console.print(f"wrote the trained model to {save}")
 
 
 def _parse_chain(spec: str) -> dict[str, Any]:
@@ -119,11 +148,22 @@ def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
 
 
-def _print_result(result: TrainResult) -> None:
+def print_result(result: TrainResult, tasks: list[Task]) -> None:
+    """Per task: the validation loss and metric (with its direction), the loss weight, sigma, and the test split's
+    metric when the problem has one."""
     final = result.final
-    table = Table("task", "val loss", "metric", "loss weight", "sigma", title=f"{result.problem} on {result.device}")
-    for name, t in final.tasks.items():
+    columns = ["task", "metric", "val loss", "val metric", "loss weight", "sigma"]
+    if result.test is not None:
+        columns.append("test metric")
+    table = Table(*columns, title=f"{result.problem} on {result.device}")
+    for task in tasks:
+        t = final.tasks[task.name]
+        arrow = "↑" if task.direction == "maximize" else "↓"
         sigma = f"{t.sigma:.4g}" if t.sigma is not None else "-"
-        table.add_row(name, f"{t.val_loss:.4g}", f"{t.metric:.4g}", f"{t.weight:.4g}", sigma)
+        row = [task.name, f"{task.metric_name} {arrow}", f"{t.val_loss:.4g}", f"{t.metric:.4g}", f"{t.weight:.4g}"]
+        row.append(sigma)
+        if result.test is not None:
+            row.append(f"{result.test[task.name]['metric']:.4g}")
+        table.add_row(*row)
     console.print(table)
     console.print(f"objective (mean val loss / untrained val loss): [bold]{result.objective:.4f}[/]")

@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 import storage
 from cli.main import app
+from tuner.checkpoint import load_model
+from tuner.config import TrainConfig
+from tuner.train import resolve_config
 
 MTL = [sys.executable, "-m", "cli.main"]
 storage_session = storage.session_scope
@@ -70,6 +74,19 @@ def test_study_lifecycle_from_the_cli(tmp_path: Path) -> None:
     best = json.loads(cli("study", "best", "life", "--storage", url, "--json")[0])
     assert best["problem"] == "uncertainty-toy" and best["config"]["epochs"] == 2
     assert best["values"][0] == min(t.value for t in study.get_trials() if t.state == TrialState.COMPLETE)
+
+    model_file = tmp_path / "best.pt"
+    retrained = cli(
+        "study", "best", "life", "--storage", url, "--retrain", "--save", str(model_file), "--device", "cpu"
+    )[0]
+    assert f"trial {best['trial']} of life, trained again" in retrained and "y1" in retrained
+    problem, model, config = load_model(model_file)
+    assert problem.name == "uncertainty-toy" and config == resolve_config(
+        problem, TrainConfig.model_validate(best["config"])
+    )
+    assert set(model(torch.zeros(4, 1))) == {"y1", "y2"}  # the saved weights rebuild a working model
+    refused = mtl("study", "best", "life", "--storage", url, "--save", str(model_file), check=False)
+    assert refused.returncode == 2 and "--save needs --retrain" in refused.stderr
 
     rows = json.loads(cli("study", "export", "life", "--storage", url, "--format", "json")[0])
     assert len(rows) == len(study.get_trials()) and {"number", "state", "params", "tasks"} <= set(rows[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from contextlib import suppress
 from dataclasses import dataclass
 
 import optuna
@@ -44,43 +45,50 @@ def validate(spec: StudySpec) -> tuple[Problem, SearchSpace, int]:
 
 
 def create_study(url: str, spec: StudySpec, *, source: str) -> Launched:
-    """Create the study and its job; raises ``storage.StudyExists`` when the name is taken."""
+    """Create the study and its job; raises ``storage.StudyExists`` when the name is taken.
+
+    The Optuna study, with its attributes and its baseline, comes first and the job row last: workers look for
+    jobs, so they never meet one whose study is not ready. A launch that fails half-way deletes its study again.
+    """
     problem, space, epochs = validate(spec)
     name = spec.name or f"{spec.problem}-{secrets.token_hex(3)}"
     storage.ensure_schema(url)
     dirs = directions(problem, spec.objective)
-    with storage.session_scope(url) as session:
-        storage.create_job(
-            session,
-            study_name=name,
-            problem=spec.problem,
-            problem_options=spec.problem_options,
-            space=space.model_dump(mode="json"),
-            objective=spec.objective,
-            directions=dirs,
-            sampler=spec.sampler,
-            pruner=spec.effective_pruner,
-            epochs=epochs,
-            n_trials=spec.n_trials,
-            seed=spec.seed,
-            source=source,
-        )
+    rdb = storage.optuna_storage(url)
     try:
-        study = optuna.create_study(study_name=name, storage=storage.optuna_storage(url), directions=dirs)
+        study = optuna.create_study(study_name=name, storage=rdb, directions=dirs)
     except optuna.exceptions.DuplicatedStudyError:
+        raise storage.StudyExists(f"study {name!r} already exists") from None
+    try:
+        for key, value in (
+            ("problem", spec.problem),
+            ("problem_options", spec.problem_options),
+            ("objective", spec.objective),
+            ("epochs", epochs),
+            ("metric_names", {t.name: t.metric for t in problem.tasks}),
+        ):
+            study.set_user_attr(key, value)
+        study.enqueue_trial({}, user_attrs={BASELINE_ATTR: True})
         with storage.session_scope(url) as session:
-            storage.delete_job(session, name)
-        raise storage.StudyExists(f"study {name!r} already exists in the Optuna storage") from None
-    for key, value in (
-        ("problem", spec.problem),
-        ("problem_options", spec.problem_options),
-        ("objective", spec.objective),
-        ("epochs", epochs),
-        ("metric_names", {t.name: t.metric_name for t in problem.tasks}),
-        ("tasks", task_infos(problem)),
-    ):
-        study.set_user_attr(key, value)
-    study.enqueue_trial({}, user_attrs={BASELINE_ATTR: True})
+            storage.create_job(
+                session,
+                study_name=name,
+                problem=spec.problem,
+                problem_options=spec.problem_options,
+                space=space.model_dump(mode="json"),
+                objective=spec.objective,
+                directions=dirs,
+                sampler=spec.sampler,
+                pruner=spec.effective_pruner,
+                epochs=epochs,
+                n_trials=spec.n_trials,
+                seed=spec.seed,
+                source=source,
+            )
+    except BaseException:
+        with suppress(Exception):  # the error being raised says what went wrong; an orphan study blocks only its name
+            optuna.delete_study(study_name=name, storage=rdb)
+        raise
     return Launched(name, True, spec.n_trials)
 
 

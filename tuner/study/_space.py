@@ -21,6 +21,8 @@ from tuner.weighting import STRATEGIES
 
 CHAIN_MODES = ("none", "detach", "through")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "linear")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class SpaceError(ValueError):
@@ -66,6 +68,10 @@ class SearchSpace(BaseModel):
     weight_decay: FloatKnob = 0.0
     batch_size: int | list[int] | None = None
     optimizer: str | list[str] = "adam"
+    schedule: str | list[str] = "constant"
+    warmup: FloatKnob = 0.0
+    clip_grad: FloatKnob | None = None
+    precision: str | list[str] = "fp32"
     model: dict[str, ModelKnob] | None = None
 
     @field_validator("weights", mode="before")
@@ -90,6 +96,16 @@ class SearchSpace(BaseModel):
     @classmethod
     def _known_optimizer(cls, value: str | list[str]) -> str | list[str]:
         return _known(value, OPTIMIZERS, "optimizer")
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value: str | list[str]) -> str | list[str]:
+        return _known(value, SCHEDULES, "schedule")
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, value: str | list[str]) -> str | list[str]:
+        return _known(value, PRECISIONS, "precision")
 
     @field_validator("batch_size")
     @classmethod

@@ -49,6 +49,11 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace, problem: Problem, *,
     if space.batch_size is not None:
         cfg["batch_size"] = _categorical(trial, "batch_size", space.batch_size)
     cfg["optimizer"] = _categorical(trial, "optimizer", space.optimizer)
+    cfg["schedule"] = _categorical(trial, "schedule", space.schedule)
+    cfg["warmup"] = _float(trial, "warmup", space.warmup)
+    if space.clip_grad is not None:
+        cfg["clip_grad"] = _float(trial, "clip_grad", space.clip_grad)
+    cfg["precision"] = _categorical(trial, "precision", space.precision)
     if problem.chains and space.chain is not None:
         (source, target), mode = problem.chains[0], _categorical(trial, "chain", space.chain)
         cfg["chain"] = {"source": source, "target": target, "mode": mode}
