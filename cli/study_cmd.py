@@ -215,7 +215,10 @@ def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: 
         table = Table("task", "metric", "baseline", "best", "change", title="best vs baseline (validation)")
         for task, c in report.comparison.items():
             change = f"{c['change']:+.1%}" if c["change"] is not None else "-"
-            table.add_row(task, c["metric_name"], _fmt(c["baseline"]), _fmt(c["best"]), change)
+            if c["better"] is not None:
+                change += " better" if c["better"] else " worse"
+            metric = f"{c['metric_name']} {'↑' if c['direction'] == 'maximize' else '↓'}"
+            table.add_row(task, metric, _fmt(c["baseline"]), _fmt(c["best"]), change)
         _print_table(table)
 
 

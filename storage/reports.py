@@ -57,8 +57,24 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     return next((t for t in finished if t.user_attrs.get(BASELINE_ATTR)), None)
 
 
-def compare(baseline: FrozenTrial | None, best: FrozenTrial | None, metric_names: dict[str, str]) -> dict[str, Any]:
-    """Per task: the baseline's and the best trial's validation metric and the relative change."""
+def task_metrics(study: optuna.Study) -> dict[str, tuple[str, str]]:
+    """Each task's metric name and direction, as its problem declared them at launch.
+
+    Studies recorded before tasks carried their direction kept only metric names; their only maximised metric
+    was accuracy, so for them (and only them) the direction follows from the name.
+    """
+    declared = study.user_attrs.get("tasks")
+    if isinstance(declared, list):
+        return {str(t["name"]): (str(t["metric"]), str(t["direction"])) for t in declared}
+    names = study.user_attrs.get("metric_names", {})
+    return {str(k): (str(v), "maximize" if v == "accuracy" else "minimize") for k, v in names.items()}
+
+
+def compare(
+    baseline: FrozenTrial | None, best: FrozenTrial | None, metrics: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """Per task: the baseline's and the best trial's validation metric, the relative change and whether the best
+    is better by the task's own direction."""
     if baseline is None or best is None:
         return {}
     base_tasks, best_tasks = baseline.user_attrs.get("tasks", {}), best.user_attrs.get("tasks", {})
@@ -67,11 +83,19 @@ def compare(baseline: FrozenTrial | None, best: FrozenTrial | None, metric_names
         after = best_tasks.get(task, {}).get("metric")
         before = b.get("metric")
         change = (after - before) / abs(before) if before not in (None, 0) and after is not None else None
+        name, direction = metrics.get(task, ("metric", "minimize"))
+        better = (
+            None
+            if after is None or before is None or after == before
+            else (after > before) == (direction == "maximize")
+        )
         out[task] = {
-            "metric_name": metric_names.get(task, "metric"),
+            "metric_name": name,
+            "direction": direction,
             "baseline": before,
             "best": after,
             "change": change,
+            "better": better,
         }
     return out
 
@@ -84,8 +108,7 @@ def study_report(url: str, name: str) -> StudyReport:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
     bests = best_trials(study)
     report = StudyReport(name, job.problem, job.objective, job.status, states, [_row(t) for t in bests])
-    metric_names = study.user_attrs.get("metric_names", {})
-    report.comparison = compare(baseline_trial(study), bests[0] if len(bests) == 1 else None, metric_names)
+    report.comparison = compare(baseline_trial(study), bests[0] if len(bests) == 1 else None, task_metrics(study))
     return report
 
 
