@@ -65,7 +65,8 @@ def create_study(url: str, spec: StudySpec, *, source: str) -> Launched:
             ("problem_options", spec.problem_options),
             ("objective", spec.objective),
             ("epochs", epochs),
-            ("metric_names", {t.name: t.metric for t in problem.tasks}),
+            ("metric_names", {t.name: t.metric_name for t in problem.tasks}),
+            ("tasks", task_infos(problem)),
         ):
             study.set_user_attr(key, value)
         study.enqueue_trial({}, user_attrs={BASELINE_ATTR: True})
