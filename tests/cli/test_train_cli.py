@@ -90,9 +90,9 @@ def _csv_case(tmp_path: Path, case: str) -> tuple[list[str], str]:
         return ["--data", str(tmp_path / "nope.csv"), "--target", "y:regression"], "nope.csv"
     if case == "missing column":
         return ["--data", str(good), "--target", "price:regression"], "'price'"
-    if case == "non-numeric feature":
-        bad = _table(tmp_path / "bad.csv", [*rows[:5], "1,two,3,a", *rows[5:]])
-        return ["--data", str(bad), "--target", "y:regression", "--target", "label:classification"], "'x2'"
+    if case == "non-numeric regression target":
+        bad = _table(tmp_path / "bad.csv", [*rows[:5], "1,2,three,a", *rows[5:]])
+        return ["--data", str(bad), "--target", "y:regression", "--target", "label:classification"], "'y'"
     if case == "empty table":
         return ["--data", str(_table(tmp_path / "empty.csv", [])), "--target", "y:regression"], "empty"
     if case == "unknown kind":
@@ -104,7 +104,8 @@ def _csv_case(tmp_path: Path, case: str) -> tuple[list[str], str]:
 
 
 @pytest.mark.parametrize(
-    "case", ["missing file", "missing column", "non-numeric feature", "empty table", "unknown kind", "single class"]
+    "case",
+    ["missing file", "missing column", "non-numeric regression target", "empty table", "unknown kind", "single class"],
 )
 def test_bad_csv_input_is_one_error_line_and_exit_code_2(tmp_path: Path, case: str) -> None:
     args, phrase = _csv_case(tmp_path, case)
@@ -116,7 +117,9 @@ def test_bad_csv_input_is_one_error_line_and_exit_code_2(tmp_path: Path, case: s
 
 
 def test_a_good_csv_trains_from_the_cli(tmp_path: Path) -> None:
-    rows = [f"{i / 10},{(i * 7) % 5},{i / 5 + 1},{'ab'[int(i / 10 > 1)]}" for i in range(40)]
+    # A categorical feature (colours) and missing numbers train as they are.
+    colours = ("red", "green", "blue")
+    rows = [f"{'NA' if i % 6 == 1 else i / 10},{colours[i % 3]},{i / 5 + 1},{'ab'[int(i / 10 > 1)]}" for i in range(40)]
     data = _table(tmp_path / "t.csv", rows)
     out = json_out(
         "train", "--problem", "csv", "--data", data, "--target", "y:regression", "--target", "label:classification",
@@ -124,6 +127,7 @@ def test_a_good_csv_trains_from_the_cli(tmp_path: Path) -> None:
     )  # fmt: skip
     assert set(out["tasks"]) == {"y", "label"}
     assert out["problem_options"]["target"] == ["y:regression", "label:classification"]
+    assert set(out["test"]) == {"y", "label"}  # the csv problem holds out a test split
 
 
 @pytest.mark.parametrize(

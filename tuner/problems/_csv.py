@@ -2,46 +2,86 @@
 
 from __future__ import annotations
 
-import csv
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from tuner.config import Chain
 from tuner.problems._base import Defaults, Knob, Problem, ProblemOptions
+from tuner.problems._csv_columns import Encoded, encode_feature
+from tuner.problems._csv_table import MISSING, PREFIX, Rows, Table, read_table, split_rows
+from tuner.problems._csv_targets import METRICS, Target, encode_target, parse_target
 from tuner.problems._data import Dataset, Split
 from tuner.problems._sharing import SharedBottom, mlp
 from tuner.problems._task import ProblemError, Task
 
-KINDS = ("regression", "classification")
-PREFIX = "problem 'csv'"
+_METRIC_HELP = "; ".join(f"{kind}: {', '.join(metrics)}" for kind, metrics in METRICS.items())
 
 
 class CsvOptions(ProblemOptions):
     data: Path = Field(description="path of the CSV file (header row, one sample per row)")
-    target: list[str] = Field(description="target columns as NAME:regression or NAME:classification")
+    target: list[str] = Field(
+        description="target columns as COLUMN:KIND[:METRIC], KIND one of regression, classification, binary; "
+        f"METRIC (default first) {_METRIC_HELP}. A binary target's positive class is the value spelled "
+        "1/true/yes/y/t/positive/pos, else the larger number, else the later one in sorted order"
+    )
     features: list[str] | None = Field(None, description="feature columns; default: every non-target column")
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    categorical: list[str] = Field(
+        default_factory=list,
+        description="feature columns to one-hot even if their cells are numbers (codes); a column with a "
+        "non-numeric cell is categorical anyway",
+    )
+    max_categories: int = Field(
+        20,
+        ge=1,
+        description="one-hot columns per categorical feature: its most frequent training values; the rest, and "
+        "values no training row has, are 'other' (all zeros)",
+    )
+    chain: list[str] = Field(
+        default_factory=list,
+        description="task chains SOURCE:TARGET between target columns that training may use; a study searches "
+        "the first one's mode (none, detach, through)",
+    )
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of the rows held out for validation")
+    test_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="share of the rows held out for the final test (0: no test split)"
+    )
 
-    @field_validator("target", mode="before")
+    @field_validator("target", "features", "categorical", "chain", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _room_to_train(self) -> CsvOptions:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must leave rows to train on (sum below 1)")
+        return self
+
 
 class CsvProblem(Problem):
-    """Features are standardised; regression targets are standardised for training and their RMSE is reported in
-    the column's own units; class labels may be any strings or numbers. Standardisation uses the training rows'
-    statistics only, so the validation rows stay unseen."""
+    """Rows are split (seeded) into train, validation and test; every statistic comes from the training rows.
+
+    Numeric features are standardised; missing ones (empty, NA, N/A, nan, null, None, ?) are imputed with the
+    training mean and get a 0/1 missing-indicator column. A declared or non-numeric feature is one-hot over its most
+    frequent training values (missing cells are a category of their own). Regression targets are standardised for
+    training and their metric is reported in the column's units. A missing target cell drops that row for that
+    task only (its target is ``Masked``); an empty class label is missing, never a class. A binary target (BCE with
+    logits; AUC by default) has exactly two values; the option ``target`` says which one is positive. The model's
+    target heads may read another target's prediction along the pairs the option ``chain`` declares.
+    ``notes`` says what was done to which column.
+    """
 
     name: ClassVar[str] = "csv"
-    description: ClassVar[str] = "your own CSV table: --data FILE --target COLUMN:regression|classification"
+    description: ClassVar[str] = (
+        "your own CSV table: --data FILE --target COLUMN:regression|classification|binary[:METRIC]; categorical and "
+        "missing features are encoded (see the problem's notes); chains between targets with the option chain"
+    )
     Options = CsvOptions
     model_knobs: ClassVar[Mapping[str, Knob]] = {
         "hidden": Knob(64, help="width of the shared ReLU layers"),
@@ -50,17 +90,25 @@ class CsvProblem(Problem):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        assert isinstance(self.options, CsvOptions)
-        self._targets = [_parse_target(spec) for spec in self.options.target]
+        opts = self.opts
+        self._targets = [parse_target(spec) for spec in opts.target]
         if not self._targets:
             raise ProblemError(f"{PREFIX}: at least one --target COLUMN:KIND is required")
-        names = [name for name, _ in self._targets]
-        duplicated = sorted({n for n in names if names.count(n) > 1})
-        if duplicated:
-            raise ProblemError(f"{PREFIX}: target column {duplicated[0]!r} is given more than once")
+        seen: set[str] = set()
+        for spec in self._targets:
+            if spec.column in seen:
+                raise ProblemError(f"{PREFIX}: target column {spec.column!r} is given more than once")
+            seen.add(spec.column)
+        self._chains = tuple(_parse_chain(spec, seen) for spec in opts.chain)
         self._data: Dataset | None = None
         self._tasks: list[Task] | None = None
+        self._notes: list[str] = []
         self._in_dim = 0
+
+    @property
+    def opts(self) -> CsvOptions:
+        assert isinstance(self.options, CsvOptions)
+        return self.options
 
     @property
     def tasks(self) -> list[Task]:
@@ -68,6 +116,17 @@ class CsvProblem(Problem):
             self.load()
         assert self._tasks is not None
         return self._tasks
+
+    @property
+    def notes(self) -> list[str]:
+        """What reading the table did, one line each: the splits, and each column that was encoded, imputed,
+        dropped or masked."""
+        self.load()
+        return list(self._notes)
+
+    @property
+    def chains(self) -> tuple[tuple[str, str], ...]:
+        return self._chains
 
     def load(self) -> Dataset:
         if self._data is None:
@@ -80,106 +139,75 @@ class CsvProblem(Problem):
 
     @property
     def defaults(self) -> Defaults:
-        return Defaults(lr_shared=3e-3, lr_heads=3e-3, lr_weighting=1e-2, batch_size=64, epochs=30)
+        chain = self._chains[0] if self._chains else None
+        return Defaults(lr_shared=3e-3, lr_heads=3e-3, lr_weighting=1e-2, batch_size=64, epochs=30, chain=chain)
 
     def _read(self) -> Dataset:
-        assert isinstance(self.options, CsvOptions)
-        path = self.options.data
-        header, rows = _read_table(path)
-        names = [name for name, _ in self._targets]
-        for col in [*names, *(self.options.features or [])]:
-            if col not in header:
-                raise ProblemError(f"{PREFIX}: column {col!r} not found in {path}; columns: {', '.join(header)}")
-        features = self.options.features or [c for c in header if c not in names]
-        if not features:
-            raise ProblemError(f"{PREFIX}: {path} has no feature columns left after removing the targets")
-        n_val = max(1, round(len(rows) * self.options.val_fraction))
-        if len(rows) - n_val < 1:
-            raise ProblemError(f"{PREFIX}: {path} has {len(rows)} rows, too few for a train/validation split")
-        columns = {c: [row[header.index(c)] for row in rows] for c in header}
-        # Shuffle once (after parsing, so errors name the file's own row numbers); the first n_val rows validate.
-        order = np.random.default_rng(self.options.seed).permutation(len(rows))
-        x = np.stack([_numeric(path, c, columns[c], "feature") for c in features], axis=1)[order]
-        tasks, ys = [], {}
-        for name, kind in self._targets:
-            task, y = _target(path, name, kind, columns[name], order, n_val)
-            tasks.append(task)
-            ys[name] = y
-        self._tasks, self._in_dim = tasks, len(features)
-        xt = torch.as_tensor(_standardise(x, n_val)[0], dtype=torch.float32)
+        opts = self.opts
+        table = read_table(opts.data)
+        rows = split_rows(table, opts.val_fraction, opts.test_fraction, opts.seed)
+        targets = [encode_target(table, spec, rows) for spec in self._targets]
+        declared = set(opts.categorical)
+        encoded = [
+            encode_feature(table, c, rows, categorical=c in declared, max_categories=opts.max_categories)
+            for c in self._feature_columns(table)
+        ]
+        used = [block for block in encoded if block.width]
+        if not used:
+            raise ProblemError(f"{PREFIX}: {table.path} has no usable feature column (every one is empty)")
+        x = torch.as_tensor(np.concatenate([e.block for e in used], axis=1), dtype=torch.float32)
+        self._tasks, self._in_dim = [t.task for t in targets], int(x.shape[1])
+        self._notes = _notes(table, rows, encoded, targets, x.shape[1])
         return Dataset(
-            train=Split(xt[n_val:], {k: v[n_val:] for k, v in ys.items()}),
-            val=Split(xt[:n_val], {k: v[:n_val] for k, v in ys.items()}),
+            train=_split(x, targets, rows.train),
+            val=_split(x, targets, rows.val),
+            test=_split(x, targets, rows.test) if rows.test.size else None,
         )
 
-
-def _parse_target(spec: str) -> tuple[str, str]:
-    name, sep, kind = spec.rpartition(":")
-    if not sep or not name:
-        raise ProblemError(f"{PREFIX}: target {spec!r}: expected COLUMN:KIND with KIND one of {', '.join(KINDS)}")
-    if kind not in KINDS:
-        raise ProblemError(f"{PREFIX}: target {name!r}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    return name, kind
-
-
-def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
-    if not path.is_file():
-        raise ProblemError(f"{PREFIX}: data file {str(path)!r} not found")
-    try:
-        with path.open(newline="") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip() for h in next(reader, [])]
-            rows = [row for row in reader if any(cell.strip() for cell in row)]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ProblemError(f"{PREFIX}: {path} is not a readable CSV file ({exc})") from None
-    if not header or not rows:
-        raise ProblemError(f"{PREFIX}: {path} is empty (it needs a header row and at least one data row)")
-    for i, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise ProblemError(f"{PREFIX}: {path} line {i} has {len(row)} fields, the header has {len(header)}")
-    return header, rows
+    def _feature_columns(self, table: Table) -> list[str]:
+        opts = self.opts
+        names = {spec.column for spec in self._targets}
+        features = opts.features if opts.features is not None else [c for c in table.header if c not in names]
+        for column in [*features, *opts.categorical]:
+            table.require(column, "feature")
+            if column in names:
+                raise ProblemError(f"{PREFIX}: column {column!r} of {table.path} is a target; it cannot be a feature")
+        chosen = set(features)
+        stray = [c for c in opts.categorical if c not in chosen]
+        if stray:
+            raise ProblemError(f"{PREFIX}: categorical: column {stray[0]!r} of {table.path} is not a feature column")
+        if not features:
+            raise ProblemError(f"{PREFIX}: {table.path} has no feature columns left after removing the targets")
+        return features
 
 
-def _numeric(path: Path, column: str, cells: list[str], role: str) -> np.ndarray:
-    values = np.empty(len(cells), dtype=np.float64)
-    for i, cell in enumerate(cells):
-        try:
-            values[i] = float(cell)
-        except ValueError:
-            hint = (
-                "features must be numbers; declare it as a classification target or drop it"
-                if role == "feature"
-                else "a regression target must be numeric; declare it as classification instead"
-            )
-            raise ProblemError(
-                f"{PREFIX}: {role} column {column!r} in {path} is not numeric (data row {i + 1}: {cell!r}); {hint}"
-            ) from None
-        if not math.isfinite(values[i]):
-            raise ProblemError(
-                f"{PREFIX}: {role} column {column!r} in {path} has a missing or infinite value (data row {i + 1})"
-            )
-    return values
+def _parse_chain(spec: str, targets: set[str]) -> tuple[str, str]:
+    """``SOURCE:TARGET``, both target columns (the split is found even when a column's name holds a colon)."""
+    for i, char in enumerate(spec):
+        if char == ":" and spec[:i] in targets and spec[i + 1 :] in targets:
+            if spec[:i] == spec[i + 1 :]:
+                raise ProblemError(f"{PREFIX}: chain: {spec!r}: source and target are the same column")
+            return spec[:i], spec[i + 1 :]
+    source, sep, target = spec.partition(":")
+    if not sep:
+        raise ProblemError(f"{PREFIX}: chain: {spec!r}: expected SOURCE:TARGET (two target columns)")
+    wrong = source if source not in targets else target
+    raise ProblemError(
+        f"{PREFIX}: chain: {spec!r}: column {wrong!r} is not a target; targets: {', '.join(sorted(targets))} "
+        "(the chain's mode belongs to the training configuration: --chain SOURCE:TARGET:MODE)"
+    )
 
 
-def _standardise(values: np.ndarray, n_val: int) -> tuple[np.ndarray, np.ndarray]:
-    """Scale with the training rows' (``values[n_val:]``) mean and std; returns the scaled values and the std."""
-    train = values[n_val:]
-    std = np.where(train.std(axis=0) > 0, train.std(axis=0), 1.0)
-    return (values - train.mean(axis=0)) / std, std
+def _split(x: torch.Tensor, targets: list[Target], rows: np.ndarray) -> Split:
+    index = torch.from_numpy(rows)
+    return Split(x[index], {t.task.name: t.take(rows) for t in targets})
 
 
-def _target(
-    path: Path, name: str, kind: str, cells: list[str], order: np.ndarray, n_val: int
-) -> tuple[Task, torch.Tensor]:
-    if kind == "classification":
-        classes = sorted(set(cells))
-        if len(classes) < 2:
-            raise ProblemError(
-                f"{PREFIX}: classification target column {name!r} in {path} has a single class ({classes[0]!r}); "
-                "it needs at least two"
-            )
-        index = {c: i for i, c in enumerate(classes)}
-        labels = torch.tensor([index[c] for c in cells], dtype=torch.long)[torch.from_numpy(order)]
-        return Task(name, "classification", out_dim=len(classes)), labels
-    scaled, std = _standardise(_numeric(path, name, cells, "regression target")[order], n_val)
-    return Task(name, "regression", metric_scale=float(std)), torch.as_tensor(scaled, dtype=torch.float32)[:, None]
+def _notes(table: Table, rows: Rows, encoded: list[Encoded], targets: list[Target], width: int) -> list[str]:
+    head = [
+        f"{table.path.name}: {table.n_rows} rows: {len(rows.train)} train, {len(rows.val)} validation, "
+        f"{len(rows.test)} test",
+        f"{len(encoded)} feature columns as {width} inputs, numbers standardised with the training rows' mean and "
+        f"spread; missing cells: empty or {', '.join(sorted(MISSING - {''}))}",
+    ]
+    return head + [e.note for e in encoded if e.note] + [note for t in targets for note in t.notes]
