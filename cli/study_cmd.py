@@ -31,7 +31,9 @@ def run(
     problem: Annotated[str, typer.Option(help="Problem name (see `mtl-tune problems`).")],
     tasks: Annotated[int | None, typer.Option(help="Number of tasks, for problems that take it.")] = None,
     data: Annotated[Path | None, typer.Option(help="CSV file for the csv problem.")] = None,
-    target: Annotated[list[str] | None, typer.Option(help="csv target COLUMN:regression|classification.")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="csv target COLUMN:regression|classification|binary[:METRIC] (repeatable).")
+    ] = None,
     option: Annotated[
         list[str] | None,
         typer.Option(help="Another problem option KEY=VALUE, e.g. n_train=500 (repeatable; see `mtl-tune problems`)."),

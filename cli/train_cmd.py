@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cli._common import console, fail, parse_assignments, user_errors, validation_message
+from cli._common import console, err_console, fail, parse_assignments, user_errors, validation_message
 from cli.study_cmd import parse_options
 
 if TYPE_CHECKING:
@@ -21,7 +21,9 @@ def train(
     problem: Annotated[str | None, typer.Option(help="Problem name (see `mtl-tune problems`).")] = None,
     tasks: Annotated[int | None, typer.Option(help="Number of tasks (gradnorm-toy: 2 or up to 10).")] = None,
     data: Annotated[Path | None, typer.Option(help="CSV file for the csv problem.")] = None,
-    target: Annotated[list[str] | None, typer.Option(help="csv target COLUMN:regression|classification.")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="csv target COLUMN:regression|classification|binary[:METRIC] (repeatable).")
+    ] = None,
     strategy: Annotated[
         str | None, typer.Option(help="equal, static, uncertainty, uncertainty-positive, gradnorm or dwa.")
     ] = None,
@@ -109,6 +111,8 @@ def train(
 
             save_model(result, save, problem_options=options)
 
+    for note in getattr(prob, "notes", []):  # what a problem did to the data (csv: imputation, encodings)
+        err_console.print(f"note: {note}", highlight=False)
     if as_json:
         out = result.to_json()
         out["problem_options"] = _jsonable(options)
