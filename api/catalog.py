@@ -1,33 +1,43 @@
-"""The registered problems as the API lists them (imports ``tuner``, hence torch, on first use only)."""
+"""The registered problems as the API lists them (imports ``tuner``, hence torch, on first use only).
+
+No problem's data is loaded to list it (``tuner.problems.listing``); a plugin that is broken is listed with its
+error and every other problem stays launchable.
+"""
 
 from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from api.schemas import ProblemInfo, TaskInfo
+from api.schemas import BrokenProblem, KnobInfo, ProblemInfo, ProblemList, TaskInfo
+
+if TYPE_CHECKING:
+    from tuner.problems import Listed
 
 log = logging.getLogger("mtl_tune.api")
 
 
 @lru_cache(maxsize=1)
-def problems() -> tuple[ProblemInfo, ...]:
-    """Built-in and plugin problems with their tasks, default space and options schema (cached: the registry is
-    fixed for the process's lifetime)."""
-    from tuner.problems import available_problems
+def problems() -> ProblemList:
+    """Built-in and plugin problems with their tasks, model knobs, default space and options schema, and the broken
+    plugins (cached: the plugins are the operator's, fixed for the process's lifetime)."""
+    from tuner.problems import listing
 
-    return tuple(_info(cls) for _, cls in sorted(available_problems().items()))
+    found = listing()
+    return ProblemList(
+        problems=[_info(entry) for entry in found.problems],
+        broken=[BrokenProblem(name=b.name, source=b.source, error=b.error) for b in found.broken],
+    )
 
 
-def _info(cls: Any) -> ProblemInfo:
-    from tuner.study import SearchSpace, default_space
+def _info(entry: Listed) -> ProblemInfo:
+    from tuner.study import SearchSpace, default_space, task_infos
 
-    try:
-        problem = cls.create(None)
-        tasks = [TaskInfo(name=t.name, kind=t.kind, metric=t.metric, direction=t.direction) for t in problem.tasks]
-    except Exception:  # options without defaults (csv's data file), or a plugin's own failure: tasks come later
-        problem, tasks = object.__new__(cls), []  # ``defaults`` needs no data; the default space reads only that
+    cls = entry.cls
+    # Without a preview (required options) an instance without options still has ``defaults`` and the knobs,
+    # which is all the default space reads.
+    problem = entry.preview if entry.preview is not None else object.__new__(cls)
     try:
         space = default_space(problem)
     except Exception:  # third-party code whose defaults need its options
@@ -36,7 +46,14 @@ def _info(cls: Any) -> ProblemInfo:
     return ProblemInfo(
         name=cls.name,
         description=cls.description,
-        tasks=tasks,
+        tasks=[TaskInfo.model_validate(t) for t in task_infos(entry.preview)] if entry.preview is not None else [],
+        tasks_declared_by_options=entry.preview is None,
+        model_knobs={name: _knob(knob) for name, knob in cls.model_knobs.items()},
         default_space=space.model_dump(mode="json"),
         options=cls.Options.model_json_schema(),
     )
+
+
+def _knob(knob: Any) -> KnobInfo:
+    choices = list(knob.choices) if knob.choices is not None else None
+    return KnobInfo(default=knob.default, low=knob.low, high=knob.high, log=knob.log, choices=choices, help=knob.help)

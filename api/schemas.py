@@ -101,23 +101,50 @@ class Health(BaseModel):
     workers_alive: int
 
 
+Direction = Literal["minimize", "maximize"]
+
+
 class TaskInfo(BaseModel):
     name: str
     kind: str
     metric: str
-    direction: Literal["minimize", "maximize"]
+    direction: Direction = Field(description="the metric's direction, as the task declares it")
+
+
+class KnobInfo(BaseModel):
+    """One of a problem's model knobs: its default and, when it is searched by default, its range or choices."""
+
+    default: ParamValue
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[ParamValue] | None = None
+    help: str = ""
 
 
 class ProblemInfo(BaseModel):
     name: str
     description: str
-    tasks: list[TaskInfo] = Field(description="empty when the tasks depend on data (csv)")
-    default_space: dict[str, Any]
+    tasks: list[TaskInfo] = Field(description="empty when the tasks are declared by the options (csv's targets)")
+    tasks_declared_by_options: bool = Field(
+        False, description="true when only the problem options (or the data they name) tell the tasks"
+    )
+    model_knobs: dict[str, KnobInfo] = Field(default_factory=dict, description="the model's own knobs")
+    default_space: dict[str, Any] = Field(description="the search space a study gets by default (`model` included)")
     options: dict[str, Any] = Field(description="JSON schema of problem_options")
+
+
+class BrokenProblem(BaseModel):
+    """A plugin the server could not register or describe; every other problem works."""
+
+    name: str
+    source: str
+    error: str
 
 
 class ProblemList(BaseModel):
     problems: list[ProblemInfo]
+    broken: list[BrokenProblem] = Field(default_factory=list)
 
 
 class TrialCounts(BaseModel):
@@ -171,6 +198,7 @@ class TrialRow(BaseModel):
 
 class Comparison(BaseModel):
     metric: str
+    direction: Direction | None = Field(None, description="the task's direction; null for a task it does not know")
     baseline: float | None
     best: float | None
     change: float | None = Field(description="(best - baseline) / |baseline|")

@@ -1,7 +1,7 @@
 """Storage rows into response models: study summaries and details, trial rows, per-epoch curves.
 
-Facts that never change once known (a study's Optuna id, its metric names, its baseline trial) are cached per
-job; a Pareto front is cached until the study's count of complete trials changes.
+Facts that never change once known (a study's Optuna id, its tasks, its baseline trial) are cached per job; a
+Pareto front is cached until the study's count of complete trials changes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from storage import api_queries as q
 BASELINE_ATTR = storage.BASELINE_ATTR
 
 _study_ids: Lru[JobKey, int] = Lru()
-_metric_names: Lru[JobKey, dict[str, str]] = Lru()
+_task_lists: Lru[JobKey, list[TaskInfo]] = Lru()
 _baselines: Lru[JobKey, int] = Lru()
 _fronts: Lru[JobKey, Front] = Lru(64)
 
@@ -78,16 +78,16 @@ def study_detail(session: Session, job: StudyJob) -> StudyDetail:
     baseline_number = baseline_of(session, job)
     best = _best_rows(session, job)
     baseline = q.summary(session, job_id=job.id, number=baseline_number) if baseline_number is not None else None
-    metric_names = _metric_names_of(session, job)
+    tasks = study_tasks(session, job)
     best_rows = [trial_row(row, baseline_number=baseline_number) for row in best]
     scalar_best = best[0].objective if job.objective == "scalar" and best else None
     return StudyDetail(
         **summary_of(job, counts=counts, best_value=scalar_best).model_dump(),
         space=job.space,
-        tasks=_tasks(metric_names, baseline or (best[0] if best else None)),
+        tasks=tasks,
         best=best_rows,
         baseline=trial_row(baseline, baseline_number=baseline_number) if baseline is not None else None,
-        comparison=_compare(baseline, best[0] if job.objective == "scalar" and best else None, metric_names),
+        comparison=_compare(baseline, best[0] if job.objective == "scalar" and best else None, tasks),
     )
 
 
@@ -138,7 +138,15 @@ def values_of(values: list[Any] | None) -> list[float | None] | None:
 
 
 def study_tasks(session: Session, job: StudyJob) -> list[TaskInfo]:
-    return _tasks(_metric_names_of(session, job), None)
+    """The study's tasks as recorded at launch: name, kind, metric and the direction the task declared."""
+    key = job_key(session, job)
+    tasks = _task_lists.get(key)
+    if tasks is None:
+        sid = study_id(session, job)
+        tasks = _recorded_tasks(session, sid) if sid is not None else []
+        if tasks:
+            _task_lists.put(key, tasks)
+    return tasks
 
 
 def task_metrics(tasks: dict[str, Any] | None) -> dict[str, TaskMetrics]:
@@ -165,30 +173,22 @@ def baseline_of(session: Session, job: StudyJob) -> int | None:
     return number
 
 
-def _metric_names_of(session: Session, job: StudyJob) -> dict[str, str]:
-    key = job_key(session, job)
-    names = _metric_names.get(key)
-    if names is None:
-        sid = study_id(session, job)
-        found = q.study_user_attr(session, study_id=sid, key="metric_names") if sid is not None else None
-        names = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
-        if names:
-            _metric_names.put(key, names)
-    return names
-
-
-def _tasks(metric_names: dict[str, str], example: TrialSummary | None) -> list[TaskInfo]:
-    """Tasks from the study's metric names (what every task kind reports decides kind and direction)."""
-    if not metric_names and example is not None:
-        metric_names = dict.fromkeys(example.task_metrics or {}, "metric")
+def _recorded_tasks(session: Session, sid: int) -> list[TaskInfo]:
+    recorded = q.study_user_attr(session, study_id=sid, key="tasks")
+    if isinstance(recorded, list):
+        return [TaskInfo.model_validate(task) for task in recorded]
+    # Studies created before the "tasks" attribute recorded metric names only. Their tasks could have just two
+    # kinds of metric: accuracy (classification, the only maximised one) or rmse/mse (regression, minimised); this
+    # is what those tasks declared, and no study recorded since is read this way.
+    names = q.study_user_attr(session, study_id=sid, key="metric_names")
     return [
         TaskInfo(
-            name=name,
-            metric=metric,
+            name=str(name),
+            metric=str(metric),
             kind="classification" if metric == "accuracy" else "regression",
             direction="maximize" if metric == "accuracy" else "minimize",
         )
-        for name, metric in metric_names.items()
+        for name, metric in (names.items() if isinstance(names, dict) else ())
     ]
 
 
@@ -215,12 +215,12 @@ def _pareto_front(session: Session, job: StudyJob) -> Front:
     return front
 
 
-def _compare(
-    baseline: TrialSummary | None, best: TrialSummary | None, metric_names: dict[str, str]
-) -> dict[str, Comparison]:
-    """Per task: the baseline's and the best trial's validation metric, and the relative change."""
+def _compare(baseline: TrialSummary | None, best: TrialSummary | None, tasks: list[TaskInfo]) -> dict[str, Comparison]:
+    """Per task: the baseline's and the best trial's validation metric, the relative change and the task's
+    direction (whether the change is an improvement is the direction's to say, not the sign's)."""
     if baseline is None or best is None:
         return {}
+    known = {t.name: t for t in tasks}
     out = {}
     best_tasks = best.task_metrics or {}
     for task, numbers in (baseline.task_metrics or {}).items():
@@ -229,7 +229,11 @@ def _compare(
         change = None
         if before is not None and after is not None and before != 0:
             change = (after - before) / abs(before)
-        out[task] = Comparison(metric=metric_names.get(task, "metric"), baseline=before, best=after, change=change)
+        info = known.get(task)
+        out[task] = Comparison(
+            metric=info.metric if info else "metric", direction=info.direction if info else None,
+            baseline=before, best=after, change=change,
+        )  # fmt: skip
     return out
 
 

@@ -10,9 +10,16 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def print_table(table: Table) -> None:
+    """On a terminal, as wide as it is; piped output (scripts, files) gets whole names instead of columns cut to a
+    guessed 80-character terminal."""
+    (console if console.is_terminal else Console(width=200)).print(table)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

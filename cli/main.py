@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from cli import db_cmd, problems_cmd, serve_cmd, study_cmd, train_cmd, worker_cmd
@@ -14,6 +16,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def main(
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            metavar="MODULE",
+            help="Import this trusted module's problems (repeatable; adds to MTL_TUNE_PLUGINS, which the workers "
+            "this command starts inherit). A module that fails is listed as broken by `mtl-tune problems`.",
+        ),
+    ] = None,
+) -> None:
+    if plugin:
+        from tuner.problems import use_plugins  # imported only when asked: `mtl-tune --help` stays fast
+
+        use_plugins(plugin)
+
+
 app.command("problems")(problems_cmd.problems)
 app.command("train")(train_cmd.train)
 app.add_typer(study_cmd.app, name="study")

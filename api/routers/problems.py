@@ -1,4 +1,4 @@
-"""``GET /api/problems``: the registered problems a study can name."""
+"""``GET /api/problems``: the registered problems a study can name, and the plugins that are broken."""
 
 from __future__ import annotations
 
@@ -12,4 +12,4 @@ router = APIRouter(tags=["problems"])
 
 @router.get("/problems")
 def list_problems() -> ProblemList:
-    return ProblemList(problems=list(catalog.problems()))
+    return catalog.problems()

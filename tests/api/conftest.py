@@ -13,6 +13,9 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.settings import Settings
 from tests.api.helpers import BACKENDS, client_for, database, run_study
+from tests.plugins import plugin_dir
+
+__all__ = ["plugin_dir"]
 
 
 @dataclass

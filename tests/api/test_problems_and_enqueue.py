@@ -12,7 +12,9 @@ from tests.api.helpers import client_for, launch_body, run_study
 
 
 def test_problems_list_tasks_default_space_and_options(sqlite_client: TestClient) -> None:
-    problems = {p["name"]: p for p in sqlite_client.get("/api/problems").json()["problems"]}
+    listed = sqlite_client.get("/api/problems").json()
+    problems = {p["name"]: p for p in listed["problems"]}
+    assert listed["broken"] == []
 
     assert {"uncertainty-toy", "gradnorm-toy", "multi-digits", "csv"} <= set(problems)
     toy = problems["uncertainty-toy"]
@@ -23,9 +25,12 @@ def test_problems_list_tasks_default_space_and_options(sqlite_client: TestClient
     ]
     assert toy["default_space"]["lr_shared"] == {"low": 0.001, "high": 0.1, "log": True}
     assert set(toy["options"]["properties"]) >= {"n_train", "n_val", "seed"}
+    assert toy["model_knobs"]["hidden"]["default"] == toy["default_space"]["model"]["hidden"]
+    assert toy["tasks_declared_by_options"] is False
     assert problems["multi-digits"]["tasks"][0]["direction"] == "maximize"
     csv = problems["csv"]
-    assert csv["tasks"] == [] and "data" in csv["options"]["properties"] and csv["default_space"]
+    assert csv["tasks"] == [] and csv["tasks_declared_by_options"] is True
+    assert "data" in csv["options"]["properties"] and csv["default_space"]
 
 
 def test_the_request_schema_mirrors_the_study_spec() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,25 @@ def test_commands_run_mtl_tune_worker_with_devices_round_robin() -> None:
     assert [c[c.index("--worker-index") + 1] for c in commands] == ["0", "1", "2"]
     assert all(c[c.index("--threads") + 1] == "2" for c in commands)
     assert "--device" not in WorkerPool("sqlite:///x.db", count=1).command(WorkerPool("u", count=1).slots[0])
+
+
+def test_workers_inherit_the_plugin_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `mtl-tune --plugin MODULE serve` adds MODULE to MTL_TUNE_PLUGINS; its workers must import the same problems.
+    monkeypatch.setenv("MTL_TUNE_PLUGINS", "my_pkg.problems")
+    seen = tmp_path / "seen"
+
+    class Reporter(WorkerPool):
+        def command(self, slot: workers._Slot) -> list[str]:
+            code = f"import os, pathlib; pathlib.Path({str(seen)!r}).write_text(os.environ['MTL_TUNE_PLUGINS'])"
+            return [sys.executable, "-c", code]
+
+    pool = Reporter("sqlite:///x.db", count=1)
+    pool.start()
+    deadline = time.monotonic() + 10
+    while not (seen.exists() and seen.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pool.stop()
+    assert seen.read_text() == "my_pkg.problems"
 
 
 def test_a_dead_worker_is_restarted(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,10 @@ from typing import Any
 
 import pytest
 
+from tests.plugins import plugin_dir
+
+__all__ = ["plugin_dir"]
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",

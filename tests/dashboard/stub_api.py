@@ -151,10 +151,22 @@ class StubApi:
                         "name": "uncertainty-toy",
                         "description": "two regressions",
                         "tasks": TASKS,
+                        "tasks_declared_by_options": False,
+                        "model_knobs": {
+                            "hidden": {
+                                "default": 64,
+                                "low": None,
+                                "high": None,
+                                "log": False,
+                                "choices": None,
+                                "help": "width",
+                            }
+                        },
                         "default_space": {"strategy": ["equal", "uncertainty"]},
                         "options": {"properties": {"n_train": {"type": "integer", "default": 1000}}},
                     }
-                ]
+                ],
+                "broken": [],
             }
 
         @router.get("/studies")

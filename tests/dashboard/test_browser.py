@@ -14,7 +14,9 @@ import pytest
 import torch
 
 import storage
+from api import catalog
 from tests.dashboard.server import serve
+from tests.plugins import BROKEN_IMPORT, WAVE
 from tuner.study import StudySpec, Worker, WorkerSettings, create_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -139,3 +141,49 @@ def test_launch_form_token_errors_and_stop(page: Any, storage_url: str, artifact
             "/stop/.test(document.querySelector('#studies tr[data-name=\"from-form\"] .badge').textContent)"
         )
         assert page.inner_text("#list-message") == ""
+
+
+@pytest.fixture
+def plugin_url(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch, browser: Any) -> Iterator[str]:
+    """An empty database, served with a working and a broken plugin named by the operator."""
+    monkeypatch.setenv("MTL_TUNE_PLUGINS", f"{WAVE},{BROKEN_IMPORT}")
+    catalog.problems.cache_clear()
+    url = f"sqlite:///{plugin_dir / 'studies.db'}"
+    yield url
+    catalog.problems.cache_clear()
+    storage.dispose_engines()
+
+
+def test_a_plugin_problem_from_the_form_with_its_declared_directions(
+    page: Any, plugin_url: str, artifacts: Path
+) -> None:
+    with _serve_app(plugin_url) as base:
+        page.goto(f"{base}/")
+        page.wait_for_selector('#launch select[name=problem] option[value="plugin-wave"]', state="attached")
+        form = page.locator("#launch")
+        form.locator("select[name=problem]").select_option("plugin-wave")
+        info = page.inner_text("#problem-info")
+        assert "sin (regression, r2_score, maximize), sign (classification, accuracy, minimize)" in info
+        assert "model knobs: width=8, depth=1" in info
+        page.click("#broken-problems-summary")
+        assert "this plugin cannot be imported" in page.inner_text("#broken-problems")
+        form.locator("input[name=name]").fill("wave")
+        form.locator("input[name=n_trials]").fill("2")
+        form.locator("input[name=epochs]").fill("1")
+        form.locator("select[name=pruner]").select_option("none")
+        form.locator("textarea[name=problem_options]").fill('{"n": 40}')
+        form.get_by_role("button", name="Launch").click()
+        page.wait_for_function("document.querySelector('#launch-message').textContent.includes('launched')")
+        page.screenshot(path=artifacts / "dashboard-plugin-launch.png", full_page=True)
+
+        Worker(WorkerSettings(url=plugin_url, study_name="wave", exit_when_idle=True, device="cpu")).run()
+        comparison = page.request.get(f"{base}/api/studies/wave").json()["comparison"]
+        page.goto(f"{base}/studies/wave")
+        for task, direction in (("sin", "maximize"), ("sign", "minimize")):
+            row = page.locator(f'#comparison tr[data-task="{task}"]')
+            row.wait_for()
+            assert row.locator("td").nth(2).inner_text() == direction
+            c = comparison[task]
+            if c["best"] != c["baseline"]:  # the verdict follows the task's direction, not the change's sign
+                verdict = "better" if (c["best"] > c["baseline"]) == (direction == "maximize") else "worse"
+                assert verdict in (row.locator("td").nth(5).get_attribute("class") or "")

@@ -117,6 +117,12 @@ def test_plot_data_functions(page: Any, base_url: str) -> None:
             cat: {values: cat.values, ticktext: cat.ticktext},
             comparison: t.comparisonRows({acc: {metric: "accuracy", baseline: 0.5, best: 0.6, change: null}},
                                          [{name: "acc", direction: "maximize"}]),
+            // the direction is the task's: a rise of a minimised "accuracy" is worse; without one, no verdict
+            declared: t.comparisonRows({
+              acc: {metric: "accuracy", direction: "minimize", baseline: 0.5, best: 0.6, change: 0.2},
+              r2: {metric: "r2_score", baseline: 0.5, best: 0.4, change: -0.2},
+              err: {metric: "rmse", baseline: 2, best: 1, change: -0.5},
+            }, [{name: "r2", direction: "maximize"}]).map((r) => [r.task, r.direction, r.better]),
             weights: t.weightingTraces([{epoch: 1, tasks: {a: {weight: 1, sigma: null}}}], ["a"], "sigma").length,
             axes: t.parallelTraces([{objective: 1, params: {a: 1, b: 2, c: 3}}], {importances: {c: 0.9, b: 0.1}})[0]
               .dimensions.map((d) => d.label),
@@ -133,5 +139,6 @@ def test_plot_data_functions(page: Any, base_url: str) -> None:
     assert result["cat"] == {"values": [1, 0, 2], "ticktext": ["n/a", "dwa", "equal"]}
     (row,) = result["comparison"]
     assert row["change"] == pytest.approx(0.2) and row["better"] is True
+    assert result["declared"] == [["acc", "minimize", False], ["r2", "maximize", False], ["err", None, None]]
     assert result["weights"] == 0
     assert result["axes"] == ["c", "b", "a", "objective"]

@@ -94,9 +94,19 @@ function showProblem() {
     info.textContent = "";
     return;
   }
-  const tasks = problem.tasks.map((t) => `${t.name} (${t.kind}, ${t.metric}, ${t.direction})`).join(", ");
-  info.textContent = `${problem.description} — tasks: ${tasks || "from the data"}`;
+  const tasks = problem.tasks_declared_by_options
+    ? "declared by the options"
+    : problem.tasks.map((t) => `${t.name} (${t.kind}, ${t.metric}, ${t.direction})`).join(", ");
+  const knobs = Object.entries(problem.model_knobs || {}).map(([name, k]) => `${name}=${k.default}`).join(", ");
+  info.textContent = `${problem.description} — tasks: ${tasks}${knobs ? ` — model knobs: ${knobs}` : ""}`;
   form.problem_options.placeholder = JSON.stringify(optionExample(problem.options));
+}
+
+/** Plugins the server could not load: named with their error, so a missing problem is explained. */
+function showBroken(broken) {
+  const target = document.getElementById("broken-problems");
+  target.replaceChildren(...(broken || []).map((b) => el("li", {}, `${b.name} (${b.source}): ${b.error}`)));
+  target.closest("details").hidden = !(broken || []).length;
 }
 
 function parseJSONField(name) {
@@ -145,7 +155,9 @@ async function launch(event) {
 }
 
 async function loadProblems() {
-  ({ problems } = await getJSON("/problems"));
+  const listed = await getJSON("/problems");
+  problems = listed.problems;
+  showBroken(listed.broken);
   form.problem.replaceChildren(...problems.map((p) => el("option", { value: p.name }, p.name)));
   // Start on a problem that runs without options (csv needs a data file).
   const ready = problems.find((p) => p.tasks.length);

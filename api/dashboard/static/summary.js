@@ -78,10 +78,10 @@ export function renderComparison(study) {
     target.replaceChildren(el("p", { class: "hint" }, why));
     return;
   }
-  const head = el("tr", {}, ["task", "metric", "baseline", "best", "change"].map((h, i) =>
-    el("th", { class: i >= 2 ? "num" : "" }, h)));
-  const body = rows.map((r) => el("tr", {},
-    el("td", {}, r.task), el("td", {}, r.metric),
+  const head = el("tr", {}, ["task", "metric", "direction", "baseline", "best", "change"].map((h, i) =>
+    el("th", { class: i >= 3 ? "num" : "" }, h)));
+  const body = rows.map((r) => el("tr", { dataset: { task: r.task } },
+    el("td", {}, r.task), el("td", {}, r.metric), el("td", {}, r.direction || "–"),
     el("td", { class: "num" }, fmtNumber(r.baseline)), el("td", { class: "num" }, fmtNumber(r.best)),
     el("td", { class: `num ${r.better === null ? "" : r.better ? "better" : "worse"}` }, fmtPercent(r.change))));
   const baseline = study.baseline

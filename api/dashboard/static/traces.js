@@ -200,7 +200,10 @@ export function epochTasks(epochs) {
   return [...new Set(epochs.flatMap((e) => Object.keys(e.tasks || {})))];
 }
 
-/** Baseline vs best per task: the change relative to the baseline and whether it is an improvement. */
+/**
+ * Baseline vs best per task: the change relative to the baseline and whether it is an improvement. The task's
+ * declared direction decides (a rise is better only for a maximised metric); without one, `better` stays null.
+ */
 export function comparisonRows(comparison, tasks = []) {
   const direction = new Map(tasks.map((t) => [t.name, t.direction]));
   return Object.entries(comparison || {}).map(([task, c]) => {
@@ -208,9 +211,10 @@ export function comparisonRows(comparison, tasks = []) {
     if (!isNum(change) && isNum(c.baseline) && isNum(c.best) && c.baseline !== 0) {
       change = (c.best - c.baseline) / Math.abs(c.baseline);
     }
-    const dir = direction.get(task) || "minimize";
-    const better = isNum(change) && change !== 0 ? (dir === "maximize") === change > 0 : null;
-    return { task, metric: c.metric ?? c.metric_name ?? "metric", baseline: c.baseline, best: c.best,
-      change: isNum(change) ? change : null, better };
+    const dir = c.direction || direction.get(task);
+    const known = dir === "maximize" || dir === "minimize";
+    const better = known && isNum(change) && change !== 0 ? (dir === "maximize") === change > 0 : null;
+    return { task, metric: c.metric ?? c.metric_name ?? "metric", direction: known ? dir : null,
+      baseline: c.baseline, best: c.best, change: isNum(change) ? change : null, better };
   });
 }
