@@ -12,7 +12,7 @@ COPY pyproject.toml README.md ./
 COPY tuner ./tuner
 COPY api ./api
 COPY storage ./storage
-COPY cli ./cli
+COPY mtl_tune_cli ./mtl_tune_cli
 
 RUN if [ -n "$TORCH_INDEX" ]; then pip install "torch>=2.4" --index-url "$TORCH_INDEX"; fi \
     && pip install .

@@ -47,7 +47,7 @@ class WorkerPool:
         self._thread = threading.Thread(target=self._supervise, name="mtl-tune-worker-pool", daemon=True)
 
     def command(self, slot: _Slot) -> list[str]:
-        cmd = [sys.executable, "-m", "cli.main", "worker", "--storage", self.url,
+        cmd = [sys.executable, "-m", "mtl_tune_cli.main", "worker", "--storage", self.url,
                "--worker-index", str(slot.index), "--threads", str(self.threads)]  # fmt: skip
         return cmd + (["--device", slot.device] if slot.device else [])
 

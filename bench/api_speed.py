@@ -255,7 +255,7 @@ def server(url: str) -> Iterator[httpx.Client]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--workers", "0", "--port", str(port), "--storage", url,
+    cmd = [sys.executable, "-m", "mtl_tune_cli.main", "serve", "--workers", "0", "--port", str(port), "--storage", url,
            "--log-level", "warning"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "MTL_TUNE_API_TOKEN"}
     process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)

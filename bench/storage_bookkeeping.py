@@ -32,7 +32,7 @@ import psycopg
 from sqlalchemy import select
 
 import storage
-from cli.worker_cmd import worker_command
+from mtl_tune_cli.worker_cmd import worker_command
 from storage.epochs import record_epoch
 from tuner.study import StudySpec, Worker, WorkerSettings, create_study
 from tuner.study import _trial as trial_module

@@ -27,7 +27,7 @@ class Sleeper(WorkerPool):
 def test_commands_run_mtl_tune_worker_with_devices_round_robin() -> None:
     pool = WorkerPool("sqlite:///x.db", count=3, devices=["cuda:0", "cuda:1"], threads=2)
     commands = [pool.command(slot) for slot in pool.slots]
-    assert commands[0][:6] == [sys.executable, "-m", "cli.main", "worker", "--storage", "sqlite:///x.db"]
+    assert commands[0][:6] == [sys.executable, "-m", "mtl_tune_cli.main", "worker", "--storage", "sqlite:///x.db"]
     assert [c[c.index("--device") + 1] for c in commands] == ["cuda:0", "cuda:1", "cuda:0"]
     assert [c[c.index("--worker-index") + 1] for c in commands] == ["0", "1", "2"]
     assert all(c[c.index("--threads") + 1] == "2" for c in commands)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from cli._common import console
-from cli.main import app
+from mtl_tune_cli._common import console
+from mtl_tune_cli.main import app
 from tests.plugins import BROKEN_IMPORT, NEEDS_DATA, TASKS_RAISE, WAVE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +88,7 @@ def run(*args: str, plugins: Path, env: dict[str, str] | None = None) -> subproc
     environ = {k: v for k, v in os.environ.items() if k != "MTL_TUNE_PLUGINS"}
     environ.update(PYTHONPATH=os.pathsep.join([str(plugins), str(ROOT)]), COLUMNS="250", **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], env=environ, cwd=plugins, capture_output=True, text=True,
+        [sys.executable, "-m", "mtl_tune_cli.main", *args], env=environ, cwd=plugins, capture_output=True, text=True,
         timeout=240,
     )  # fmt: skip
 

@@ -14,12 +14,12 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 import storage
-from cli.main import app
+from mtl_tune_cli.main import app
 from tuner.checkpoint import load_model
 from tuner.config import TrainConfig
 from tuner.train import resolve_config
 
-MTL = [sys.executable, "-m", "cli.main"]
+MTL = [sys.executable, "-m", "mtl_tune_cli.main"]
 storage_session = storage.session_scope
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

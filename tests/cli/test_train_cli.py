@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from cli.main import app
+from mtl_tune_cli.main import app
 
 SMALL = ["train", "--problem", "uncertainty-toy", "--device", "cpu", "--epochs", "2"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

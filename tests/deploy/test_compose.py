@@ -62,7 +62,9 @@ def test_each_command_is_a_real_cli_command(compose: dict[str, Any], service: st
     cmd = compose["services"][service]["command"]
     words = [w for w in cmd if not w.startswith("-")]
     subcommand = [w for w in words if not re.fullmatch(r"[\d.]+|cuda|cpu", w)]
-    out = subprocess.run([sys.executable, "-m", "cli.main", *subcommand, "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "mtl_tune_cli.main", *subcommand, "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     for flag in (w for w in cmd if w.startswith("--")):
         assert flag in out.stdout, f"{service}: {flag} is not an option of `mtl-tune {' '.join(subcommand)}`"
@@ -72,5 +74,5 @@ def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "pip install ." in text
     assert 'ENTRYPOINT ["mtl-tune"]' in text
-    for package in ("tuner", "api", "storage", "cli"):
+    for package in ("tuner", "api", "storage", "mtl_tune_cli"):
         assert f"COPY {package} ./{package}" in text

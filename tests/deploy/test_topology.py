@@ -14,7 +14,7 @@ import pytest
 
 from tests.pg import fresh_database
 
-MTL = [sys.executable, "-m", "cli.main"]
+MTL = [sys.executable, "-m", "mtl_tune_cli.main"]
 TOKEN = "compose-token"
 
 

@@ -6,7 +6,7 @@ import re
 
 from typer.testing import CliRunner, Result
 
-from cli.main import app
+from mtl_tune_cli.main import app
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 import storage
-from cli.main import app
+from mtl_tune_cli.main import app
 
 runner = CliRunner()
 

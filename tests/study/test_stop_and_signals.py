@@ -56,7 +56,7 @@ def test_detach_then_workers_zero_follows_a_worker_started_elsewhere(tmp_path) -
     base = [
         sys.executable,
         "-m",
-        "cli.main",
+        "mtl_tune_cli.main",
         "study",
         "run",
         "--problem",

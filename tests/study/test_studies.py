@@ -163,7 +163,7 @@ def test_best_configuration_reproduces_its_objective(sqlite_url: str, tmp_path) 
     path = tmp_path / "best.json"
     path.write_text(json.dumps(doc))
     out = subprocess.run(
-        [sys.executable, "-m", "cli.main", "train", "--config", str(path), "--device", "cpu", "--json"],
+        [sys.executable, "-m", "mtl_tune_cli.main", "train", "--config", str(path), "--device", "cpu", "--json"],
         capture_output=True,
         text=True,
         check=True,

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from sqlalchemy import func, select
 
 import storage
-from cli.worker_cmd import worker_command
+from mtl_tune_cli.worker_cmd import worker_command
 from tests.pg import ADMIN_DSN, fresh_database
 from tuner.study import StudySpec, create_study
 

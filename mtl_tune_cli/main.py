@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import db_cmd, problems_cmd, serve_cmd, study_cmd, train_cmd, worker_cmd
+from mtl_tune_cli import db_cmd, problems_cmd, serve_cmd, study_cmd, train_cmd, worker_cmd
 
 app = typer.Typer(
     name="mtl-tune",

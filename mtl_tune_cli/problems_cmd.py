@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 from rich.table import Table
 
-from cli._common import print_table
+from mtl_tune_cli._common import print_table
 
 if TYPE_CHECKING:
     from tuner.problems import Knob, Listed
@@ -20,8 +20,7 @@ DECLARED_BY_OPTIONS = "declared by the options"
 
 
 def problems() -> None:
-    """List the problems (built-in and plugins) with their tasks (kind, metric, direction) and model knobs, and the
-    plugins that are broken, with their errors."""
+    """List every problem's tasks (kind, metric, direction) and model knobs, and each broken plugin's error."""
     from tuner.problems import listing
 
     found = listing()

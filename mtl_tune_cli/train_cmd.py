@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cli._common import console, err_console, fail, parse_assignments, user_errors, validation_message
-from cli.study_cmd import parse_options
+from mtl_tune_cli._common import console, err_console, fail, parse_assignments, user_errors, validation_message
+from mtl_tune_cli.study_cmd import parse_options
 
 if TYPE_CHECKING:
     from tuner.problems import Task

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from cli._common import console, user_errors
-from cli._options import StorageOption, resolve_storage
+from mtl_tune_cli._common import console, user_errors
+from mtl_tune_cli._options import StorageOption, resolve_storage
 
 
 def worker_command(url: str, study: str, *options: str) -> list[str]:
     """The command line of a local ``mtl-tune worker`` process for ``study`` (this interpreter, this package)."""
-    return [sys.executable, "-m", "cli.main", "worker", "--storage", url, "--study", study, *options]
+    return [sys.executable, "-m", "mtl_tune_cli.main", "worker", "--storage", url, "--study", study, *options]
 
 
 def worker(

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from cli._common import console, fail, user_errors
-from cli._options import StorageOption, resolve_storage
+from mtl_tune_cli._common import console, fail, user_errors
+from mtl_tune_cli._options import StorageOption, resolve_storage
 
 
 def serve(

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 import typer
 
-from cli._common import console, fail, user_errors
-from cli._options import StorageOption, resolve_storage
+from mtl_tune_cli._common import console, fail, user_errors
+from mtl_tune_cli._options import StorageOption, resolve_storage
 
 app = typer.Typer(help="Database schema: show or upgrade the revision of mtl-tune's tables.", no_args_is_help=True)
 

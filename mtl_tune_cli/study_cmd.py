@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli._common import console, fail, user_errors
-from cli._options import StorageOption, resolve_storage
-from cli.worker_cmd import worker_command
+from mtl_tune_cli._common import console, fail, user_errors
+from mtl_tune_cli._options import StorageOption, resolve_storage
+from mtl_tune_cli.worker_cmd import worker_command
 
 app = typer.Typer(help="Launch, follow and inspect studies.", no_args_is_help=True)
 
@@ -261,7 +261,7 @@ def best(
 
 
 def _retrain(doc: dict[str, Any], save: Path | None, device: str | None) -> None:
-    from cli.train_cmd import print_result
+    from mtl_tune_cli.train_cmd import print_result
     from tuner.config import TrainConfig
     from tuner.problems import create_problem
     from tuner.train import train
