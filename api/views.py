@@ -28,6 +28,7 @@ from api.schemas import (
 )
 from storage import EpochMetric, StudyJob, TrialSummary
 from storage import api_queries as q
+from storage.reports import recorded_tasks
 
 BASELINE_ATTR = storage.BASELINE_ATTR
 
@@ -175,21 +176,8 @@ def baseline_of(session: Session, job: StudyJob) -> int | None:
 
 def _recorded_tasks(session: Session, sid: int) -> list[TaskInfo]:
     recorded = q.study_user_attr(session, study_id=sid, key="tasks")
-    if isinstance(recorded, list):
-        return [TaskInfo.model_validate(task) for task in recorded]
-    # Studies created before the "tasks" attribute recorded metric names only. Their tasks could have just two
-    # kinds of metric: accuracy (classification, the only maximised one) or rmse/mse (regression, minimised); this
-    # is what those tasks declared, and no study recorded since is read this way.
-    names = q.study_user_attr(session, study_id=sid, key="metric_names")
-    return [
-        TaskInfo(
-            name=str(name),
-            metric=str(metric),
-            kind="classification" if metric == "accuracy" else "regression",
-            direction="maximize" if metric == "accuracy" else "minimize",
-        )
-        for name, metric in (names.items() if isinstance(names, dict) else ())
-    ]
+    names = None if isinstance(recorded, list) else q.study_user_attr(session, study_id=sid, key="metric_names")
+    return [TaskInfo.model_validate(task) for task in recorded_tasks(recorded, names)]
 
 
 def _best_rows(session: Session, job: StudyJob) -> list[TrialSummary]:

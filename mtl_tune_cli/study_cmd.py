@@ -10,20 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mtl_tune_cli._common import console, fail, user_errors
+from mtl_tune_cli._common import console, fail, print_table, user_errors
 from mtl_tune_cli._options import StorageOption, resolve_storage
 from mtl_tune_cli.worker_cmd import worker_command
 
 app = typer.Typer(help="Launch, follow and inspect studies.", no_args_is_help=True)
-
-
-def _print_table(table: Table) -> None:
-    # Piped output (scripts, files) gets whole names instead of columns cut to a guessed 80-character terminal.
-    (console if console.is_terminal else Console(width=200)).print(table)
 
 
 @app.command()
@@ -196,7 +190,7 @@ def list_studies(storage_url: StorageOption = None) -> None:
             str(p.n_trials),
             best,
         )
-    _print_table(table)
+    print_table(table)
 
 
 @app.command()
@@ -221,7 +215,7 @@ def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: 
                 change += " better" if c["better"] else " worse"
             metric = f"{c['metric_name']} {'↑' if c['direction'] == 'maximize' else '↓'}"
             table.add_row(task, metric, _fmt(c["baseline"]), _fmt(c["best"]), change)
-        _print_table(table)
+        print_table(table)
 
 
 def _fmt(value: float | None) -> str:

@@ -57,17 +57,30 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     return next((t for t in finished if t.user_attrs.get(BASELINE_ATTR)), None)
 
 
-def task_metrics(study: optuna.Study) -> dict[str, tuple[str, str]]:
-    """Each task's metric name and direction, as its problem declared them at launch.
+def recorded_tasks(tasks: Any, metric_names: Any) -> list[dict[str, str]]:
+    """A study's tasks (name, kind, metric, direction) from its user attributes ``tasks`` and ``metric_names``.
 
-    Studies recorded before tasks carried their direction kept only metric names; their only maximised metric
-    was accuracy, so for them (and only them) the direction follows from the name.
+    Studies created before the ``tasks`` attribute recorded metric names only. Their tasks could have two kinds
+    of metric: accuracy (classification, the only maximised one) or rmse/mse (regression, minimised); this is what
+    those tasks declared, and no study recorded since is read this way.
     """
-    declared = study.user_attrs.get("tasks")
-    if isinstance(declared, list):
-        return {str(t["name"]): (str(t["metric"]), str(t["direction"])) for t in declared}
-    names = study.user_attrs.get("metric_names", {})
-    return {str(k): (str(v), "maximize" if v == "accuracy" else "minimize") for k, v in names.items()}
+    if isinstance(tasks, list):
+        return [{k: str(task[k]) for k in ("name", "kind", "metric", "direction")} for task in tasks]
+    return [
+        {
+            "name": str(name),
+            "kind": "classification" if metric == "accuracy" else "regression",
+            "metric": str(metric),
+            "direction": "maximize" if metric == "accuracy" else "minimize",
+        }
+        for name, metric in (metric_names.items() if isinstance(metric_names, dict) else ())
+    ]
+
+
+def task_metrics(study: optuna.Study) -> dict[str, tuple[str, str]]:
+    """Each task's metric name and direction, as its problem declared them at launch."""
+    tasks = recorded_tasks(study.user_attrs.get("tasks"), study.user_attrs.get("metric_names"))
+    return {t["name"]: (t["metric"], t["direction"]) for t in tasks}
 
 
 def compare(
