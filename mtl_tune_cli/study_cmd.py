@@ -61,6 +61,10 @@ def run(
         int, typer.Option(help="Local worker processes; 0 records the study and follows workers running elsewhere.")
     ] = 1,
     device: Annotated[str | None, typer.Option(help="Device of the local workers (default: best available).")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="CPU threads of each local worker (default: the cores shared out; 1 suits small models)."),
+    ] = None,
     detach: Annotated[bool, typer.Option(help="Record the study and return at once.")] = False,
 ) -> None:
     """Create (or resume) a study and run it until TRIALS trials have finished."""
@@ -94,7 +98,7 @@ def run(
     if detach:
         return
     deadline = time.time() + timeout if timeout else None
-    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    threads = threads or max(1, (os.cpu_count() or 1) // max(workers, 1))
     procs = [_spawn_worker(url, launched.study_name, i, device, deadline, threads) for i in range(workers)]
     try:
         _follow(url, launched.study_name, launched.n_trials, procs)
