@@ -1,4 +1,4 @@
-"""The database behind the API: set up once per URL (our tables at head, Optuna's created), then sessions."""
+"""The database behind the API: checked once per URL (Optuna's tables and ours created, ours at head)."""
 
 from __future__ import annotations
 
@@ -21,5 +21,4 @@ def ensure_ready(url: str) -> None:
         if url in _ready:
             return
         storage.ensure_schema(url)
-        storage.optuna_storage(url)  # Optuna creates its tables, so read queries on them always find them
         _ready.add(url)

@@ -1,4 +1,5 @@
-"""``mtl-tune db``: migrate mtl-tune's own tables (Optuna migrates its tables itself: ``optuna storage upgrade``)."""
+"""``mtl-tune db``: create the schema and migrate mtl-tune's tables (Optuna migrates its own tables:
+``optuna storage upgrade``)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def _storage_errors() -> Iterator[None]:
 
 @app.command()
 def upgrade(storage_url: StorageOption = None) -> None:
-    """Migrate mtl-tune's tables to the newest revision (creates them in an empty database)."""
+    """Create what the schema lacks (Optuna's tables, mtl-tune's) and migrate mtl-tune's tables to the newest
+    revision."""
     import storage
 
     with _storage_errors():

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 
-from storage._engine import engine_kwargs, get_engine, ping_when_idle, translate_errors
+from storage._engine import engine_kwargs, ping_when_idle, translate_errors
+from storage._schema import create_missing
 from storage._url import is_sqlite, normalize_url
 
 if TYPE_CHECKING:
@@ -53,20 +54,20 @@ def _create(url: str, heartbeat_interval: int, grace_period: int | None) -> Batc
 
     from storage._batched import BatchedRDBStorage
 
-    with translate_errors(url):
-        # Connecting through our engine first reports an unreachable server as StorageUnavailable and, on
-        # SQLite, switches the file to WAL (a persistent setting Optuna's own connections then share).
-        with get_engine(url).connect():
-            pass
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            rdb = BatchedRDBStorage(
-                url,
-                engine_kwargs=engine_kwargs(url),
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-            )
+    # Our engine connects first: an unreachable server is reported as StorageUnavailable and, on SQLite, the
+    # file is switched to WAL (a persistent setting Optuna's own connections then share). Optuna's tables are
+    # created there too, once across processes, so this storage never creates them.
+    create_missing(url)
+    with translate_errors(url), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = BatchedRDBStorage(
+            url,
+            engine_kwargs=engine_kwargs(url),
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            skip_table_creation=True,
+        )
     if is_sqlite(url):
         # Optuna's connections keep pysqlite's own transaction handling; they only get the durability setting.
         event.listen(rdb.engine, "connect", _sqlite_synchronous_normal)

@@ -1,4 +1,5 @@
-"""Alembic migrations run from code: no alembic.ini at run time, and a version table apart from Optuna's."""
+"""The schema, Optuna's tables and mtl-tune's, created in one place; mtl-tune's Alembic migrations run from code
+(no alembic.ini at run time, and a version table apart from Optuna's)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, column, inspect, select, table
 
-from storage._engine import SQLITE_BEGIN_OPTION, get_engine, translate_errors
+from storage._engine import SQLITE_BEGIN_OPTION, engine_kwargs, get_engine, translate_errors
 from storage._errors import SchemaOutdated, StorageError
-from storage._url import redact
+from storage._schema_lock import schema_lock
+from storage._url import normalize_url, redact
 from storage.models import Base
 
 if TYPE_CHECKING:  # alembic is imported on first use: it doubles the import time of ``storage``
@@ -19,9 +21,8 @@ if TYPE_CHECKING:  # alembic is imported on first use: it doubles the import tim
 
 # Optuna keeps its own schema revision in ``alembic_version``; ours must never touch it.
 VERSION_TABLE = "mtl_tune_alembic_version"
+VERSION_TABLES = (VERSION_TABLE, "alembic_version")  # mtl-tune's, Optuna's
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-# Serialises concurrent upgrades of one PostgreSQL database (e.g. several workers starting on an empty one).
-_PG_LOCK_KEY = 0x6D746C74756E65  # "mtltune"
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -49,52 +50,88 @@ def head_revision() -> str:
 
 def current_revision(url: str) -> str | None:
     """The database's revision of mtl-tune's tables, None when they were never created."""
-    from alembic.runtime.migration import MigrationContext
-
-    with translate_errors(url), get_engine(url).connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+    return _revisions(url)[0]
 
 
 def upgrade(url: str, revision: str = "head") -> str | None:
-    """Migrate mtl-tune's tables to ``revision``; returns the revision the database is at afterwards."""
-    from alembic import command
-
-    with translate_errors(url), get_engine(url).connect() as connection:
-        connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-        with connection.begin():
-            if connection.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-            command.upgrade(_config(connection), revision)
+    """Migrate mtl-tune's tables to ``revision``, creating Optuna's tables first where they are missing; returns
+    the revision the database is at afterwards."""
+    with schema_lock(url):
+        if _revisions(url)[1] is None:
+            _create_optuna_tables(url)
+        _migrate(url, revision)
     return current_revision(url)
 
 
 def ensure_schema(url: str) -> str:
-    """Create the tables in an empty database; refuse a database at an older revision.
+    """Create the whole schema in an empty database; refuse a database at an older revision.
 
     Returns the current revision. Raises ``SchemaOutdated`` (naming ``mtl-tune db upgrade``) rather than
     upgrading a shared database behind its other users' backs.
     """
     head = head_revision()
-    current = current_revision(url)
+    current = create_missing(url)
     if current == head:
         return head
     if current is None:
-        if not _has_project_tables(url):
-            upgrade(url)  # under a lock: concurrent first starts set the database up once
-            return head
-        # Another process may have finished setting it up between the two looks.
-        current = current_revision(url)
-        if current == head:
-            return head
-        if current is None:
-            raise StorageError(
-                f"{redact(url)} has mtl-tune tables but no revision in {VERSION_TABLE}; "
-                "it was not created by `mtl-tune db upgrade`"
-            )
+        raise StorageError(
+            f"{redact(url)} has mtl-tune tables but no revision in {VERSION_TABLE}; "
+            "it was not created by `mtl-tune db upgrade`"
+        )
     if current not in {script.revision for script in _scripts().walk_revisions()}:
         raise StorageError(f"the database schema is at revision {current}, newer than this mtl-tune ({head})")
     raise SchemaOutdated(current, head)
+
+
+def create_missing(url: str) -> str | None:
+    """Create what the schema lacks: Optuna's tables, then mtl-tune's at head. Returns mtl-tune's revision.
+
+    A database with both schemas costs one look at the two version tables. Otherwise the creation runs under
+    ``schema_lock``, so processes starting together on an empty database (workers, ``serve``, ``study run``, on
+    one machine or many) set it up once: the others wait, then find it complete. Tables of mtl-tune without a
+    revision are left alone (the revision returned is then None).
+    """
+    ours, optunas = _revisions(url)
+    if ours is not None and optunas is not None:
+        return ours
+    with schema_lock(url):
+        ours, optunas = _revisions(url)  # another process may have created it while this one waited
+        if optunas is None:
+            _create_optuna_tables(url)
+        if ours is None and not _has_project_tables(url):
+            _migrate(url, "head")
+            ours = head_revision()
+    return ours
+
+
+def _revisions(url: str) -> tuple[str | None, str | None]:
+    """(mtl-tune's revision, Optuna's); None for a schema never created. Optuna records its revision once its
+    tables are all there."""
+    with translate_errors(url), get_engine(url).connect() as connection:
+        tables = set(inspect(connection).get_table_names())
+        ours, optunas = (_version(connection, name) if name in tables else None for name in VERSION_TABLES)
+        return ours, optunas
+
+
+def _version(connection: Connection, version_table: str) -> str | None:
+    return connection.scalar(select(column("version_num")).select_from(table(version_table)))
+
+
+def _create_optuna_tables(url: str) -> None:
+    """Through Optuna's public API: its storage creates its tables and records their revision."""
+    import optuna
+
+    with translate_errors(url):
+        optuna.storages.RDBStorage(normalize_url(url), engine_kwargs=engine_kwargs(url)).engine.dispose()
+
+
+def _migrate(url: str, revision: str) -> None:
+    from alembic import command
+
+    with translate_errors(url), get_engine(url).connect() as connection:
+        connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        with connection.begin():
+            command.upgrade(_config(connection), revision)
 
 
 def _has_project_tables(url: str) -> bool:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +16,12 @@ import optuna
 import pytest
 
 import storage
+from tests.e2e.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 BODY = {"name": "e2e", "problem": "uncertainty-toy", "problem_options": {"n_train": 200, "n_val": 100}, "epochs": 2,
         "n_trials": 3, "sampler": "random"}  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except httpx.TransportError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _processes_using(path: Path) -> list[int]:
@@ -59,19 +39,19 @@ def _processes_using(path: Path) -> list[int]:
 
 class Server:
     def __init__(self, url: str, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url, self.log = url, log
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, workers: int) -> httpx.Client:
-        cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(self.port), "--storage", self.url,
+        cmd = [sys.executable, "-m", "mtl_tune_cli.main", "serve", "--port", str(self.port), "--storage", self.url,
                "--workers", str(workers)]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k != "MTL_TUNE_API_TOKEN"}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, env=env, start_new_session=True)
         client = httpx.Client(base_url=self.base, timeout=30)
-        _wait(lambda: client.get("/api/health").status_code == 200, 90, "the server to answer")
+        wait_for(lambda: client.get("/api/health").status_code == 200, 90, "the server to answer")
         return client
 
     def stop(self) -> None:
@@ -104,7 +84,7 @@ def test_serve_runs_a_posted_study_and_keeps_it_across_restarts(server: Server, 
 
     created = client.post("/api/studies", json=BODY)
     assert created.status_code == 201, created.text
-    study = _wait(lambda: _completed(client), 180, "the study to complete")
+    study = wait_for(lambda: _completed(client), 180, "the study to complete")
     assert study["trials"]["complete"] + study["trials"]["pruned"] == 3
     trials = client.get("/api/studies/e2e/trials").json()
     assert trials["total"] == 3 and [t["number"] for t in trials["items"]] == [0, 1, 2]
@@ -138,7 +118,7 @@ def test_serve_refuses_an_outdated_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     storage.upgrade(url, "0001")
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "serve", "--storage", url, "--port", str(_free_port())],
+        [sys.executable, "-m", "mtl_tune_cli.main", "serve", "--storage", url, "--port", str(free_port())],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode != 0

@@ -59,9 +59,16 @@ def claim_repeatedly(url: str, study_name: str, worker: str, attempts: int, fail
     return claimed
 
 
-def ensure_schema_in_child(url: str, start: Any) -> str:
+def set_up_in_child(url: str, how: str, start: Any) -> str | None:
+    """Run in a child process: meet an empty database with ``ensure_schema``, Optuna's storage or ``upgrade``."""
     start.wait(60)
-    revision = storage.ensure_schema(url)
+    if how == "ensure":
+        storage.ensure_schema(url)
+    elif how == "optuna":
+        storage.optuna_storage(url)
+    else:
+        storage.upgrade(url)
+    revision = storage.current_revision(url)
     storage.dispose_engines()
     return revision
 

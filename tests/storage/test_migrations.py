@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import optuna
 import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
 import storage
 from storage._schema import VERSION_TABLE, _config
-from tests.storage.helpers import Processes, ensure_schema_in_child, rows
+from tests.storage.helpers import Processes, rows, set_up_in_child
 
 OUR_TABLES = {"study_jobs", "trial_claims", "epoch_metrics", "trial_summaries", VERSION_TABLE}
 
@@ -18,12 +21,37 @@ def _tables(url: str) -> set[str]:
         return set(inspect(connection).get_table_names())
 
 
-def test_empty_database_is_set_up_to_head(empty_url: str) -> None:
+def test_empty_database_is_set_up_to_head(empty_url: str, tmp_path: Path) -> None:
     assert storage.current_revision(empty_url) is None
     assert storage.ensure_schema(empty_url) == storage.head_revision() == "0003"
-    assert _tables(empty_url) == OUR_TABLES  # in particular no "alembic_version": that one is Optuna's
+    assert _tables(empty_url) == OUR_TABLES | _optuna_tables(tmp_path)  # Optuna's own "alembic_version" included
     assert storage.current_revision(empty_url) == "0003"
     assert storage.ensure_schema(empty_url) == "0003"  # idempotent
+
+
+def _optuna_tables(tmp_path: Path) -> set[str]:
+    """The tables of a database Optuna set up by itself."""
+    url = f"sqlite:///{tmp_path / 'optuna-only.db'}"
+    optuna.storages.RDBStorage(url).engine.dispose()
+    tables = _tables(url)
+    assert {"alembic_version", "studies", "trials"} <= tables
+    return tables
+
+
+def test_db_upgrade_adds_optuna_tables_to_a_database_holding_only_ours(empty_url: str, tmp_path: Path) -> None:
+    # What `mtl-tune db upgrade` used to leave: mtl-tune's tables at head, Optuna's created on first use.
+    with storage.get_engine(empty_url).begin() as connection:
+        command.upgrade(_config(connection), "head")
+    assert _tables(empty_url) == OUR_TABLES
+    assert storage.upgrade(empty_url) == "0003"
+    assert _tables(empty_url) == OUR_TABLES | _optuna_tables(tmp_path)
+
+
+def test_first_use_adds_optuna_tables_to_a_database_holding_only_ours(empty_url: str, tmp_path: Path) -> None:
+    with storage.get_engine(empty_url).begin() as connection:
+        command.upgrade(_config(connection), "head")
+    assert storage.ensure_schema(empty_url) == "0003"
+    assert _tables(empty_url) == OUR_TABLES | _optuna_tables(tmp_path)
 
 
 def test_previous_revision_with_data_upgrades_to_head(empty_url: str) -> None:
@@ -77,7 +105,8 @@ def test_the_previous_revision_upgrades_to_head_keeping_its_summaries(empty_url:
 
 
 def test_migrations_leave_optuna_tables_alone(empty_url: str) -> None:
-    storage.optuna_storage(empty_url)  # Optuna creates its tables and its own alembic_version
+    # A database Optuna set up before mtl-tune met it: its tables and its own alembic_version.
+    optuna.storages.RDBStorage(storage.normalize_url(empty_url)).engine.dispose()
     optuna_tables = _tables(empty_url)
     assert "alembic_version" in optuna_tables and "trials" in optuna_tables
     storage.ensure_schema(empty_url)
@@ -102,6 +131,18 @@ def test_unversioned_tables_are_refused(storage_url: str) -> None:
         storage.ensure_schema(storage_url)
 
 
-def test_concurrent_first_starts_set_up_once(empty_url: str, processes: Processes) -> None:
-    assert processes.run(ensure_schema_in_child, [(empty_url,)] * 3) == ["0003"] * 3
+def test_concurrent_first_starts_set_up_once(empty_url: str, processes: Processes, tmp_path: Path) -> None:
+    # Each child sets the database up its own way: ensure_schema, Optuna's storage, `db upgrade`.
+    results = processes.run(set_up_in_child, [(empty_url, how) for how in ("ensure", "optuna", "upgrade", "optuna")])
+    assert results == ["0003"] * 4
     assert storage.current_revision(empty_url) == "0003"
+    assert _tables(empty_url) == OUR_TABLES | _optuna_tables(tmp_path)
+
+
+def test_sqlite_sets_up_under_a_lock_file_beside_the_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    try:
+        storage.ensure_schema(url)
+    finally:
+        storage.dispose_engines()
+    assert (tmp_path / "studies.db-schema.lock").exists()

@@ -46,6 +46,10 @@ HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60
 
 
+class UnreadableStudy(Exception):
+    """A job's study cannot be read (its Optuna study is gone); the job is failed, the worker goes on."""
+
+
 @dataclass
 class WorkerSettings:
     url: str
@@ -69,6 +73,7 @@ class Worker:
         self._samplers: dict[str, optuna.samplers.BaseSampler] = {}
         self._studies: dict[str, optuna.Study] = {}
         self._problems: dict[str, Problem] = {}
+        self._spaces: dict[str, SearchSpace] = {}
         self._stale_checked: dict[str, float] = {}
         self._current: JobInfo | None = None  # the job of the last trial, tried first for the next one
 
@@ -101,6 +106,8 @@ class Worker:
                 return False
             time.sleep(s.poll_seconds)
             return True
+        if not self._readable(job):
+            return True
         claim = storage.claim_slot(s.url, study_name=job.study_name, worker=self.name, grace_seconds=s.grace_seconds)
         if claim is not None:
             self._run_trial(job, claim)
@@ -130,6 +137,26 @@ class Worker:
             )
             return JobInfo.of(jobs[0]) if jobs else None
 
+    def _readable(self, job: JobInfo) -> bool:
+        """Whether this worker can read the job's study, problem, space, sampler and pruner.
+
+        One it cannot (its Optuna study deleted, a problem or option this version does not know) is marked failed
+        with the reason, and the worker goes on with other jobs; a storage error is left to the retry loop.
+        """
+        try:
+            self._study(job)
+            self._problem(job)
+            self._space(job)
+        except DB_ERRORS:
+            raise
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, UnreadableStudy) else f"{type(exc).__name__}: {exc}"
+            log.warning("study %s cannot be run and is marked failed: %s", job.study_name, reason)
+            with storage.session_scope(self.settings.url) as session, suppress(storage.StudyNotFound):
+                storage.set_status(session, job.study_name, "failed", error=f"worker {self.name}: {reason}")
+            return False
+        return True
+
     def _run_trial(self, job: JobInfo, claim_id: int) -> None:
         """Ask, train, tell: Optuna's ask-and-tell interface, with the heartbeats sent by this worker."""
         s = self.settings
@@ -144,7 +171,7 @@ class Worker:
             s.url,
             job,
             self._problem(job),
-            SearchSpace.model_validate(job.space or {}),
+            self._space(job),
             claim_id,
             rdb,
             rdb.get_study_id_from_name(job.study_name),  # cached by the storage
@@ -211,15 +238,21 @@ class Worker:
             self._problems[job.study_name] = create_problem(job.problem, job.problem_options)
         return self._problems[job.study_name]
 
+    def _space(self, job: JobInfo) -> SearchSpace:
+        if job.study_name not in self._spaces:
+            self._spaces[job.study_name] = SearchSpace.model_validate(job.space or {})
+        return self._spaces[job.study_name]
+
     def _study(self, job: JobInfo) -> optuna.Study:
         """Loaded once per job: its sampler's state then advances from trial to trial."""
         if job.study_name not in self._studies:
-            self._studies[job.study_name] = optuna.load_study(
-                study_name=job.study_name,
-                storage=self._rdb(),
-                sampler=self._sampler(job),
-                pruner=make_pruner(job.pruner, epochs=job.epochs, objective=job.objective),
-            )
+            sampler, rdb = self._sampler(job), self._rdb()
+            pruner = make_pruner(job.pruner, epochs=job.epochs, objective=job.objective)
+            try:
+                study = optuna.load_study(study_name=job.study_name, storage=rdb, sampler=sampler, pruner=pruner)
+            except KeyError:  # Optuna's "Record does not exist."
+                raise UnreadableStudy(f"the Optuna storage has no study named {job.study_name!r}") from None
+            self._studies[job.study_name] = study
         return self._studies[job.study_name]
 
     def _sampler(self, job: JobInfo) -> optuna.samplers.BaseSampler:
