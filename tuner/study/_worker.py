@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 import storage
 from storage.epochs import CLAIM_STATE, record_finished
-from tuner.problems import Problem, create_problem
+from tuner.problems import Problem, available_problems, broken_problems, create_problem
 from tuner.study._samplers import make_pruner, make_sampler, prune_steps
 from tuner.study._space import SearchSpace
 from tuner.study._trial import JobInfo, TrialRunner
@@ -76,6 +76,8 @@ class Worker:
         self._spaces: dict[str, SearchSpace] = {}
         self._stale_checked: dict[str, float] = {}
         self._current: JobInfo | None = None  # the job of the last trial, tried first for the next one
+        # Jobs of problems this worker does not have (a plugin installed on other machines): left to the others.
+        self._elsewhere: set[str] = set()
 
     def run(self) -> int:
         """Loop until idle (with ``exit_when_idle``), ``max_trials``, the deadline, or SIGTERM/SIGINT."""
@@ -135,14 +137,27 @@ class Worker:
             jobs = storage.jobs_needing_trials(
                 session, study_name=self.settings.study_name, grace_seconds=self.settings.grace_seconds
             )
-            return JobInfo.of(jobs[0]) if jobs else None
+            runnable = [job for job in jobs if job.study_name not in self._elsewhere]
+            return JobInfo.of(runnable[0]) if runnable else None
 
     def _readable(self, job: JobInfo) -> bool:
         """Whether this worker can read the job's study, problem, space, sampler and pruner.
 
-        One it cannot (its Optuna study deleted, a problem or option this version does not know) is marked failed
-        with the reason, and the worker goes on with other jobs; a storage error is left to the retry loop.
+        One it cannot (its Optuna study deleted, options its problem refuses) is marked failed with the reason, and
+        the worker goes on with other jobs; a storage error is left to the retry loop. A problem that is not
+        registered here (or whose plugin is broken here) may be installed on other workers: this worker leaves the
+        job to them and says so once.
         """
+        if job.problem not in available_problems():
+            self._elsewhere.add(job.study_name)
+            log.warning(
+                "study %s: problem %r is not available on this worker (%s); leaving the study to workers that have it",
+                job.study_name,
+                job.problem,
+                ", ".join(f"{b.name}: {b.error}" for b in broken_problems() if b.name == job.problem)
+                or "not installed",
+            )
+            return False
         try:
             self._study(job)
             self._problem(job)
