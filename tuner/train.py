@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from tuner.config import ConfigError, TrainConfig
 from tuner.device import resolve_device
-from tuner.gradients import task_grad_norms
+from tuner.gradients import GradNormTap
 from tuner.optim import build_optimizer, build_scheduler
 from tuner.problems import Problem, ProblemError, Split, SplitLike, Task, check_groups, iterate
 from tuner.problems._task import Masked
@@ -139,8 +139,8 @@ class Run:
     tasks: list[Task]
     strategy: WeightingStrategy
     optimizer: torch.optim.Optimizer
-    #: The last shared layer's parameters, when the strategy needs each task's gradient norm on them.
-    shared_layer: list[nn.Parameter]
+    #: Each task's gradient norm on the last shared layer, when the strategy needs them.
+    grad_norms: GradNormTap | None
     #: Every model parameter, for gradient clipping.
     clipped: list[nn.Parameter]
     clip_grad: float | None = None
@@ -156,14 +156,17 @@ def build(problem: Problem, config: TrainConfig, device: torch.device) -> Run:
     groups = problem.parameter_groups(model)
     check_groups(model, groups, problem.task_names)
     strategy = build_strategy(problem.tasks, config).to(device)
-    layer = list(problem.last_shared_layer(model).parameters()) if strategy.needs_grad_norms else []
+    tap = None
+    if strategy.needs_grad_norms:
+        heads = [groups.tasks[name] for name in problem.task_names]
+        tap = GradNormTap.of(model, problem.last_shared_layer(model), heads)
     autocast, scaler = _precision(config, device)
     return Run(
         model=model,
         tasks=problem.tasks,
         strategy=strategy,
         optimizer=build_optimizer(groups, strategy, config, device),
-        shared_layer=layer,
+        grad_norms=tap,
         clipped=[p for p in model.parameters() if p.requires_grad],
         clip_grad=config.clip_grad,
         autocast=autocast,
@@ -184,18 +187,20 @@ def _precision(
 
 def train_step(run: Run, inputs: Any, targets: Mapping[str, Any]) -> Tensor:
     """One optimisation step on one batch; returns the per-task losses (shape T, detached, still on the device)."""
-    with run.autocast or nullcontext():
+    strategy, optimizer, scaler, tap = run.strategy, run.optimizer, run.scaler, run.grad_norms
+    with run.autocast or nullcontext(), tap.recording() if tap is not None else nullcontext():
         outputs = run.model(inputs)
     losses = torch.stack([t.compute_loss(_prediction(outputs, t), targets[t.name]) for t in run.tasks])
-    norms = task_grad_norms(losses, run.shared_layer) if run.shared_layer else None
-    strategy, optimizer, scaler = run.strategy, run.optimizer, run.scaler
     optimizer.zero_grad(set_to_none=True)
     combined = strategy.combine(losses)
-    if scaler is not None:
-        scaler.scale(combined).backward()
-        scaler.unscale_(optimizer)  # before the strategy sets gradients of its own, which are not scaled
+    scaled = scaler.scale(combined) if scaler is not None else combined
+    norms = None
+    if tap is not None:
+        norms = tap.backward(losses, scaled)  # the step's backward pass, and each task's gradient norm on the layer
     else:
-        combined.backward()
+        scaled.backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # before the strategy sets gradients of its own, which are not scaled
     detached = losses.detach()
     strategy.after_backward(detached, norms)
     if run.clip_grad is not None:

@@ -78,7 +78,7 @@ class GradNorm(WeightingStrategy):
     def after_step(self) -> None:
         w = self.w.detach()  # shares w's storage: updating it in place needs no no_grad() context
         w.clamp_(min=self.min_weight)
-        w.div_(w.sum().div_(self.n_tasks))
+        w.div_(w.mean())  # sum T
 
     @torch.no_grad()
     def on_epoch_end(self, train_losses: Tensor) -> None:
