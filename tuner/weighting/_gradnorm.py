@@ -29,6 +29,10 @@ class GradNorm(WeightingStrategy):
     constant): d/dw_i sum_j |G_j - target_j| = sign(G_i - target_i) * ||grad_W L_i||, so no second-order gradient
     reaches the network. After every step w is renormalised to sum to T and kept positive. Everything stays on the
     device: no host synchronisation per step.
+
+    With fp16 (``skip_overflow``) the norms come from the gradient scaler's scaled backward pass: in a step whose
+    scaled gradients overflowed they are infinite, the scaler skips the step's update, and the epoch's means of G
+    and of the targets leave that step out.
     """
 
     name: ClassVar[str] = "gradnorm"
@@ -36,25 +40,29 @@ class GradNorm(WeightingStrategy):
     initial_losses: Tensor
     _last_g: Tensor
     _last_target: Tensor
+    _counted: Tensor
 
-    def __init__(self, tasks: Sequence[Task], alpha: float = 1.5, min_weight: float = 1e-4) -> None:
+    def __init__(
+        self, tasks: Sequence[Task], alpha: float = 1.5, min_weight: float = 1e-4, skip_overflow: bool = False
+    ) -> None:
         super().__init__(tasks)
         self.alpha = alpha
         self.min_weight = min_weight
+        self.skip_overflow = skip_overflow
         self.w = nn.Parameter(torch.ones(self.n_tasks))
         self.register_buffer("initial_losses", torch.ones(self.n_tasks))
         self.register_buffer("_last_g", torch.zeros(self.n_tasks))
         self.register_buffer("_last_target", torch.zeros(self.n_tasks))
-        # The epoch's G and targets, kept as references and summed once per epoch (or every COLLAPSE_EVERY steps)
-        # rather than added up with two more operations every step.
-        self._epoch: list[tuple[Tensor, Tensor]] = []
-        # Host-side counters: they decide when L(0) is taken, and average, without reading any tensor.
+        self.register_buffer("_counted", torch.ones(()), persistent=False)
+        # The epoch's G, targets and whether each step counted, kept as references and summed once per epoch (or
+        # every COLLAPSE_EVERY steps) rather than added up with more operations every step.
+        self._epoch: list[tuple[Tensor, Tensor, Tensor]] = []
+        # A host-side counter: it decides when L(0) is taken without reading any tensor.
         self._steps = 0
-        self._steps_in_epoch = 0
 
     @classmethod
     def from_config(cls, tasks: Sequence[Task], config: TrainConfig) -> WeightingStrategy:
-        return cls(tasks, alpha=config.alpha)
+        return cls(tasks, alpha=config.alpha, skip_overflow=config.precision == "fp16")
 
     def combine(self, losses: Tensor) -> Tensor:
         if self._steps == 0:
@@ -67,30 +75,34 @@ class GradNorm(WeightingStrategy):
         g = self.w.detach() * grad_norms  # G_i = ||grad_W (w_i L_i)|| = w_i ||grad_W L_i||
         ratio = losses / self.initial_losses
         target = (ratio / ratio.mean()).pow_(self.alpha).mul_(g.mean())
+        gap = g - target
         # d|G_i - target_i| / dw_i = sign(G_i - target_i) ||grad_W L_i||.
-        self.w.grad = torch.copysign(grad_norms, g - target)
-        self._epoch.append((g, target))
+        self.w.grad = torch.copysign(grad_norms, gap)
+        if self.skip_overflow:  # one infinite norm makes every target infinite (through mean(G)): skip the step
+            counted = gap.isfinite().all()
+            self._epoch.append((g.where(counted, 0.0), target.where(counted, 0.0), counted.float()))
+        else:
+            self._epoch.append((g, target, self._counted))
         if len(self._epoch) >= COLLAPSE_EVERY:
             self._epoch = [self._epoch_sums()]
         self._steps += 1
-        self._steps_in_epoch += 1
 
     def after_step(self) -> None:
         w = self.w.detach()  # shares w's storage: updating it in place needs no no_grad() context
         w.clamp_(min=self.min_weight)
-        w.div_(w.mean())  # sum T
+        w.div_(w.mean())  # w / mean(w) sums to T
 
     @torch.no_grad()
     def on_epoch_end(self, train_losses: Tensor) -> None:
         if self._epoch:
-            g_sum, target_sum = self._epoch_sums()
-            self._last_g, self._last_target = g_sum / self._steps_in_epoch, target_sum / self._steps_in_epoch
+            g_sum, target_sum, counted = self._epoch_sums()
+            steps = counted.clamp_min(1.0)
+            self._last_g, self._last_target = g_sum / steps, target_sum / steps
         self._epoch.clear()
-        self._steps_in_epoch = 0
 
-    def _epoch_sums(self) -> tuple[Tensor, Tensor]:
-        g, target = (torch.stack(series).sum(dim=0) for series in zip(*self._epoch, strict=True))
-        return g, target
+    def _epoch_sums(self) -> tuple[Tensor, Tensor, Tensor]:
+        g, target, counted = (torch.stack(series).sum(dim=0) for series in zip(*self._epoch, strict=True))
+        return g, target, counted
 
     def weights(self) -> Tensor:
         return self.w.detach().clone()

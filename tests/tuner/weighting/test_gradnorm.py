@@ -314,6 +314,18 @@ def test_weights_sum_to_t_every_step_and_the_small_task_gains_weight(
     assert float(weights[-1, 0]) == pytest.approx(result.final.tasks["t0"].weight)
 
 
+def test_with_fp16_a_step_whose_scaled_gradients_overflowed_leaves_the_epoch_means(tiny: Problem) -> None:
+    strategy = GradNorm.from_config(tiny.tasks, TrainConfig(strategy="gradnorm", precision="fp16"))
+    assert isinstance(strategy, GradNorm)
+    losses = torch.tensor([1.0, 2.0, 3.0])
+    strategy.combine(losses)
+    for norms in ([1.0, 2.0, 3.0], [float("inf"), 4.0, 5.0]):
+        strategy.after_backward(losses, torch.tensor(norms))
+    strategy.on_epoch_end(losses)
+    torch.testing.assert_close(strategy.report()["grad_norm"], torch.tensor([1.0, 2.0, 3.0]))  # w = 1
+    assert bool(torch.all(strategy.report()["grad_norm_target"].isfinite()))
+
+
 # --- the paper's toy behaviour and the report -----------------------------------------------------------------
 
 
