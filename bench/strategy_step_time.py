@@ -1,17 +1,17 @@
 """Training step time of every loss-weighting strategy relative to ``equal``, on several problems.
 
-Problems: ``gradnorm-toy`` with 2, 3 and 10 tasks (batch 100; its last shared layer is an ``nn.Linear``) and
-``dense-scenes`` (``bench/dense_problem.py``: per-pixel segmentation and depth, conv decoder heads, batch 32; its
-last shared layer is a ``Conv2d``, GradNorm's general path). CPU, one thread by default. For each problem every
-strategy is built in this one process and timed with ``tuner.train.train_step`` (the loop's own step). After a
-warm-up the strategies run in interleaved rounds, in a rotating order, so that drifts of the machine (frequency,
-other processes) hit all of them alike; the ratio is the median over rounds of each round's time divided by
-``equal``'s time in the same round. Time is the training thread's CPU time by default (``--clock cpu``), so that
-time spent waiting for a core on a shared machine does not count; ``--clock wall`` measures wall-clock time.
+Problems: ``gradnorm-toy`` with 2, 3 and 10 tasks (batch 100), ``multi-digits`` (a small CNN trunk ending in an
+``nn.Linear``, batch 128) and ``dense-scenes`` (``bench/dense_problem.py``: per-pixel segmentation and depth with conv
+decoder heads, batch 32; its last shared layer is a ``Conv2d`` with a spatial output). CPU, one thread by default.
+For each problem every strategy is built in this one process and timed with ``tuner.train.train_step`` (the loop's
+own step). After a warm-up the strategies run in interleaved rounds, in a rotating order, so that drifts of the
+machine (frequency, other processes) hit all of them alike; the ratio is the median over rounds of each round's time
+divided by ``equal``'s time in the same round. Time is the training thread's CPU time by default (``--clock cpu``),
+so that time spent waiting for a core on a shared machine does not count; ``--clock wall`` measures wall-clock time.
 Prints a table; asserts nothing.
 
-    .venv/bin/python bench/strategy_step_time.py [--problems toy2,toy3,toy10,dense] [--strategies equal,gradnorm]
-        [--rounds 20] [--steps 10] [--clock cpu|wall] [--markdown]
+    .venv/bin/python bench/strategy_step_time.py [--problems toy2,toy3,toy10,digits,dense]
+        [--strategies equal,gradnorm] [--rounds 20] [--steps 10] [--clock cpu|wall] [--markdown]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ PROBLEMS: dict[str, tuple[str, Callable[[], Problem]]] = {
     "toy2": ("gradnorm-toy T=2", lambda: create_problem("gradnorm-toy", {"tasks": 2})),
     "toy3": ("gradnorm-toy T=3", lambda: create_problem("gradnorm-toy", {"tasks": 3})),
     "toy10": ("gradnorm-toy T=10", lambda: create_problem("gradnorm-toy", {"tasks": 10})),
+    "digits": ("multi-digits", lambda: create_problem("multi-digits", {"n_train": 1024, "n_val": 10, "n_test": 10})),
     "dense": ("dense-scenes (conv)", lambda: DenseScenes.create({"n_train": 256, "n_val": 8})),
 }
 

@@ -8,27 +8,29 @@ step's own backward pass instead:
 - during the forward pass each task's head modules read a view of their inputs; in the step's backward pass a hook
   on each view receives c_i dL_i/da, the gradient task i's head sends back to the shared part (c_i is the task's
   weight in the step's loss, d loss/dL_i, received by a hook on the losses);
-- one batched backward pass then starts from the heads' inputs with those gradients, one task per batch entry, and
-  runs through the shared layers between them and W only: T times the part of the graph above W, never a head;
+- when the backward pass reaches a head input (every head reading it has sent its gradient, and the graph below it
+  is still there), one batched pass starts from it with those gradients, one task per batch entry, and runs through
+  the shared layers between it and W only: T times the part of the graph above W, never a head; nothing has to be
+  kept after the step's backward pass;
 - ||grad_W L_i|| = ||grad_W (c_i L_i)|| / c_i.
 
 That is exact when task i's gradient reaches W only through task i's views. A walk of the part of the backward
-graph recorded after the first head ran checks it every step; a model where it does not hold (a loss reading
-another task's head or the shared features directly, a chain through which one head feeds another) gets
-``task_grad_norms`` instead, exact as well.
+graph recorded after the first head ran checks it every step, before the backward pass; a model where it does not
+hold (a loss reading another task's head or the shared features directly, a chain through which one head feeds
+another, a head that modifies its input in place) gets ``task_grad_norms`` instead, exact as well.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
+from torch.autograd.graph import Node, get_gradient_edge
 
 from tuner.problems import tree_map
 
@@ -39,12 +41,21 @@ class _View:
 
     task: int
     source: Tensor  # the tensor the head was given
-    edge: GradientEdge  # where the source's gradient went when the head read it
+    edge: tuple[Node, int]  # where the source's gradient went when the head read it
     node: Node  # the view's own node
     grad: Tensor | None = None
 
     def receive(self, grad: Tensor) -> None:
         self.grad = grad
+
+
+@dataclass(eq=False)
+class _Source:
+    """A tensor heads read, with their views of it."""
+
+    tensor: Tensor
+    views: list[_View] = field(default_factory=list)
+    reached: bool = False
 
 
 class GradNormTap:
@@ -57,9 +68,13 @@ class GradNormTap:
     def __init__(self, layer: nn.Module, heads: Sequence[Sequence[nn.Module]]) -> None:
         self.params = [p for p in layer.parameters() if p.requires_grad]
         self.heads = [list(modules) for modules in heads]
+        # The parameters' gradient accumulators, held so that every step's graph uses these same nodes (as
+        # DistributedDataParallel holds them for its hooks).
+        self._accumulators = {get_gradient_edge(p).node for p in self.params}
         self._views: list[_View] = []
         # Nodes that existed before any head ran (what the first head read): no view lies below them.
         self._before_heads: set[Node] = set()
+        self._nested = False
 
     @classmethod
     def of(cls, model: nn.Module, layer: nn.Module, task_params: Sequence[Sequence[nn.Parameter]]) -> GradNormTap:
@@ -91,11 +106,11 @@ class GradNormTap:
                 return t
             v = t.view_as(t)  # a view, not a copy: a head that modifies its input in place still does so
             assert v.grad_fn is not None
-            record = _View(task, t, get_gradient_edge(t), v.grad_fn)
+            record = _View(task, t, _edge(t), v.grad_fn)
             v.register_hook(record.receive)
             self._views.append(record)
             if first:
-                self._before_heads.add(record.edge.node)
+                self._before_heads.add(record.edge[0])
             return v
 
         return tree_map(view, args), tree_map(view, kwargs)
@@ -107,49 +122,72 @@ class GradNormTap:
         The norms are measured on what the step backpropagates: with a gradient scaler's scaled loss, small
         gradients do not underflow. A task whose weight in ``loss`` is zero sends no gradient back: its norm is NaN.
         """
-        received: list[Tensor] = []
-        if losses.requires_grad:
-            losses.register_hook(received.append)
-        loss.backward(retain_graph=True)  # the graph stays for the batched pass below
         try:
-            plan = self._plan(losses) if received else None
-            if plan is None:
-                return task_grad_norms(losses, self.params)
-            edges, grads = plan
-            return _norms(_batched(edges, self.params, grads), losses) / received[0].float().abs()
+            sources = self._sources(losses)
+            if sources is None:
+                norms = task_grad_norms(losses, self.params)  # before the backward pass frees the graph
+                loss.backward()
+                return norms
+            weights: list[Tensor] = []
+            losses.register_hook(weights.append)
+            grads: list[Tensor | None] = [None] * len(self.params)
+            handles = [s.tensor.register_hook(partial(self._reached, s, grads, losses.shape[0])) for s in sources]
+            try:
+                loss.backward()
+            finally:
+                for handle in handles:
+                    handle.remove()
+            if not weights:  # the loss does not depend on the tasks' losses
+                return torch.full((losses.shape[0],), float("nan"), device=losses.device)
+            return _norms(grads, losses) / weights[0].float().abs()
         finally:
             self._clear()  # the step's graph is freed with it
+
+    def _reached(self, source: _Source, grads: list[Tensor | None], n: int, _: Tensor) -> None:
+        """The backward pass is at ``source``: add each task's gradient on W through it to ``grads``."""
+        if self._nested or source.reached:  # a batched pass from another source running through this one
+            return
+        source.reached = True
+        received = [v for v in source.views if v.grad is not None]
+        if not received:
+            return
+        self._nested = True
+        try:
+            batched = _batched([source.tensor], self.params, [_per_task(received, n)])
+        finally:
+            self._nested = False
+        for i, g in enumerate(batched):
+            if g is not None:
+                prior = grads[i]
+                grads[i] = g if prior is None else prior + g
 
     def _clear(self) -> None:
         self._views, self._before_heads = [], set()
 
-    def _plan(self, losses: Tensor) -> tuple[list[Tensor], list[Tensor]] | None:
-        """The heads' inputs, each with its per-task gradients (T x its shape); ``None`` when some task's gradient
-        may reach W other than through its own views."""
-        n = losses.shape[0]
+    def _sources(self, losses: Tensor) -> list[_Source] | None:
+        """The heads' inputs with their views; ``None`` when some task's gradient may reach W other than through
+        its own views, or reach another task's views."""
         roots = losses.grad_fn.next_functions if losses.grad_fn is not None else ()
-        if len(roots) != n or not self._views:
+        if len(roots) != losses.shape[0] or not self._views:
             return None
         view_task = {v.node: v.task for v in self._views}
-        params = {get_gradient_edge(p).node for p in self.params}
         stop = view_task.keys() | self._before_heads
+        # From each loss: its own views only, never another task's, the shared part or W around them.
         for task, (root, _) in enumerate(roots):
             for node in _walk([root], stop):
-                if view_task.get(node, task) != task or node in params or node in self._before_heads:
+                if view_task.get(node, task) != task or node in self._before_heads or node in self._accumulators:
                     return None
-        sources: dict[GradientEdge, list[_View]] = {}
+        sources: dict[tuple[Node, int], _Source] = {}
         for v in self._views:
-            if v.grad is not None:
-                sources.setdefault(v.edge, []).append(v)
-        if any(get_gradient_edge(group[0].source) != edge for edge, group in sources.items()):
-            return None  # a source modified in place after a head read it: its graph is no longer the one read
+            sources.setdefault(v.edge, _Source(v.source)).views.append(v)
+        if any(_edge(s.tensor) != edge for edge, s in sources.items()):
+            return None  # a source modified in place after a head read it: its graph is not the one the head read
         # An input made after some head ran (a chain's feature) may lead back into that head: its view would carry
         # the other task's gradient too.
-        later = [edge.node for edge in sources if edge.node not in self._before_heads]
-        if not sources or any(node in view_task for node in _walk(later, stop)):
+        later = [node for node, _ in sources if node not in self._before_heads]
+        if any(node in view_task for node in _walk(later, stop)):
             return None
-        groups = list(sources.values())
-        return [group[0].source for group in groups], [_per_task(group, n) for group in groups]
+        return list(sources.values())
 
 
 def task_modules(model: nn.Module, task_params: Sequence[Sequence[nn.Parameter]]) -> list[list[nn.Module]]:
@@ -174,19 +212,20 @@ def task_grad_norms(losses: Tensor, params: Sequence[Tensor]) -> Tensor:
     through the whole graph between the losses and ``params``, vectorised over the tasks; the graph is kept."""
     n = losses.shape[0]
     eye = torch.eye(n, device=losses.device, dtype=losses.dtype)
-    return _norms(_batched([losses], params, [eye], retain=True), losses)
+    return _norms(_batched([losses], params, [eye]), losses)
 
 
-def _batched(
-    outputs: Sequence[Tensor],
-    inputs: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    retain: bool = False,
-) -> tuple[Tensor | None, ...]:
-    """Entry i of each result is the gradient for entry i of ``grads``: autograd vectorises over the entries."""
+def _batched(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grads: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
+    """Entry i of each result is the gradient for entry i of ``grads``: autograd vectorises over the entries. The
+    graph is kept for the step's own backward pass."""
     return torch.autograd.grad(
-        outputs, inputs, list(grads), is_grads_batched=True, retain_graph=retain, allow_unused=True
+        outputs, inputs, list(grads), is_grads_batched=True, retain_graph=True, allow_unused=True
     )
+
+
+def _edge(t: Tensor) -> tuple[Node, int]:
+    edge = get_gradient_edge(t)
+    return edge.node, edge.output_nr
 
 
 def _walk(starts: Iterable[Node | None], stop: Collection[Node]) -> Iterator[Node]:

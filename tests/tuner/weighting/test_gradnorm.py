@@ -185,7 +185,7 @@ def _step_norms(
 CASES: dict[str, Callable[[], tuple[Problem, TrainConfig]]] = {
     "mlp": lambda: (create_problem("gradnorm-toy", {"tasks": 4, "n_train": 32, "n_val": 10}), TrainConfig()),
     "conv": lambda: (TinySegDepth.create(), TrainConfig()),
-    "dropout": lambda: (DropoutTrunk.create(), TrainConfig(chain=Chain(source="c", target="a", mode="detach"))),
+    "dropout": lambda: (DropoutTrunk.create(), TrainConfig()),
 }
 
 
@@ -197,8 +197,19 @@ def test_the_norms_are_exact_from_a_constant_number_of_autograd_calls(
     norms, reference, calls, fallbacks = _step_norms(problem, config, monkeypatch)
     torch.testing.assert_close(norms, reference, rtol=1e-5, atol=0.0)
     assert bool(torch.all(reference > 0))
-    # The step's backward pass and one batched pass, whatever the number of tasks (the MLP has four).
+    # The step's backward pass and one batched pass from the heads' one input, whatever the number of tasks (the MLP
+    # has four).
     assert fallbacks == 0 and len(calls) <= 2, calls
+
+
+def test_heads_reading_different_inputs_get_exact_norms_from_one_pass_per_input(
+    tiny: Problem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a detached chain the target's head reads the shared features and the source's prediction: two inputs."""
+    config = TrainConfig(chain=Chain(source="c", target="a", mode="detach"))
+    norms, reference, calls, fallbacks = _step_norms(tiny, config, monkeypatch)
+    torch.testing.assert_close(norms, reference, rtol=1e-5, atol=0.0)
+    assert fallbacks == 0 and calls == ["backward", "grad", "grad"]
 
 
 @pytest.mark.parametrize(
