@@ -107,6 +107,14 @@ class DropoutTrunk(TinyMixed):
         return SharedBottom(self.tasks, mlp(6, 16, 2, dropout=0.5), 16, chain)
 
 
+class SmoothTrunk(TinyMixed):
+    """TinyMixed whose shared layers are a tanh layer and a last layer followed by GELU."""
+
+    def build_model(self, knobs: Mapping[str, Any], chain: Chain | None) -> nn.Module:
+        trunk = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.GELU())
+        return SharedBottom(self.tasks, trunk, 16, chain)
+
+
 class InplaceHeads(TinySegDepth):
     """Decoders that start with ReLU(inplace=True) on their input."""
 
@@ -186,6 +194,7 @@ CASES: dict[str, Callable[[], tuple[Problem, TrainConfig]]] = {
     "mlp": lambda: (create_problem("gradnorm-toy", {"tasks": 4, "n_train": 32, "n_val": 10}), TrainConfig()),
     "conv": lambda: (TinySegDepth.create(), TrainConfig()),
     "dropout": lambda: (DropoutTrunk.create(), TrainConfig()),
+    "gelu": lambda: (SmoothTrunk.create(), TrainConfig()),
 }
 
 
@@ -220,9 +229,10 @@ def test_heads_reading_different_inputs_get_exact_norms_from_one_pass_per_input(
     ],
     ids=["chain-through", "inplace-heads"],
 )
-def test_models_whose_heads_mix_tasks_get_the_exact_batched_call_instead(
+def test_models_the_views_cannot_serve_get_the_exact_batched_call_instead(
     problem: Problem, config: TrainConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A chain through which the target's gradient reaches the source's head; heads modifying their input in place."""
     norms, reference, _, fallbacks = _step_norms(problem, config, monkeypatch)
     torch.testing.assert_close(norms, reference, rtol=1e-5, atol=0.0)
     assert fallbacks == 1
