@@ -21,8 +21,7 @@ from tuner.config import ConfigError, TrainConfig
 from tuner.device import resolve_device
 from tuner.gradients import GradNormTap
 from tuner.optim import build_optimizer, build_scheduler
-from tuner.problems import Problem, ProblemError, Split, SplitLike, Task, check_groups, iterate
-from tuner.problems._task import Masked
+from tuner.problems import Masked, Problem, ProblemError, Split, SplitLike, Task, check_groups, iterate
 from tuner.weighting import WeightingStrategy, build_strategy
 
 EVAL_BATCH = 2048
