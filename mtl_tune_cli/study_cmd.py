@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from rich.table import Table
 
 from mtl_tune_cli._common import console, fail, print_table, user_errors
 from mtl_tune_cli._options import StorageOption, resolve_storage
-from mtl_tune_cli.worker_cmd import worker_command
+from mtl_tune_cli.worker_cmd import prepare_worker, worker_command
 
 app = typer.Typer(help="Launch, follow and inspect studies.", no_args_is_help=True)
 
@@ -58,7 +59,11 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed of the sampler and of every trial's training.")] = 0,
     timeout: Annotated[float | None, typer.Option(help="Start no new trial after this many seconds.")] = None,
     workers: Annotated[
-        int, typer.Option(help="Local worker processes; 0 records the study and follows workers running elsewhere.")
+        int,
+        typer.Option(
+            help="Local workers (one runs in this process, more in processes of their own); 0 records the study "
+            "and follows workers running elsewhere."
+        ),
     ] = 1,
     device: Annotated[str | None, typer.Option(help="Device of the local workers (default: best available).")] = None,
     threads: Annotated[
@@ -99,12 +104,18 @@ def run(
         return
     deadline = time.time() + timeout if timeout else None
     threads = threads or max(1, (os.cpu_count() or 1) // max(workers, 1))
-    procs = [_spawn_worker(url, launched.study_name, i, device, deadline, threads) for i in range(workers)]
     try:
-        _follow(url, launched.study_name, launched.n_trials, procs)
+        if workers == 1:  # no second interpreter to start: the worker runs here
+            _run_here(url, launched.study_name, launched.n_trials, device, deadline, threads)
+        else:
+            procs = [_spawn_worker(url, launched.study_name, i, device, deadline, threads) for i in range(workers)]
+            try:
+                _follow(url, launched.study_name, launched.n_trials, procs)
+            except KeyboardInterrupt:
+                for p in procs:
+                    p.wait(timeout=60)
+                raise
     except KeyboardInterrupt:
-        for p in procs:
-            p.wait(timeout=60)
         console.print("interrupted: no trial is left running; run the same command again to resume")
         raise typer.Exit(130) from None
     show(launched.study_name, storage_url=url)
@@ -124,6 +135,22 @@ def parse_options(items: list[str] | None, flag: str = "--option") -> dict[str, 
     return out
 
 
+def _run_here(url: str, name: str, target: int, device: str | None, deadline: float | None, threads: int) -> None:
+    """One worker in this process's main thread (where signals arrive), the progress bar in another."""
+    from tuner.study import Worker, WorkerSettings
+
+    prepare_worker(threads)
+    settings = WorkerSettings(url=url, study_name=name, device=device, exit_when_idle=True, deadline=deadline)
+    done = threading.Event()
+    follower = threading.Thread(target=_follow, args=(url, name, target, [], done), daemon=True)
+    follower.start()
+    try:
+        Worker(settings).run()
+    finally:
+        done.set()
+        follower.join()
+
+
 def _spawn_worker(
     url: str, name: str, index: int, device: str | None, deadline: float | None, threads: int
 ) -> subprocess.Popen[bytes]:
@@ -136,8 +163,11 @@ def _spawn_worker(
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
 
 
-def _follow(url: str, name: str, target: int, procs: list[subprocess.Popen[bytes]]) -> None:
-    """A progress bar fed by the database, so it shows every worker's trials, local or remote."""
+def _follow(
+    url: str, name: str, target: int, procs: list[subprocess.Popen[bytes]], done: threading.Event | None = None
+) -> None:
+    """A progress bar fed by the database, so it shows every worker's trials, local or remote, until the local
+    worker processes exit, ``done`` is set, or (neither given) the study ends."""
     import storage
 
     columns = (
@@ -150,6 +180,7 @@ def _follow(url: str, name: str, target: int, procs: list[subprocess.Popen[bytes
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task(name, total=target, detail="")
         while True:
+            last = done is not None and done.is_set()  # one more look after the local worker ends
             with storage.session_scope(url) as session:
                 p = storage.study_progress(session, name)
             best = f"{p.best_value:.4g}" if p.best_value is not None else "-"
@@ -159,12 +190,14 @@ def _follow(url: str, name: str, target: int, procs: list[subprocess.Popen[bytes
                 total=p.n_trials,
                 detail=f"complete {p.complete}  pruned {p.pruned}  failed {p.failed}  best {best}",
             )
-            workers_alive = any(proc.poll() is None for proc in procs)
-            if procs and not workers_alive:
+            if last or (procs and not any(proc.poll() is None for proc in procs)):
                 break
-            if not procs and p.status in ("completed", "failed", "stopped"):
+            if done is None and not procs and p.status in ("completed", "failed", "stopped"):
                 break
-            time.sleep(0.5)
+            if done is not None:
+                done.wait(0.5)
+            else:
+                time.sleep(0.5)
     bad = [proc.returncode for proc in procs if proc.returncode not in (0, None)]
     if bad:
         console.print(f"[yellow]{len(bad)} worker(s) exited with an error (codes {bad})[/]")

@@ -16,6 +16,23 @@ def worker_command(url: str, study: str, *options: str) -> list[str]:
     return [sys.executable, "-m", "mtl_tune_cli.main", "worker", "--storage", url, "--study", study, *options]
 
 
+def prepare_worker(threads: int | None, verbose: bool = False) -> None:
+    """Optuna's log level, and training on ``threads`` CPU threads (``None``: torch's choice)."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if threads:
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(threads)
+        # numpy's BLAS as well: its idle threads spin, and two workers' pools on two cores slow both several-fold.
+        threadpool_limits(limits=threads)
+
+
 def worker(
     storage_url: StorageOption = None,
     study: Annotated[str | None, typer.Option(help="Only run trials of this study.")] = None,
@@ -32,21 +49,9 @@ def worker(
 ) -> None:
     """Loop: find a study that needs trials, claim a slot, run one trial, repeat. SIGTERM/SIGINT end it cleanly
     (the running trial is marked failed and its slot is retried by another worker)."""
-    import warnings
-
-    import optuna
-
     from tuner.study import Worker, WorkerSettings
 
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if threads:
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(threads)
-        # numpy's BLAS as well: its idle threads spin, and two workers' pools on two cores slow both several-fold.
-        threadpool_limits(limits=threads)
+    prepare_worker(threads, verbose)
     with user_errors():
         url = resolve_storage(storage_url)
         settings = WorkerSettings(

@@ -14,6 +14,11 @@ step's own backward pass instead:
   kept after the step's backward pass;
 - ||grad_W L_i|| = ||grad_W (c_i L_i)|| / c_i.
 
+When W is an ``nn.Linear`` and only elementwise operations (activations, dropout) lie between its output z and the
+heads' inputs, the batched pass is not needed: task i's gradient on z is its gradient on the head input times the
+elementwise derivative (one plain autograd call), and grad_W L_i = g_i^T x, grad_b L_i = sum g_i, with x the
+layer's input recorded in the forward pass.
+
 That is exact when task i's gradient reaches W only through task i's views. A walk of the part of the backward
 graph recorded after the first head ran checks it every step, before the backward pass; a model where it does not
 hold (a loss reading another task's head or the shared features directly, a chain through which one head feeds
@@ -35,7 +40,7 @@ from torch.autograd.graph import Node, get_gradient_edge
 from tuner.problems import tree_map
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _View:
     """A head's input as the head reads it: a view, whose hook keeps the gradient the head sends back."""
 
@@ -66,7 +71,15 @@ class GradNormTap:
     """
 
     def __init__(self, layer: nn.Module, heads: Sequence[Sequence[nn.Module]]) -> None:
+        self.layer = layer
         self.params = [p for p in layer.parameters() if p.requires_grad]
+        # An nn.Linear whose only parameters are its weight and bias: its gradients have a closed form.
+        self._linear = isinstance(layer, nn.Linear) and {id(p) for p in layer.parameters()} <= {
+            id(layer.weight),
+            id(layer.bias),
+        }
+        self._calls: list[tuple[Tensor, Tensor]] = []  # the Linear layer's (input, output) in the recorded pass
+        self._gz: Tensor | None = None  # per task, the gradient on the Linear layer's output, summed over inputs
         self.heads = [list(modules) for modules in heads]
         # The parameters' gradient accumulators, held so that every step's graph uses these same nodes (as
         # DistributedDataParallel holds them for its hooks).
@@ -90,6 +103,8 @@ class GradNormTap:
             for task, modules in enumerate(self.heads)
             for module in modules
         ]
+        if self._linear:
+            handles.append(self.layer.register_forward_hook(self._linear_called))
         try:
             yield
         finally:
@@ -99,21 +114,24 @@ class GradNormTap:
     def _enter_head(
         self, task: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        first = not self._views
+        view = partial(self._view, task, not self._views)
+        return tree_map(view, args), tree_map(view, kwargs) if kwargs else kwargs
 
-        def view(t: Tensor) -> Tensor:
-            if not t.requires_grad:
-                return t
-            v = t.view_as(t)  # a view, not a copy: a head that modifies its input in place still does so
-            assert v.grad_fn is not None
-            record = _View(task, t, _edge(t), v.grad_fn)
-            v.register_hook(record.receive)
-            self._views.append(record)
-            if first:
-                self._before_heads.add(record.edge[0])
-            return v
+    def _view(self, task: int, first: bool, t: Tensor) -> Tensor:
+        if not t.requires_grad:
+            return t
+        v = t.view_as(t)  # a view, not a copy: a head that modifies its input in place still does so
+        assert v.grad_fn is not None
+        record = _View(task, t, _edge(t), v.grad_fn)
+        v.register_hook(record.receive)
+        self._views.append(record)
+        if first:
+            self._before_heads.add(record.edge[0])
+        return v
 
-        return tree_map(view, args), tree_map(view, kwargs)
+    def _linear_called(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if args and isinstance(args[0], Tensor) and isinstance(output, Tensor):
+            self._calls.append((args[0].detach(), output))
 
     def backward(self, losses: Tensor, loss: Tensor) -> Tensor:
         """Backpropagate ``loss`` (the step's loss, from the stacked per-task ``losses``, shape T) into every
@@ -131,7 +149,14 @@ class GradNormTap:
             weights: list[Tensor] = []
             losses.register_hook(weights.append)
             grads: list[Tensor | None] = [None] * len(self.params)
-            handles = [s.tensor.register_hook(partial(self._reached, s, grads, losses.shape[0])) for s in sources]
+            closed = self._closed_form(sources)
+            hooks = [
+                partial(self._reached_linear, s, losses.shape[0], closed[i])
+                if closed is not None
+                else partial(self._reached, s, grads, losses.shape[0])
+                for i, s in enumerate(sources)
+            ]
+            handles = [s.tensor.register_hook(hook) for s, hook in zip(sources, hooks, strict=True)]
             try:
                 loss.backward()
             finally:
@@ -139,9 +164,61 @@ class GradNormTap:
                     handle.remove()
             if not weights:  # the loss does not depend on the tasks' losses
                 return torch.full((losses.shape[0],), float("nan"), device=losses.device)
-            return _norms(grads, losses) / weights[0].float().abs()
+            norms = self._linear_norms(losses) if closed is not None else _norms(grads, losses)
+            return norms / weights[0].float().abs()
         finally:
             self._clear()  # the step's graph is freed with it
+
+    def _closed_form(self, sources: Sequence[_Source]) -> list[Tensor | None] | None:
+        """For the closed form on a Linear layer called once: per source, the derivative of the source by the
+        layer's output, elementwise (``None`` where the source is the output itself); ``None`` when some source is
+        not an elementwise function of the output. Taken before the step's backward pass, which frees the graph."""
+        if not self._linear or len(self._calls) != 1:
+            return None
+        output = self._calls[0][1]
+        target = _edge(output)
+        chained: list[Node | None] = []  # the node next to the source, when there is one between
+        for s in sources:
+            if s.tensor.shape != output.shape:  # an elementwise chain keeps the shape (a broadcast would not)
+                return None
+            edge = first = _edge(s.tensor)
+            while edge != target:
+                node = edge[0]
+                live = [(child, nr) for child, nr in node.next_functions if child is not None]
+                if node.name() not in _ELEMENTWISE or len(live) != 1:
+                    return None
+                edge = live[0]
+            chained.append(None if first == target else first[0])
+        return [_derivative(s.tensor, output, first) for s, first in zip(sources, chained, strict=True)]
+
+    def _reached_linear(self, source: _Source, n: int, derivative: Tensor | None, _: Tensor) -> None:
+        """The backward pass is at ``source``: add each task's gradient on the Linear layer's output through it."""
+        if source.reached:
+            return
+        source.reached = True
+        received = [v for v in source.views if v.grad is not None]
+        if not received:
+            return
+        g = _per_task(received, n)
+        if derivative is not None:
+            g = torch.where(derivative, g, 0.0) if derivative.dtype == torch.bool else g * derivative
+        self._gz = g if self._gz is None else self._gz + g
+
+    def _linear_norms(self, losses: Tensor) -> Tensor:
+        """Per task, the norm of the Linear layer's weight and bias gradients together, from its output's
+        gradient: ||g^T [x 1]||, the bias being the weight of an input fixed at 1."""
+        layer, gz = self.layer, self._gz
+        assert isinstance(layer, nn.Linear)
+        if gz is None or not self.params:
+            return torch.zeros(losses.shape[0], device=losses.device)
+        g = gz.reshape(gz.shape[0], -1, gz.shape[-1]).float()  # T x N x out
+        if not layer.weight.requires_grad:  # the bias alone
+            return torch.linalg.vector_norm(g.sum(dim=1), dim=1)
+        x = self._calls[0][0]
+        x = x.reshape(-1, x.shape[-1]).float()
+        if layer.bias is not None and layer.bias.requires_grad:
+            x = torch.nn.functional.pad(x, (0, 1), value=1.0)
+        return _outer_norms(g, x)
 
     def _reached(self, source: _Source, grads: list[Tensor | None], n: int, _: Tensor) -> None:
         """The backward pass is at ``source``: add each task's gradient on W through it to ``grads``."""
@@ -162,7 +239,7 @@ class GradNormTap:
                 grads[i] = g if prior is None else prior + g
 
     def _clear(self) -> None:
-        self._views, self._before_heads = [], set()
+        self._views, self._before_heads, self._calls, self._gz = [], set(), [], None
 
     def _sources(self, losses: Tensor) -> list[_Source] | None:
         """The heads' inputs with their views; ``None`` when some task's gradient may reach W other than through
@@ -252,6 +329,54 @@ def _per_task(views: Sequence[_View], n: int) -> Tensor:
         slots[v.task] = v.grad if prior is None else prior + v.grad
     like = next(s for s in slots if s is not None)
     return torch.stack([s if s is not None else torch.zeros_like(like) for s in slots])
+
+
+#: Autograd nodes of elementwise operations with one differentiable input: activations, and a product or quotient
+#: with a constant (dropout's mask, a scale).
+_ELEMENTWISE = frozenset(
+    {
+        "ReluBackward0",
+        "GeluBackward0",
+        "SiluBackward0",
+        "TanhBackward0",
+        "SigmoidBackward0",
+        "LeakyReluBackward0",
+        "EluBackward0",
+        "CeluBackward0",
+        "SoftplusBackward0",
+        "MishBackward0",
+        "HardswishBackward0",
+        "HardsigmoidBackward0",
+        "HardtanhBackward0",
+        "LogSigmoidBackward0",
+        "NativeDropoutBackward0",
+        "MulBackward0",
+        "MulBackward1",
+        "DivBackward0",
+        "DivBackward1",
+    }
+)
+
+
+def _derivative(source: Tensor, output: Tensor, first: Node | None) -> Tensor | None:
+    """d source / d output, elementwise, for a source that is an elementwise function of ``output`` (``first``
+    being the node next to the source; ``None``: the source is the output); a mask for a ReLU."""
+    if first is None:
+        return None
+    if first.name() == "ReluBackward0" and first.next_functions[0] == _edge(output):
+        return source > 0  # ReLU's own backward rule: the gradient where its result is > 0
+    return torch.autograd.grad(source, output, torch.ones_like(source), retain_graph=True)[0]
+
+
+def _outer_norms(g: Tensor, x: Tensor) -> Tensor:
+    """||g_i^T x||_F for every entry i of ``g`` (T x N x out; x: N x in), without the T x out x in products when
+    the N x N Gram matrices are smaller."""
+    n, out, inp = x.shape[0], g.shape[2], x.shape[1]
+    if out * inp <= 2 * n * n:
+        return torch.linalg.vector_norm(g.transpose(1, 2) @ x, dim=(1, 2))
+    # ||g^T x||_F^2 = sum_ab (g g^T)_ab (x x^T)_ab
+    squared = ((g @ g.transpose(1, 2)) * (x @ x.T)).sum(dim=(1, 2))
+    return squared.clamp_min(0.0).sqrt()
 
 
 def _norms(grads: Sequence[Tensor | None], losses: Tensor) -> Tensor:

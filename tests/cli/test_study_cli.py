@@ -9,12 +9,15 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import torch
 from optuna.trial import TrialState
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 import storage
 from mtl_tune_cli.main import app
+from storage.models import TrialClaim
 from tuner.checkpoint import load_model
 from tuner.config import TrainConfig
 from tuner.train import resolve_config
@@ -178,3 +181,18 @@ def test_run_help_says_pareto_studies_are_not_pruned() -> None:
     text = " ".join(mtl("study", "run", "--help").stdout.split())
     assert "Pareto studies are never pruned" in text
     assert "MTL_TUNE_STORAGE" in text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_local_worker_runs_in_the_launching_process_more_run_in_their_own(tmp_path: Path, workers: int) -> None:
+    url = f"sqlite:///{tmp_path / 'where.db'}"
+    args = ["study", "run", "--problem", "uncertainty-toy", "--trials", "3", "--epochs", "1", "--study", "where"]
+    args += ["--storage", url, "--workers", str(workers), "--sampler", "random", "--option", "n_train=100"]
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen([*MTL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "3/3" in out
+    with storage_session(url) as session:
+        pids = {int(c.worker.rsplit(":", 1)[1]) for c in session.scalars(select(TrialClaim))}
+    assert (pids == {proc.pid}) if workers == 1 else (proc.pid not in pids and len(pids) >= 1)

@@ -115,6 +115,33 @@ class SmoothTrunk(TinyMixed):
         return SharedBottom(self.tasks, trunk, 16, chain)
 
 
+class LinearEnd(TinyMixed):
+    """TinyMixed whose trunk ends in a bias-free nn.Linear, with nothing after it: the heads read its output."""
+
+    def build_model(self, knobs: Mapping[str, Any], chain: Chain | None) -> nn.Module:
+        trunk = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16, bias=False))
+        return SharedBottom(self.tasks, trunk, 16, chain)
+
+
+class Tokens(nn.Module):
+    """A Linear layer on every one of 2 tokens (a B x 2 x 3 input), scaled SiLU after it, heads on the flattened
+    tokens."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        super().__init__()
+        self.shared = nn.Linear(3, 8)
+        self.heads = nn.ModuleDict({t.name: nn.Sequential(nn.Flatten(), nn.Linear(16, t.out_dim)) for t in tasks})
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        tokens = torch.nn.functional.silu(self.shared(x.view(-1, 2, 3))) * 0.5
+        return {name: head(tokens) for name, head in self.heads.items()}
+
+
+class TokenTrunk(TinyMixed):
+    def build_model(self, knobs: Mapping[str, Any], chain: Chain | None) -> nn.Module:
+        return Tokens(self.tasks)
+
+
 class InplaceHeads(TinySegDepth):
     """Decoders that start with ReLU(inplace=True) on their input."""
 
@@ -143,7 +170,7 @@ def _counting_autograd(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         original = getattr(torch.autograd, name)
 
         def counted(*args: Any, _name: str = name, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
-            calls.append(_name)
+            calls.append(f"{_name} (batched)" if kwargs.get("is_grads_batched") else _name)
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(torch.autograd, name, counted)
@@ -195,7 +222,11 @@ CASES: dict[str, Callable[[], tuple[Problem, TrainConfig]]] = {
     "conv": lambda: (TinySegDepth.create(), TrainConfig()),
     "dropout": lambda: (DropoutTrunk.create(), TrainConfig()),
     "gelu": lambda: (SmoothTrunk.create(), TrainConfig()),
+    "linear-end": lambda: (LinearEnd.create(), TrainConfig()),
+    "tokens": lambda: (TokenTrunk.create(), TrainConfig()),
 }
+#: Cases whose last shared layer is an nn.Linear with only elementwise operations after it: closed-form norms.
+LINEAR = {"mlp", "dropout", "gelu", "linear-end", "tokens"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -207,8 +238,12 @@ def test_the_norms_are_exact_from_a_constant_number_of_autograd_calls(
     torch.testing.assert_close(norms, reference, rtol=1e-5, atol=0.0)
     assert bool(torch.all(reference > 0))
     # The step's backward pass and one batched pass from the heads' one input, whatever the number of tasks (the MLP
-    # has four).
+    # has four); on a Linear layer no batched pass, at most a plain one for the derivative of what follows it.
     assert fallbacks == 0 and len(calls) <= 2, calls
+    if case in LINEAR:
+        assert not any("batched" in c for c in calls), calls
+    if case in ("mlp", "linear-end"):  # ReLU's derivative is its mask; nothing at all after the layer
+        assert calls == ["backward"]
 
 
 def test_heads_reading_different_inputs_get_exact_norms_from_one_pass_per_input(
@@ -218,7 +253,7 @@ def test_heads_reading_different_inputs_get_exact_norms_from_one_pass_per_input(
     config = TrainConfig(chain=Chain(source="c", target="a", mode="detach"))
     norms, reference, calls, fallbacks = _step_norms(tiny, config, monkeypatch)
     torch.testing.assert_close(norms, reference, rtol=1e-5, atol=0.0)
-    assert fallbacks == 0 and calls == ["backward", "grad", "grad"]
+    assert fallbacks == 0 and calls == ["backward", "grad (batched)", "grad (batched)"]
 
 
 @pytest.mark.parametrize(
