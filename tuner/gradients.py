@@ -79,7 +79,6 @@ class GradNormTap:
             id(layer.bias),
         }
         self._calls: list[tuple[Tensor, Tensor]] = []  # the Linear layer's (input, output) in the recorded pass
-        self._gz: Tensor | None = None  # per task, the gradient on the Linear layer's output, summed over inputs
         self.heads = [list(modules) for modules in heads]
         # The parameters' gradient accumulators, held so that every step's graph uses these same nodes (as
         # DistributedDataParallel holds them for its hooks).
@@ -148,23 +147,19 @@ class GradNormTap:
                 return norms
             weights: list[Tensor] = []
             losses.register_hook(weights.append)
-            grads: list[Tensor | None] = [None] * len(self.params)
             closed = self._closed_form(sources)
-            hooks = [
-                partial(self._reached_linear, s, losses.shape[0], closed[i])
-                if closed is not None
-                else partial(self._reached, s, grads, losses.shape[0])
-                for i, s in enumerate(sources)
-            ]
-            handles = [s.tensor.register_hook(hook) for s, hook in zip(sources, hooks, strict=True)]
+            grads: list[Tensor | None] = [None] * len(self.params)
+            if closed is None:
+                handles = [s.tensor.register_hook(partial(self._reached, s, grads, losses.shape[0])) for s in sources]
             try:
                 loss.backward()
             finally:
-                for handle in handles:
-                    handle.remove()
+                if closed is None:
+                    for handle in handles:
+                        handle.remove()
             if not weights:  # the loss does not depend on the tasks' losses
                 return torch.full((losses.shape[0],), float("nan"), device=losses.device)
-            norms = self._linear_norms(losses) if closed is not None else _norms(grads, losses)
+            norms = self._linear_norms(sources, closed, losses) if closed is not None else _norms(grads, losses)
             return norms / weights[0].float().abs()
         finally:
             self._clear()  # the step's graph is freed with it
@@ -191,27 +186,24 @@ class GradNormTap:
             chained.append(None if first == target else first[0])
         return [_derivative(s.tensor, output, first) for s, first in zip(sources, chained, strict=True)]
 
-    def _reached_linear(self, source: _Source, n: int, derivative: Tensor | None, _: Tensor) -> None:
-        """The backward pass is at ``source``: add each task's gradient on the Linear layer's output through it."""
-        if source.reached:
-            return
-        source.reached = True
-        received = [v for v in source.views if v.grad is not None]
-        if not received:
-            return
-        g = _per_task(received, n)
-        if derivative is not None:
-            g = torch.where(derivative, g, 0.0) if derivative.dtype == torch.bool else g * derivative
-        self._gz = g if self._gz is None else self._gz + g
-
-    def _linear_norms(self, losses: Tensor) -> Tensor:
-        """Per task, the norm of the Linear layer's weight and bias gradients together, from its output's
-        gradient: ||g^T [x 1]||, the bias being the weight of an input fixed at 1."""
-        layer, gz = self.layer, self._gz
+    def _linear_norms(self, sources: Sequence[_Source], derivatives: Sequence[Tensor | None], losses: Tensor) -> Tensor:
+        """Per task, the norm of the Linear layer's weight and bias gradients together, from its output's gradient
+        g (what the views received, times the derivatives): ||g^T [x 1]||, the bias being the weight of an input
+        fixed at 1."""
+        layer, n = self.layer, losses.shape[0]
         assert isinstance(layer, nn.Linear)
+        gz: Tensor | None = None
+        for source, derivative in zip(sources, derivatives, strict=True):
+            received = [v for v in source.views if v.grad is not None]
+            if not received:
+                continue
+            g = _per_task(received, n)
+            if derivative is not None:
+                g = g * derivative
+            gz = g if gz is None else gz + g
         if gz is None or not self.params:
-            return torch.zeros(losses.shape[0], device=losses.device)
-        g = gz.reshape(gz.shape[0], -1, gz.shape[-1]).float()  # T x N x out
+            return torch.zeros(n, device=losses.device)
+        g = gz.reshape(n, -1, gz.shape[-1]).float()  # T x N x out
         if not layer.weight.requires_grad:  # the bias alone
             return torch.linalg.vector_norm(g.sum(dim=1), dim=1)
         x = self._calls[0][0]
@@ -239,7 +231,7 @@ class GradNormTap:
                 grads[i] = g if prior is None else prior + g
 
     def _clear(self) -> None:
-        self._views, self._before_heads, self._calls, self._gz = [], set(), [], None
+        self._views, self._before_heads, self._calls = [], set(), []
 
     def _sources(self, losses: Tensor) -> list[_Source] | None:
         """The heads' inputs with their views; ``None`` when some task's gradient may reach W other than through
@@ -360,11 +352,11 @@ _ELEMENTWISE = frozenset(
 
 def _derivative(source: Tensor, output: Tensor, first: Node | None) -> Tensor | None:
     """d source / d output, elementwise, for a source that is an elementwise function of ``output`` (``first``
-    being the node next to the source; ``None``: the source is the output); a mask for a ReLU."""
+    being the node next to the source; ``None``: the source is the output)."""
     if first is None:
         return None
     if first.name() == "ReluBackward0" and first.next_functions[0] == _edge(output):
-        return source > 0  # ReLU's own backward rule: the gradient where its result is > 0
+        return (source > 0).to(source.dtype)  # ReLU's own backward rule: the gradient where its result is > 0
     return torch.autograd.grad(source, output, torch.ones_like(source), retain_graph=True)[0]
 
 
