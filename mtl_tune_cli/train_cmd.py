@@ -32,7 +32,11 @@ def train(
     lr_heads: Annotated[float | None, typer.Option(help="One learning rate for every task head.")] = None,
     lr_head: Annotated[list[str] | None, typer.Option(help="Per-task head learning rate TASK=X (repeatable).")] = None,
     lr_weighting: Annotated[float | None, typer.Option(help="Learning rate of the learnable loss weights.")] = None,
-    alpha: Annotated[float | None, typer.Option(help="GradNorm asymmetry alpha.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="GradNorm asymmetry alpha (--strategy-option alpha=X).")] = None,
+    strategy_option: Annotated[
+        list[str] | None,
+        typer.Option(help="A knob of the strategy KEY=VALUE, e.g. temperature=3 for dwa (repeatable)."),
+    ] = None,
     chain: Annotated[str | None, typer.Option(help="Task chaining SOURCE:TARGET:none|detach|through.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adam, adamw or sgd.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
@@ -76,7 +80,6 @@ def train(
         options.update(parse_options(option, "--option"))
         overrides: dict[str, Any] = {
             "strategy": strategy,
-            "alpha": alpha,
             "lr_shared": lr_shared,
             "lr_heads": lr_heads,
             "lr_weighting": lr_weighting,
@@ -94,6 +97,10 @@ def train(
         if weights:
             cfg["weights"] = parse_assignments(weights, "--weights")
             cfg.setdefault("strategy", "static")
+        if alpha is not None or strategy_option:
+            given = {"alpha": alpha} if alpha is not None else {}
+            given.update(parse_options(strategy_option, "--strategy-option"))
+            cfg["strategy_options"] = {**cfg.get("strategy_options", {}), **given}
         if lr_head:
             cfg["lr_head"] = parse_assignments(lr_head, "--lr-head")
         if chain:

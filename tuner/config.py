@@ -61,8 +61,10 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: str = "equal"
+    strategy_options: dict[str, Any] = Field(
+        default_factory=dict, description="the strategy's own knobs (GradNorm's alpha, DWA's temperature, ...)"
+    )
     weights: dict[str, float] | None = Field(None, description="per-task weights of the static strategy")
-    alpha: float = Field(1.5, ge=0.0, description="GradNorm asymmetry")
     lr_shared: float | None = Field(None, ge=0.0)
     lr_heads: float | None = Field(None, ge=0.0, description="one learning rate for every head")
     lr_head: dict[str, float] = Field(default_factory=dict, description="per-task head learning rates")
@@ -83,9 +85,13 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _earlier_names(cls, data: Any) -> Any:
-        # Configurations written before the model's knobs and the precision had their own fields.
-        if isinstance(data, dict) and ({"hidden", "depth", "bf16"} & set(data)):
+        # Configurations written before the model's knobs, the precision and the strategies' own knobs had their
+        # own fields: a top-level ``alpha`` is GradNorm's.
+        if isinstance(data, dict) and ({"hidden", "depth", "bf16", "alpha"} & set(data)):
             data = dict(data)
+            alpha = data.pop("alpha", None)
+            if alpha is not None and data.get("strategy") == "gradnorm":
+                data["strategy_options"] = {**(data.get("strategy_options") or {}), "alpha": alpha}
             model = dict(data.get("model") or {})
             for knob in ("hidden", "depth"):
                 value = data.pop(knob, None)

@@ -51,7 +51,7 @@ def test_json_output_has_the_documented_keys() -> None:
 def test_sigma_only_for_the_uncertainty_strategies() -> None:
     out = json_out(*SMALL, "--strategy", "gradnorm", "--alpha", "0.5")
     assert "sigma" not in out
-    assert out["config"]["alpha"] == 0.5
+    assert out["config"]["strategy_options"] == {"alpha": 0.5}
     assert sum(out["loss_weights"].values()) == pytest.approx(2.0, abs=1e-4)
 
 

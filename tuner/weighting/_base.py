@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from tuner.config import TrainConfig
-from tuner.problems import Task
+from tuner.config import ConfigError, TrainConfig
+from tuner.problems import Knob, Task
 
 
 class WeightingStrategy(nn.Module, ABC):
@@ -22,6 +22,9 @@ class WeightingStrategy(nn.Module, ABC):
     """
 
     name: ClassVar[str]
+    #: The strategy's own hyperparameters, passed to ``__init__`` by name: each with its default and, where a study
+    #: should search it, its default range or choices (a space file's ``strategies`` section overrides them).
+    knobs: ClassVar[Mapping[str, Knob]] = {}
     #: Whether ``after_backward`` needs each task's gradient norm ||grad_W L_i|| on the last shared layer W.
     needs_grad_norms: ClassVar[bool] = False
 
@@ -32,7 +35,17 @@ class WeightingStrategy(nn.Module, ABC):
 
     @classmethod
     def from_config(cls, tasks: Sequence[Task], config: TrainConfig) -> WeightingStrategy:
-        return cls(tasks)
+        return cls(tasks, **cls.knob_values(config.strategy_options))
+
+    @classmethod
+    def knob_values(cls, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Every knob's value: ``given`` over the defaults; a name the strategy does not have is refused."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(cls.knobs))
+        if unknown:
+            offered = ", ".join(cls.knobs) or "none"
+            raise ConfigError(f"strategy_options: {cls.name!r} has no knob {unknown[0]!r}; its knobs: {offered}")
+        return {name: given.get(name, knob.default) for name, knob in cls.knobs.items()}
 
     @abstractmethod
     def combine(self, losses: Tensor) -> Tensor:

@@ -5,13 +5,14 @@ Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention", CVPR 2019
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from tuner.problems import Task
+from tuner.config import ConfigError
+from tuner.problems import Knob, Task
 from tuner.weighting._base import WeightingStrategy
 
 
@@ -20,11 +21,16 @@ class DWA(WeightingStrategy):
     epochs."""
 
     name: ClassVar[str] = "dwa"
+    knobs: ClassVar[Mapping[str, Knob]] = {
+        "temperature": Knob(2.0, low=0.5, high=10.0, log=True, help="softmax temperature of the loss-ratio weights"),
+    }
     _lambda: Tensor
     _prev: Tensor
 
     def __init__(self, tasks: Sequence[Task], temperature: float = 2.0) -> None:
         super().__init__(tasks)
+        if temperature <= 0:
+            raise ConfigError(f"strategy_options: dwa's temperature must be > 0, got {temperature}")
         self.temperature = temperature
         self.register_buffer("_lambda", torch.ones(self.n_tasks))
         self.register_buffer("_prev", torch.ones(self.n_tasks))

@@ -6,14 +6,14 @@ Multitask Networks", ICML 2018 (https://arxiv.org/abs/1711.02257).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from tuner.config import TrainConfig
-from tuner.problems import Task
+from tuner.config import ConfigError, TrainConfig
+from tuner.problems import Knob, Task
 from tuner.weighting._base import WeightingStrategy
 
 #: Steps after which the epoch's per-step G and targets are summed into one entry, which bounds their memory.
@@ -36,6 +36,9 @@ class GradNorm(WeightingStrategy):
     """
 
     name: ClassVar[str] = "gradnorm"
+    knobs: ClassVar[Mapping[str, Knob]] = {
+        "alpha": Knob(1.5, low=0.0, high=3.0, help="asymmetry: how strongly slow tasks are pulled up"),
+    }
     needs_grad_norms: ClassVar[bool] = True
     initial_losses: Tensor
     _last_g: Tensor
@@ -46,6 +49,8 @@ class GradNorm(WeightingStrategy):
         self, tasks: Sequence[Task], alpha: float = 1.5, min_weight: float = 1e-4, skip_overflow: bool = False
     ) -> None:
         super().__init__(tasks)
+        if alpha < 0:
+            raise ConfigError(f"strategy_options: gradnorm's alpha must be >= 0, got {alpha}")
         self.alpha = alpha
         self.min_weight = min_weight
         self.skip_overflow = skip_overflow
@@ -62,7 +67,7 @@ class GradNorm(WeightingStrategy):
 
     @classmethod
     def from_config(cls, tasks: Sequence[Task], config: TrainConfig) -> WeightingStrategy:
-        return cls(tasks, alpha=config.alpha, skip_overflow=config.precision == "fp16")
+        return cls(tasks, **cls.knob_values(config.strategy_options), skip_overflow=config.precision == "fp16")
 
     def combine(self, losses: Tensor) -> Tensor:
         if self._steps == 0:
