@@ -2,7 +2,8 @@
 
 Parameters are checked against the study's recorded search space first: a name the space does not search, a value
 outside its range or not among its choices is a 422 naming the parameter. The names follow
-``tuner.study.suggest_config``: the knobs themselves, ``weight_<task>``, ``lr_head_<task>`` and ``model_<knob>``.
+``tuner.study.suggest_config``: the knobs themselves, ``weight_<task>``, ``lr_head_<task>``, ``model_<knob>`` and a
+strategy's own knobs as ``<strategy>.<knob>``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from api.errors import invalid
 from api.schemas import ParamValue
 from storage import StudyJob
 
-_FLOAT_KNOBS = ("lr_shared", "lr_heads", "lr_weighting", "alpha", "weight_decay", "warmup", "clip_grad")
+_FLOAT_KNOBS = ("lr_shared", "lr_heads", "lr_weighting", "weight_decay", "warmup", "clip_grad")
 _CHOICE_KNOBS = ("strategy", "optimizer", "chain", "batch_size", "schedule", "precision")
 
 
@@ -34,8 +35,10 @@ def searched(space: Mapping[str, Any], tasks: list[str]) -> dict[str, Any]:
     found.update(_per_task("weight", space.get("weights"), tasks))
     found.update(_per_task("lr_head", space.get("lr_head"), tasks))
     for knob, value in (space.get("model") or {}).items():  # the problem's model knobs: ``model_<name>``
-        if _is_range(value) or (isinstance(value, list) and len(value) > 1):
+        if _searched(value):
             found[f"model_{knob}"] = value
+    for strategy, knobs in (space.get("strategies") or {}).items():  # conditional on the strategy
+        found.update({f"{strategy}.{knob}": value for knob, value in knobs.items() if _searched(value)})
     if space.get("lr_head"):
         found.pop("lr_heads", None)  # per-head rates replace the shared head rate
     return found
@@ -71,6 +74,10 @@ def enqueue(url: str, study_name: str, params: Mapping[str, ParamValue]) -> str:
     with storage.session_scope(url) as session:
         session.execute(reopen)  # one statement: no read-then-write race with workers finishing trials
         return storage.get_job(session, study_name).status
+
+
+def _searched(value: Any) -> bool:
+    return _is_range(value) or (isinstance(value, list) and len(value) > 1)
 
 
 def _is_range(value: Any) -> bool:

@@ -84,6 +84,8 @@ def run_study_worker(url: str) -> None:
         ({"strategy": "magic"}, "strategy", "not one of"),
         ({"weight_decay": 0.1}, "weight_decay", "not searched"),  # fixed in the default space
         ({"weight_y3": 1.0}, "weight_y3", "not searched"),
+        ({"gradnorm.alpha": 3.5}, "gradnorm.alpha", "outside [0.0, 3.0]"),  # a strategy's own knob
+        ({"alpha": 1.0}, "alpha", "not searched"),
     ],
 )
 def test_enqueue_refuses_parameters_the_space_does_not_search(
@@ -104,6 +106,8 @@ def test_enqueue_body_must_hold_parameters(sqlite_client: TestClient, body: obje
 
 def test_enqueue_into_a_queued_study_keeps_its_target(sqlite_client: TestClient) -> None:
     sqlite_client.post("/api/studies", json=launch_body(name="s"))
-    response = sqlite_client.post("/api/studies/s/trials", json={"params": {"strategy": "gradnorm", "alpha": 1.5}})
+    response = sqlite_client.post(
+        "/api/studies/s/trials", json={"params": {"strategy": "gradnorm", "gradnorm.alpha": 1.5}}
+    )
     assert response.status_code == 202 and response.json()["status"] == "queued"
     assert sqlite_client.get("/api/studies/s").json()["n_trials"] == 3

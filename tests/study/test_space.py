@@ -3,10 +3,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pytest
 
 from tuner.problems import create_problem
-from tuner.study import Range, SpaceError, default_space, load_space, parse_space, resolve_space
+from tuner.study import Range, SpaceError, default_space, load_space, parse_space, resolve_space, suggest_config
+from tuner.weighting import STRATEGIES
 
 
 @pytest.mark.parametrize(
@@ -18,6 +20,8 @@ from tuner.study import Range, SpaceError, default_space, load_space, parse_spac
         ({"strategy": ["equal", "magic"]}, "strategy", "unknown strategy 'magic'"),
         ({"chain": "sideways"}, "chain", "unknown chain mode"),
         ({"batch_size": [0, 32]}, "batch_size", "batch size must be >= 1"),
+        ({"strategies": {"magic": {"x": 1}}}, "strategies", "unknown strategy 'magic'"),
+        ({"strategies": {"gradnorm": {"beta": 1}}}, "strategies", "gradnorm.beta: 'gradnorm' has no such knob"),
     ],
 )
 def test_invalid_space_names_the_field(data: dict, field: str, problem_text: str) -> None:
@@ -32,8 +36,8 @@ def test_space_file_yaml_and_json(tmp_path: Path) -> None:
     yml = tmp_path / "space.yaml"
     yml.write_text("strategy: [equal, gradnorm]\nalpha: {low: 0.5, high: 2.0, log: false}\nlr_shared: 0.001\n")
     space = load_space(yml)
-    assert space.strategies == ["equal", "gradnorm"]
-    assert space.alpha == Range(low=0.5, high=2.0, log=False)
+    assert space.strategy_names == ["equal", "gradnorm"]
+    assert space.strategies == {"gradnorm": {"alpha": Range(low=0.5, high=2.0, log=False)}}  # alpha is GradNorm's
     assert space.lr_shared == 0.001
     js = tmp_path / "space.json"
     js.write_text(json.dumps({"strategy": "uncertainty", "weights": {"low": 0, "high": 1}}))
@@ -64,3 +68,37 @@ def test_resolve_space_checks_task_names() -> None:
     merged = resolve_space(toy, {"strategy": "gradnorm"})
     assert merged.strategy == "gradnorm"
     assert merged.lr_shared == default_space(toy).lr_shared
+
+
+def test_strategy_knobs_take_their_default_ranges_under_what_the_user_names() -> None:
+    """Every strategy in the default space, equal first; each one's own knobs over their declared ranges, a knob the
+    user names replaced, the others kept; a top-level alpha is GradNorm's."""
+    problem = create_problem("uncertainty-toy", {"n_train": 50, "n_val": 10})
+    base = default_space(problem)
+    assert base.strategy_names[0] == "equal" and set(base.strategy_names) == set(STRATEGIES)
+    for name, cls in STRATEGIES.items():
+        for knob, declared in cls.knobs.items():
+            assert base.strategies[name][knob] == Range(low=declared.low, high=declared.high, log=declared.log)
+    resolved = resolve_space(problem, {"alpha": 0.7, "strategies": {"dwa": {"temperature": [1.0, 4.0]}}})
+    assert resolved.strategies["gradnorm"] == {"alpha": 0.7}
+    assert resolved.strategies["dwa"] == {"temperature": [1.0, 4.0]}
+    stored = resolve_space(problem, resolved.model_dump(mode="json"))  # what a worker reads back
+    assert stored.strategies == resolved.strategies
+
+
+def test_a_trial_gets_its_strategys_knobs_as_conditional_parameters() -> None:
+    problem = create_problem("uncertainty-toy", {"n_train": 50, "n_val": 10})
+    space = resolve_space(problem, {"strategy": ["gradnorm", "dwa"], "strategies": {"dwa": {"temperature": 3.0}}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = {}
+    for _ in range(12):
+        trial = study.ask()
+        config = suggest_config(trial, space, problem, epochs=1, seed=0)
+        seen[config.strategy] = config.strategy_options
+        if config.strategy == "gradnorm":
+            assert set(trial.params) >= {"gradnorm.alpha"} and 0.0 <= config.strategy_options["alpha"] <= 3.0
+        else:  # a fixed knob is passed on without being a parameter
+            assert "gradnorm.alpha" not in trial.params and "dwa.temperature" not in trial.params
+            assert config.strategy_options == {"temperature": 3.0}
+        study.tell(trial, 1.0)
+    assert set(seen) == {"gradnorm", "dwa"}

@@ -14,6 +14,7 @@ import storage
 from storage.reports import best_config, study_report
 from tests.study.helpers import TINY, run_study
 from tuner.study import BASELINE_ATTR, SAMPLERS, StudySpec, Worker, WorkerSettings, create_or_resume, create_study
+from tuner.weighting import STRATEGIES
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -54,11 +55,14 @@ def test_conditional_parameters_exist_only_where_they_mean_something(sqlite_url:
     for t in trials:
         strategy = t.params["strategy"]
         seen.add(strategy)
-        assert ("alpha" in t.params) == (strategy == "gradnorm"), t.params
+        # A strategy's own knobs (GradNorm's alpha, DWA's temperature) only for that strategy.
+        own = {f"{name}.{knob}" for name, cls in STRATEGIES.items() for knob in cls.knobs if name == strategy}
+        others = {f"{name}.{knob}" for name, cls in STRATEGIES.items() for knob in cls.knobs} - own
+        assert own <= set(t.params) and not others & set(t.params), t.params
         assert ("weight_y1" in t.params) == (strategy == "static"), t.params
         assert ("lr_weighting" in t.params) == (strategy in ("uncertainty", "gradnorm")), t.params
         assert "chain" not in t.params  # uncertainty-toy has no chain
-    assert {"equal", "gradnorm", "static"} <= seen
+    assert {"gradnorm", "static", "dwa"} <= seen
 
 
 def test_pareto_study_has_a_pareto_set_and_no_pruning(sqlite_url: str) -> None:

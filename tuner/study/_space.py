@@ -2,9 +2,11 @@
 
 A space file (YAML or JSON) and the REST API's ``space`` field share this schema. A knob given as a plain value is
 fixed; a ``{low, high}`` range is searched (log-uniform for learning rates and task weights); a list is a
-categorical choice. Parameters exist only where they mean something: ``alpha`` only for GradNorm, task weights
-only for ``static``, ``lr_weighting`` only for strategies with learnable weights, ``chain`` only for problems with a
-chain. ``model`` holds the problem's own model knobs (an integer knob's range is searched over integers).
+categorical choice. Parameters exist only where they mean something: a strategy's own knobs only for that
+strategy, task weights only for ``static``, ``lr_weighting`` only for strategies with learnable weights, ``chain``
+only for problems with a chain. ``model`` holds the problem's own model knobs (an integer knob's range is searched
+over integers); ``strategies`` the strategies' own knobs, by strategy (``{gradnorm: {alpha: {low: 0, high: 3}},
+dwa: {temperature: 2}}``), over each knob's default range; a top-level ``alpha`` is GradNorm's.
 """
 
 from __future__ import annotations
@@ -57,13 +59,14 @@ class SearchSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: str | list[str] = Field(default_factory=lambda: ["equal", "static", "uncertainty", "gradnorm", "dwa"])
+    strategy: str | list[str] = Field(default_factory=lambda: _every_strategy())
+    strategies: dict[str, dict[str, ModelKnob]] = Field(default_factory=dict)
     weights: FloatKnob | dict[str, FloatKnob] = Field(default_factory=lambda: Range(low=0.1, high=10.0))
     lr_shared: FloatKnob | None = None
     lr_heads: FloatKnob | None = None
     lr_head: dict[str, FloatKnob] | None = None
     lr_weighting: FloatKnob | None = None
-    alpha: FloatKnob = Field(default_factory=lambda: Range(low=0.0, high=3.0, log=False))
+    alpha: FloatKnob | None = Field(None, description="GradNorm's alpha: the same as strategies.gradnorm.alpha")
     chain: str | list[str] | None = None
     weight_decay: FloatKnob = 0.0
     batch_size: int | list[int] | None = None
@@ -86,6 +89,26 @@ class SearchSpace(BaseModel):
     @classmethod
     def _known_strategies(cls, value: str | list[str]) -> str | list[str]:
         return _known(value, tuple(STRATEGIES), "strategy")
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_knobs(cls, value: dict[str, dict[str, ModelKnob]]) -> dict[str, dict[str, ModelKnob]]:
+        for name, knobs in value.items():
+            if name not in STRATEGIES:
+                raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+            own = STRATEGIES[name].knobs
+            for knob in knobs:
+                if knob not in own:
+                    raise ValueError(f"{name}.{knob}: {name!r} has no such knob; its knobs: {', '.join(own) or 'none'}")
+        return value
+
+    @model_validator(mode="after")
+    def _alpha_is_gradnorms(self) -> SearchSpace:
+        if self.alpha is not None:
+            gradnorm = self.strategies.setdefault("gradnorm", {})
+            gradnorm.setdefault("alpha", self.alpha)
+            self.alpha = None
+        return self
 
     @field_validator("chain")
     @classmethod
@@ -116,8 +139,18 @@ class SearchSpace(BaseModel):
         return value
 
     @property
-    def strategies(self) -> list[str]:
+    def strategy_names(self) -> list[str]:
         return [self.strategy] if isinstance(self.strategy, str) else list(self.strategy)
+
+
+def _every_strategy() -> list[str]:
+    """Every registered strategy, ``equal`` (the baseline's) first."""
+    return ["equal", *(name for name in STRATEGIES if name != "equal")]
+
+
+def strategy_knobs(name: str, given: dict[str, ModelKnob] | None = None) -> dict[str, ModelKnob]:
+    """A strategy's knobs as searched: ``given`` over each knob's default range (or fixed default)."""
+    return {knob: (given or {}).get(knob, _model_knob(k)) for knob, k in STRATEGIES[name].knobs.items()}
 
 
 def _known(value: str | list[str], allowed: tuple[str, ...], what: str) -> str | list[str]:
@@ -135,7 +168,10 @@ def default_space(problem: Problem) -> SearchSpace:
     the model knobs the problem declares searched over their ranges (the others fixed at their defaults)."""
     d = problem.defaults
     model = {name: _model_knob(knob) for name, knob in problem.model_knobs.items()}
+    strategies = _every_strategy()
     return SearchSpace(
+        strategy=strategies,
+        strategies={name: strategy_knobs(name) for name in strategies if STRATEGIES[name].knobs},
         lr_shared=Range(low=d.lr_shared / 10, high=d.lr_shared * 10),
         lr_heads=Range(low=d.lr_heads / 10, high=d.lr_heads * 10),
         lr_weighting=Range(low=d.lr_weighting / 10, high=d.lr_weighting * 10),
@@ -159,7 +195,9 @@ def resolve_space(problem: Problem, space: SearchSpace | dict[str, Any] | None) 
     if space is None:
         return base
     given = space if isinstance(space, SearchSpace) else parse_space(space)
-    merged = base.model_copy(update={k: getattr(given, k) for k in given.model_fields_set})
+    merged = base.model_copy(update={k: getattr(given, k) for k in given.model_fields_set - {"alpha", "strategies"}})
+    named = {*base.strategies, *given.strategies}  # knobs not named keep their strategy's default range
+    merged.strategies = {name: strategy_knobs(name, given.strategies.get(name)) for name in named}
     if given.model is not None:  # knobs not named keep the problem's default space
         merged.model = {**(base.model or {}), **given.model}
         unknown = sorted(set(given.model) - set(problem.model_knobs))

@@ -9,7 +9,7 @@ import optuna
 from storage import BASELINE_ATTR
 from tuner.config import Chain, TrainConfig
 from tuner.problems import Problem
-from tuner.study._space import FloatKnob, ModelKnob, Range, SearchSpace
+from tuner.study._space import FloatKnob, ModelKnob, Range, SearchSpace, strategy_knobs
 from tuner.weighting import STRATEGIES, build_strategy
 
 
@@ -35,8 +35,12 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace, problem: Problem, *,
         names = problem.task_names
         per_task = space.weights if isinstance(space.weights, dict) else dict.fromkeys(names, space.weights)
         cfg["weights"] = {t: _float(trial, f"weight_{t}", per_task.get(t, 1.0)) for t in names}
-    if strategy == "gradnorm":
-        cfg["alpha"] = _float(trial, "alpha", space.alpha)
+    own = STRATEGIES[strategy].knobs
+    if own:  # the strategy's own knobs, ``<strategy>.<knob>``: conditional on the strategy
+        knobs = strategy_knobs(strategy, space.strategies.get(strategy))
+        cfg["strategy_options"] = {
+            k: _model(trial, f"{strategy}.{k}", knob, own[k].default) for k, knob in knobs.items()
+        }
     if learnable(problem, strategy) and space.lr_weighting is not None:
         cfg["lr_weighting"] = _float(trial, "lr_weighting", space.lr_weighting)
     if space.lr_shared is not None:
@@ -59,18 +63,19 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace, problem: Problem, *,
         cfg["chain"] = {"source": source, "target": target, "mode": mode}
     if space.model:
         defaults = problem.knob_values(None)
-        cfg["model"] = {k: _model(trial, k, knob, defaults.get(k)) for k, knob in space.model.items()}
+        cfg["model"] = {k: _model(trial, f"model_{k}", knob, defaults.get(k)) for k, knob in space.model.items()}
     return TrainConfig.model_validate(cfg)
 
 
 def _model(trial: optuna.Trial, name: str, knob: ModelKnob, default: Any) -> Any:
-    """A model knob: integer ranges for integer knobs, float ranges otherwise, lists as choices."""
+    """A model's or a strategy's knob (parameter ``name``): integer ranges for integer knobs, float ranges
+    otherwise, lists as choices."""
     if isinstance(knob, Range) and isinstance(default, int) and not isinstance(default, bool):
         low, high = int(knob.low), int(knob.high)
-        return low if low == high else trial.suggest_int(f"model_{name}", low, high, log=knob.log)
+        return low if low == high else trial.suggest_int(name, low, high, log=knob.log)
     if isinstance(knob, Range):
-        return _float(trial, f"model_{name}", knob)
-    return _categorical(trial, f"model_{name}", knob)
+        return _float(trial, name, knob)
+    return _categorical(trial, name, knob)
 
 
 def _float(trial: optuna.Trial, name: str, knob: FloatKnob) -> float:
