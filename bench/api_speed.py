@@ -57,7 +57,7 @@ SPACE = {
     "strategy": STRATEGIES, "weights": {"low": 0.1, "high": 10.0, "log": True},
     "lr_shared": {"low": 1e-4, "high": 1e-1, "log": True}, "lr_heads": {"low": 1e-4, "high": 1e-1, "log": True},
     "lr_head": None, "lr_weighting": {"low": 1e-3, "high": 1e-1, "log": True},
-    "alpha": {"low": 0.0, "high": 3.0, "log": False}, "chain": None, "weight_decay": 0.0, "batch_size": 64,
+    "strategies": {"gradnorm": {"alpha": {"low": 0.0, "high": 3.0, "log": False}}}, "chain": None, "weight_decay": 0.0, "batch_size": 64,
     "optimizer": "adam",
 }  # fmt: skip
 
@@ -73,7 +73,7 @@ def _params(rng: random.Random, baseline: bool) -> dict[str, Any]:
     if strategy == "static":
         params |= {f"weight_{t}": math.exp(rng.uniform(math.log(0.1), math.log(10))) for t in TASKS}
     if strategy == "gradnorm":
-        params["alpha"] = rng.uniform(0, 3)
+        params["gradnorm.alpha"] = rng.uniform(0, 3)
     if strategy in ("uncertainty", "gradnorm"):
         params["lr_weighting"] = math.exp(rng.uniform(math.log(1e-3), math.log(1e-1)))
     params["lr_shared"] = math.exp(rng.uniform(math.log(1e-4), math.log(1e-1)))
@@ -88,7 +88,7 @@ def _distributions(params: dict[str, Any]) -> dict[str, Any]:
     for name in params:
         if name == "strategy":
             out[name] = CategoricalDistribution(STRATEGIES)
-        elif name == "alpha":
+        elif name == "gradnorm.alpha":
             out[name] = FloatDistribution(0.0, 3.0)
         elif name.startswith("weight_"):
             out[name] = FloatDistribution(0.1, 10.0, log=True)
