@@ -10,7 +10,7 @@ import logging
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from api.schemas import BrokenProblem, KnobInfo, ProblemInfo, ProblemList, TaskInfo
+from api.schemas import BrokenProblem, KnobInfo, ProblemInfo, ProblemList, StrategyInfo, TaskInfo
 
 if TYPE_CHECKING:
     from tuner.problems import Listed
@@ -52,6 +52,23 @@ def _info(entry: Listed) -> ProblemInfo:
         default_space=space.model_dump(mode="json"),
         options=cls.Options.model_json_schema(),
     )
+
+
+@lru_cache(maxsize=1)
+def strategies() -> list[StrategyInfo]:
+    """Every registered strategy, ``equal`` first as in the default space, with its knobs."""
+    from tuner.study import default_strategies
+    from tuner.weighting import STRATEGIES, summary
+
+    return [
+        StrategyInfo(
+            name=name,
+            description=summary(STRATEGIES[name]),
+            knobs={k: _knob(knob) for k, knob in STRATEGIES[name].knobs.items()},
+            needs_grad_norms=STRATEGIES[name].needs_grad_norms,
+        )
+        for name in default_strategies()
+    ]
 
 
 def _knob(knob: Any) -> KnobInfo:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mtl_tune_cli import db_cmd, problems_cmd, serve_cmd, study_cmd, train_cmd, worker_cmd
+from mtl_tune_cli import db_cmd, problems_cmd, serve_cmd, strategies_cmd, study_cmd, train_cmd, worker_cmd
 
 app = typer.Typer(
     name="mtl-tune",
@@ -37,6 +37,7 @@ def main(
 
 
 app.command("problems")(problems_cmd.problems)
+app.command("strategies")(strategies_cmd.strategies)
 app.command("train")(train_cmd.train)
 app.add_typer(study_cmd.app, name="study")
 app.add_typer(db_cmd.app, name="db")

@@ -26,7 +26,7 @@ def problems() -> None:
     found = listing()
     table = Table("problem", "tasks (kind, metric, direction)", "model knobs", "description", show_lines=True)
     for entry in found.problems:
-        cells = (entry.cls.name, _tasks(entry), _knobs(entry.cls.model_knobs), entry.cls.description)
+        cells = (entry.cls.name, _tasks(entry), knobs_text(entry.cls.model_knobs), entry.cls.description)
         table.add_row(*map(escape, cells))
     print_table(table)
     if found.broken:
@@ -44,7 +44,7 @@ def _tasks(entry: Listed) -> str:
     return "\n".join(f"{t['name']} ({t['kind']}, {t['metric']}, {t['direction']})" for t in task_infos(entry.preview))
 
 
-def _knobs(knobs: Mapping[str, Knob]) -> str:
+def knobs_text(knobs: Mapping[str, Knob]) -> str:
     return "\n".join(f"{name}={knob.default}{_range(knob)}" for name, knob in knobs.items()) or "-"
 
 

@@ -59,7 +59,7 @@ class SearchSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: str | list[str] = Field(default_factory=lambda: _every_strategy())
+    strategy: str | list[str] = Field(default_factory=lambda: default_strategies())
     strategies: dict[str, dict[str, ModelKnob]] = Field(default_factory=dict)
     weights: FloatKnob | dict[str, FloatKnob] = Field(default_factory=lambda: Range(low=0.1, high=10.0))
     lr_shared: FloatKnob | None = None
@@ -143,7 +143,7 @@ class SearchSpace(BaseModel):
         return [self.strategy] if isinstance(self.strategy, str) else list(self.strategy)
 
 
-def _every_strategy() -> list[str]:
+def default_strategies() -> list[str]:
     """Every registered strategy, ``equal`` (the baseline's) first."""
     return ["equal", *(name for name in STRATEGIES if name != "equal")]
 
@@ -168,7 +168,7 @@ def default_space(problem: Problem) -> SearchSpace:
     the model knobs the problem declares searched over their ranges (the others fixed at their defaults)."""
     d = problem.defaults
     model = {name: _model_knob(knob) for name, knob in problem.model_knobs.items()}
-    strategies = _every_strategy()
+    strategies = default_strategies()
     return SearchSpace(
         strategy=strategies,
         strategies={name: strategy_knobs(name) for name in strategies if STRATEGIES[name].knobs},

@@ -22,11 +22,20 @@ __all__ = [
     "UncertaintyPositive",
     "WeightingStrategy",
     "build_strategy",
+    "summary",
 ]
 
 STRATEGIES: dict[str, type[WeightingStrategy]] = {
     cls.name: cls for cls in (Equal, Static, Uncertainty, UncertaintyPositive, GradNorm, DWA)
 }
+
+
+def summary(cls: type[WeightingStrategy]) -> str:
+    """A strategy's one-line description: its own, else the first line of its module's docstring."""
+    import sys
+
+    doc = (sys.modules[cls.__module__].__doc__ or "").strip()
+    return cls.description or (doc.splitlines()[0].rstrip(".") if doc else cls.name)
 
 
 def build_strategy(tasks: Sequence[Task], config: TrainConfig) -> WeightingStrategy:

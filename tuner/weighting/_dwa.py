@@ -21,6 +21,7 @@ class DWA(WeightingStrategy):
     epochs."""
 
     name: ClassVar[str] = "dwa"
+    description: ClassVar[str] = "dynamic weight average of the epoch loss ratios (Liu et al. 2019)"
     knobs: ClassVar[Mapping[str, Knob]] = {
         "temperature": Knob(2.0, low=0.5, high=10.0, log=True, help="softmax temperature of the loss-ratio weights"),
     }

@@ -17,6 +17,7 @@ class Equal(WeightingStrategy):
     """The plain sum of the task losses."""
 
     name: ClassVar[str] = "equal"
+    description: ClassVar[str] = "every task weight 1 (the baseline)"
     _weights: Tensor
 
     def __init__(self, tasks: Sequence[Task], weights: Mapping[str, float] | None = None) -> None:
@@ -40,6 +41,7 @@ class Static(Equal):
     """Hand-set per-task weights (``--weights a=1,b=2``); tasks not named keep weight 1."""
 
     name: ClassVar[str] = "static"
+    description: ClassVar[str] = "fixed per-task weights (searched per task as weight_<task>)"
 
     @classmethod
     def from_config(cls, tasks: Sequence[Task], config: TrainConfig) -> WeightingStrategy:

@@ -36,6 +36,7 @@ class GradNorm(WeightingStrategy):
     """
 
     name: ClassVar[str] = "gradnorm"
+    description: ClassVar[str] = "balances the tasks' gradient norms on the last shared layer (Chen et al. 2018)"
     knobs: ClassVar[Mapping[str, Knob]] = {
         "alpha": Knob(1.5, low=0.0, high=3.0, help="asymmetry: how strongly slow tasks are pulled up"),
     }

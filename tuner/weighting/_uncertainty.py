@@ -21,6 +21,7 @@ class Uncertainty(WeightingStrategy):
     """Learns s_i = log sigma_i^2 per task. MSE regression: 1/2 e^(-s) L + 1/2 s; other losses: e^(-s) L + 1/2 s."""
 
     name: ClassVar[str] = "uncertainty"
+    description: ClassVar[str] = "homoscedastic uncertainty weighting, learned log sigma^2 (Kendall et al. 2018)"
     log_factor: Tensor
 
     def __init__(self, tasks: Sequence[Task]) -> None:
@@ -46,6 +47,7 @@ class UncertaintyPositive(WeightingStrategy):
     """Learns c_i per task: L / (2 c^2) + ln(1 + c^2); the regulariser cannot go negative."""
 
     name: ClassVar[str] = "uncertainty-positive"
+    description: ClassVar[str] = "uncertainty weighting with a positive regulariser ln(1 + c^2) (Liebel & Koerner 2018)"
 
     def __init__(self, tasks: Sequence[Task]) -> None:
         super().__init__(tasks)
