@@ -142,6 +142,15 @@ class BrokenProblem(BaseModel):
     error: str
 
 
+class StrategyInfo(BaseModel):
+    """A loss-weighting strategy a study can search: its own knobs (parameters ``<name>.<knob>``)."""
+
+    name: str
+    description: str
+    knobs: dict[str, KnobInfo]
+    needs_grad_norms: bool = False
+
+
 class ProblemList(BaseModel):
     problems: list[ProblemInfo]
     broken: list[BrokenProblem] = Field(default_factory=list)
