@@ -190,6 +190,9 @@ class TaskMetrics(BaseModel):
     metric: float | None = None
     weight: float | None = None
     sigma: float | None = None
+    series: dict[str, float | None] = Field(
+        default_factory=dict, description="every other per-task series the strategy reported, by name"
+    )
 
 
 class TrialRow(BaseModel):
@@ -244,8 +247,13 @@ class EpochTaskMetrics(BaseModel):
     val_loss: float | None
     metric: float | None
     weight: float | None
-    sigma: float | None
-    grad_norm: float | None
+    sigma: float | None = Field(description="series['sigma'], kept for older clients")
+    grad_norm: float | None = Field(description="series['grad_norm'], kept for older clients")
+    series: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="every per-task series the strategy reported this epoch besides the weight, by name "
+        "(sigma, grad_norm, grad_norm_target, or any a strategy defines); null where it was not finite",
+    )
 
 
 class EpochRow(BaseModel):

@@ -109,11 +109,19 @@ def epoch_rows(rows: list[EpochMetric]) -> list[EpochRow]:
     epochs: dict[int, EpochRow] = {}
     for r in rows:
         epoch = epochs.setdefault(r.epoch, EpochRow(epoch=r.epoch, tasks={}))
+        named = series_of(r.series)
         epoch.tasks[r.task] = EpochTaskMetrics(
             train_loss=finite(r.train_loss), val_loss=finite(r.val_loss), metric=finite(r.metric),
-            weight=finite(r.weight), sigma=finite(r.sigma), grad_norm=finite(r.grad_norm),
+            weight=finite(r.weight), sigma=named.get("sigma"), grad_norm=named.get("grad_norm"), series=named,
         )  # fmt: skip
     return list(epochs.values())
+
+
+def series_of(stored: Any) -> dict[str, float | None]:
+    """A stored ``{name: value}`` of a strategy's series, every value a finite number or null."""
+    if not isinstance(stored, dict):
+        return {}
+    return {str(name): finite(value) for name, value in stored.items()}
 
 
 def study_id(session: Session, job: StudyJob) -> int | None:
@@ -152,7 +160,10 @@ def study_tasks(session: Session, job: StudyJob) -> list[TaskInfo]:
 
 def task_metrics(tasks: dict[str, Any] | None) -> dict[str, TaskMetrics]:
     return {
-        name: TaskMetrics(**{k: finite(numbers.get(k)) for k in ("val_loss", "metric", "weight", "sigma")})
+        name: TaskMetrics(
+            **{k: finite(numbers.get(k)) for k in ("val_loss", "metric", "weight", "sigma")},
+            series=series_of(numbers.get("series")),
+        )
         for name, numbers in (tasks or {}).items()
         if isinstance(numbers, dict)
     }

@@ -307,6 +307,7 @@ def postgresql_statement(
         ctes.insert(0, _PG_METRICS)
         params["m_task"] = [r["task"] for r in records]
         params |= {f"m_{c}": [None if r[c] is None else float(r[c]) for r in records] for c in _METRIC_COLUMNS[1:]}
+        params["m_series"] = [None if r["series"] is None else json.dumps(r["series"]) for r in records]
     if claim_id is not None:
         ctes += [_PG_ATTACH, _PG_TRIAL_HEARTBEAT]
         params["claim_id"] = claim_id
@@ -320,12 +321,13 @@ def _with(ctes: tuple[str, ...]) -> str:
     return with_clause + _PG_CHECK
 
 
-_METRIC_COLUMNS = ("task", "train_loss", "val_loss", "metric", "weight", "sigma", "grad_norm")
+_METRIC_COLUMNS = ("task", "train_loss", "val_loss", "metric", "weight")
+# Each task's series (``metric_record``) travel as JSON texts, one array element per task.
 _PG_METRICS = (
-    "INSERT INTO epoch_metrics (job_id, trial_number, epoch, task, train_loss, val_loss, metric, weight, sigma, "
-    "grad_norm) SELECT %(job_id)s, %(trial_number)s, %(epoch)s, u.* FROM unnest(%(m_task)s::varchar[], "
+    "INSERT INTO epoch_metrics (job_id, trial_number, epoch, task, train_loss, val_loss, metric, weight, series) "
+    "SELECT %(job_id)s, %(trial_number)s, %(epoch)s, u.* FROM unnest(%(m_task)s::varchar[], "
     "%(m_train_loss)s::float8[], %(m_val_loss)s::float8[], %(m_metric)s::float8[], %(m_weight)s::float8[], "
-    "%(m_sigma)s::float8[], %(m_grad_norm)s::float8[]) AS u"
+    "%(m_series)s::json[]) AS u"
 )
 _PG_ATTACH = "UPDATE trial_claims SET trial_number = %(trial_number)s, heartbeat_at = now() WHERE id = %(claim_id)s"
 # The database's clock, as Optuna's own heartbeat and its stale-trial check use.

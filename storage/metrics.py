@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from storage.models import EpochMetric, TrialClaim, TrialSummary, utcnow
 
-_OPTIONAL_KEYS = ("sigma", "grad_norm")
 _REQUIRED_KEYS = ("task", "train_loss", "val_loss", "metric", "weight")
 
 
@@ -28,7 +27,8 @@ def write_epoch(
 ) -> None:
     """One row per task in a single bulk INSERT, plus the claim's heartbeat; the caller's scope commits once.
 
-    Each row maps ``task, train_loss, val_loss, metric, weight`` and optionally ``sigma, grad_norm``.
+    Each row maps ``task, train_loss, val_loss, metric, weight`` and optionally ``series``: the strategy's other
+    per-task series by name (``sigma``, ``grad_norm``, any a strategy reports), stored in one JSON column.
     """
     records = [metric_record(job_id, trial_number, epoch, row) for row in rows]
     # Core statements on the session's connection: this runs every epoch of every trial, and the ORM layer's
@@ -41,12 +41,20 @@ def write_epoch(
 
 
 def metric_record(job_id: int, trial_number: int, epoch: int, row: Mapping[str, Any]) -> dict[str, Any]:
-    """One ``epoch_metrics`` row: the required keys must be there, the optional ones default to null."""
+    """One ``epoch_metrics`` row: the required keys must be there; ``series`` is null when there is none."""
     return (
         {"job_id": job_id, "trial_number": trial_number, "epoch": epoch}
         | {key: row[key] for key in _REQUIRED_KEYS}
-        | {key: row.get(key) for key in _OPTIONAL_KEYS}
+        | {"series": series_record(row.get("series"))}
     )
+
+
+def series_record(series: Mapping[str, Any] | None) -> dict[str, float | None] | None:
+    """A task's series as stored: name -> value, a non-finite value (a diverged strategy) as null, since JSON
+    has no NaN; None when the strategy reports nothing besides the weight."""
+    if not series:
+        return None
+    return {str(name): None if value is None else _finite(float(value)) for name, value in series.items()}
 
 
 _INSERT_EPOCH = insert(EpochMetric)

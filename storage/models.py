@@ -103,8 +103,9 @@ class EpochMetric(Base):
     val_loss: Mapped[float] = mapped_column(Float)
     metric: Mapped[float] = mapped_column(Float)
     weight: Mapped[float] = mapped_column(Float)
-    sigma: Mapped[float | None] = mapped_column(Float)
-    grad_norm: Mapped[float | None] = mapped_column(Float)
+    #: Every other per-task series the strategy reported, by name (``sigma``, ``grad_norm``, ...); null when none.
+    #: A new series needs no column: a strategy names it in ``report()``.
+    series: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class TrialSummary(Base):
@@ -125,7 +126,7 @@ class TrialSummary(Base):
     objective: Mapped[float | None] = mapped_column(Float)  # the first objective value
     values: Mapped[list[Any] | None]
     params: Mapped[dict[str, Any]]
-    task_metrics: Mapped[dict[str, Any] | None]  # {task: {val_loss, metric, weight, sigma}}
+    task_metrics: Mapped[dict[str, Any] | None]  # {task: {val_loss, metric, weight, sigma, series}}
     duration_s: Mapped[float | None] = mapped_column(Float)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

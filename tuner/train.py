@@ -37,16 +37,28 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TaskEpoch:
-    """One task's numbers after an epoch: mean training loss, validation loss and metric, current loss weight;
-    ``sigma`` for the uncertainty strategies, the epoch's mean GradNorm ``grad_norm`` and its target for GradNorm."""
+    """One task's numbers after an epoch: mean training loss, validation loss and metric, current loss weight,
+    and every other series the strategy reports (``WeightingStrategy.report``) by name: ``sigma`` for the
+    uncertainty strategies, the epoch's mean GradNorm ``grad_norm`` and its target for GradNorm, whatever a
+    strategy of its own records."""
 
     train_loss: float
     val_loss: float
     metric: float
     weight: float
-    sigma: float | None = None
-    grad_norm: float | None = None
-    grad_norm_target: float | None = None
+    series: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def sigma(self) -> float | None:
+        return self.series.get("sigma")
+
+    @property
+    def grad_norm(self) -> float | None:
+        return self.series.get("grad_norm")
+
+    @property
+    def grad_norm_target(self) -> float | None:
+        return self.series.get("grad_norm_target")
 
 
 @dataclass
@@ -94,6 +106,8 @@ class TrainResult:
         }
         if any(t.sigma is not None for t in tasks.values()):
             out["sigma"] = {name: t.sigma for name, t in tasks.items()}
+        if any(t.series for t in tasks.values()):
+            out["series"] = {name: dict(t.series) for name, t in tasks.items()}
         if self.test is not None:
             out["test"] = self.test
         return out
@@ -337,15 +351,14 @@ def _epoch_report(
     stacked = torch.stack([train_losses, val_losses, metrics, (val_losses / reference), *series.values()]).cpu()
     train_l, val_l, metric, normalised, *extra = stacked.tolist()
     named = dict(zip(series, extra, strict=True))
+    weights = named.pop("weight")
     tasks = {
         name: TaskEpoch(
             train_loss=train_l[i],
             val_loss=val_l[i],
             metric=metric[i],
-            weight=named["weight"][i],
-            sigma=named["sigma"][i] if "sigma" in named else None,
-            grad_norm=named["grad_norm"][i] if "grad_norm" in named else None,
-            grad_norm_target=named["grad_norm_target"][i] if "grad_norm_target" in named else None,
+            weight=weights[i],
+            series={key: values[i] for key, values in named.items()},
         )
         for i, name in enumerate(names)
     }

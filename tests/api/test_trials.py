@@ -69,7 +69,8 @@ def test_trial_pages(seeded_client: TestClient, seeded: Seeded) -> None:
     assert row["values"] == pytest.approx(reference.values)
     assert row["objective"] == pytest.approx(reference.values[0])
     assert set(row["tasks"]) == {"y1", "y2"}
-    assert set(row["tasks"]["y1"]) == {"val_loss", "metric", "weight", "sigma"}
+    assert set(row["tasks"]["y1"]) == {"val_loss", "metric", "weight", "sigma", "series"}
+    assert row["tasks"]["y1"]["sigma"] == row["tasks"]["y1"]["series"].get("sigma")
     assert row["duration_s"] > 0 and row["started_at"] < row["finished_at"]
     assert first["items"][0]["baseline"] and not row["baseline"]
 
@@ -114,11 +115,30 @@ def test_trial_detail_has_config_and_per_epoch_curves(seeded_client: TestClient,
     assert trial["fail_reason"] is None
     assert [e["epoch"] for e in trial["epochs"]] == [0, 1]
     curve = trial["epochs"][1]["tasks"]["y2"]
-    assert set(curve) == {"train_loss", "val_loss", "metric", "weight", "sigma", "grad_norm"}
+    assert set(curve) == {"train_loss", "val_loss", "metric", "weight", "sigma", "grad_norm", "series"}
     assert curve["metric"] == pytest.approx(trial["tasks"]["y2"]["metric"])
 
     newer = seeded_client.get("/api/studies/scalar/trials/2", params={"after_epoch": 0}).json()
     assert [e["epoch"] for e in newer["epochs"]] == [1]
+
+
+def test_sigma_and_grad_norm_are_read_from_the_series(seeded_client: TestClient, seeded: Seeded) -> None:
+    strategies = {t.number: t.params.get("strategy", "equal") for t in _study(seeded, "scalar").trials}
+    reported = {
+        "uncertainty": {"sigma"},
+        "uncertainty-positive": {"sigma"},
+        "gradnorm": {"grad_norm", "grad_norm_target"},
+    }
+    assert set(reported) & set(strategies.values())  # the seeded study ran a strategy that reports series
+    for number, strategy in strategies.items():
+        trial = seeded_client.get(f"/api/studies/scalar/trials/{number}").json()
+        for epoch in trial["epochs"]:
+            for curve in epoch["tasks"].values():
+                assert set(curve["series"]) == reported.get(strategy, set())
+                assert curve["sigma"] == curve["series"].get("sigma")
+                assert curve["grad_norm"] == curve["series"].get("grad_norm")
+        final = trial["tasks"]["y1"]
+        assert set(final["series"]) == reported.get(strategy, set())
 
 
 def test_unknown_trial_is_404(seeded_client: TestClient) -> None:

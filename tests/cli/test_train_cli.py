@@ -44,6 +44,7 @@ def test_json_output_has_the_documented_keys() -> None:
     assert set(out["tasks"]) == {"y1", "y2"}
     assert all(set(t) == {"val_loss", "metric"} for t in out["tasks"].values())
     assert set(out["loss_weights"]) == set(out["sigma"]) == {"y1", "y2"}
+    assert out["series"] == {task: {"sigma": sigma} for task, sigma in out["sigma"].items()}
     assert out["config"]["strategy"] == "uncertainty" and out["config"]["epochs"] == 2
     assert isinstance(out["objective"], float)
 
@@ -51,6 +52,10 @@ def test_json_output_has_the_documented_keys() -> None:
 def test_sigma_only_for_the_uncertainty_strategies() -> None:
     out = json_out(*SMALL, "--strategy", "gradnorm", "--alpha", "0.5")
     assert "sigma" not in out
+    assert {task: set(series) for task, series in out["series"].items()} == {
+        task: {"grad_norm", "grad_norm_target"} for task in ("y1", "y2")
+    }
+    assert "series" not in json_out(*SMALL, "--strategy", "equal")  # nothing besides the weights
     assert out["config"]["strategy_options"] == {"alpha": 0.5}
     assert sum(out["loss_weights"].values()) == pytest.approx(2.0, abs=1e-4)
 

@@ -22,8 +22,20 @@ TASKS = [
 STRATEGIES = ("equal", "static", "uncertainty", "gradnorm", "dwa")
 
 
-def _trial(number: int, epochs: int, rng: random.Random) -> dict[str, Any]:
-    strategy = "equal" if number == 0 else rng.choice(STRATEGIES)
+def _series(strategy: str, i: int, decay: float) -> dict[str, float]:
+    """The series a strategy reports besides the weight, as the API serves them; ``conflicts`` stands for a
+    strategy of a user's own whose series no dashboard code knows."""
+    if strategy == "uncertainty":
+        return {"sigma": (1 + 9 * (1 - i)) * (1 - decay) + 1}
+    if strategy == "gradnorm":
+        return {"grad_norm": 0.5 + decay, "grad_norm_target": 0.5 + decay / 2}
+    if strategy == "conflicts":
+        return {"cosine": (-1) ** i * decay}
+    return {}
+
+
+def _trial(number: int, epochs: int, rng: random.Random, strategy: str | None = None) -> dict[str, Any]:
+    strategy = "equal" if number == 0 else strategy or rng.choice(STRATEGIES)
     params: dict[str, Any] = {} if number == 0 else {"strategy": strategy, "lr_shared": 10 ** rng.uniform(-4, -1)}
     if strategy == "static":
         params["weight_y1"] = rng.uniform(0.1, 1)
@@ -39,10 +51,12 @@ def _trial(number: int, epochs: int, rng: random.Random) -> dict[str, Any]:
                         "val_loss": (i + 1) * (1.1 + 4 * decay) + rng.random() * 0.1,
                         "metric": (i + 1) * (1.1 + 4 * decay),
                         "weight": 1.0 + 0.2 * i * decay,
-                        "sigma": (1 + 9 * (1 - i)) * (1 - decay) + 1 if strategy == "uncertainty" else None,
-                        "grad_norm": 0.5 + decay if strategy == "gradnorm" else None,
+                        "sigma": series.get("sigma"),
+                        "grad_norm": series.get("grad_norm"),
+                        "series": series,
                     }
                     for i, t in enumerate(TASKS)
+                    for series in [_series(strategy, i, decay)]
                 },
             }
         )
@@ -55,8 +69,7 @@ def _trial(number: int, epochs: int, rng: random.Random) -> dict[str, Any]:
         "objective": objective,
         "params": params,
         "tasks": {
-            k: {"val_loss": v["val_loss"], "metric": v["metric"], "weight": v["weight"], "sigma": v["sigma"]}
-            for k, v in last.items()
+            k: {key: v[key] for key in ("val_loss", "metric", "weight", "sigma", "series")} for k, v in last.items()
         },
         "duration_s": 1.0 + number % 3,
         "started_at": "2026-01-01T00:00:00Z",
@@ -102,16 +115,18 @@ class FakeStudy:
 
 
 class StubApi:
-    """One running study whose current trial gains an epoch, or finishes, at each ``advance()``."""
+    """One running study whose current trial gains an epoch, or finishes, at each ``advance()``; ``strategy``
+    names the strategy of every trial after the baseline (drawn at random when None)."""
 
-    def __init__(self, *, n_trials: int = 6, epochs: int = 3) -> None:
+    def __init__(self, *, n_trials: int = 6, epochs: int = 3, strategy: str | None = None) -> None:
         self.rng = random.Random(0)
+        self.strategy = strategy
         self.study = FakeStudy("live", n_trials, epochs, "running")
         self.requests: list[str] = []
         self._start_trial()
 
     def _start_trial(self) -> None:
-        trial = _trial(len(self.study.trials), self.study.epochs, self.rng)
+        trial = _trial(len(self.study.trials), self.study.epochs, self.rng, self.strategy)
         self._pending = trial["epochs"]
         trial.update(state="running", values=None, objective=None, epochs=[], tasks={})
         self.study.trials.append(trial)
@@ -121,7 +136,7 @@ class StubApi:
         if self._pending:
             trial["epochs"].append(self._pending.pop(0))
             return
-        done = _trial(trial["number"], self.study.epochs, random.Random(trial["number"]))
+        done = _trial(trial["number"], self.study.epochs, random.Random(trial["number"]), self.strategy)
         trial.update({k: v for k, v in done.items() if k != "epochs"})
         if len(self.study.trials) < self.study.n_trials:
             self._start_trial()

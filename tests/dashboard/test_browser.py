@@ -21,6 +21,11 @@ from tuner.study import StudySpec, Worker, WorkerSettings, create_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 STUDY = "toy"
+SERIES_CAPTIONS = {
+    "sigma": "σ per task (uncertainty weighting)",
+    "grad_norm": "gradient norm per task (GradNorm)",
+    "grad_norm_target": "target gradient norm per task (GradNorm)",
+}
 TOKEN = "dashboard-test-token"
 
 
@@ -106,6 +111,19 @@ def test_list_study_and_trial_pages(page: Any, base_url: str, artifacts: Path) -
     page.wait_for_selector("#weighting-weight .main-svg")
     assert page.inner_text("#trial-state") in ("complete", "pruned")
     page.screenshot(path=artifacts / "dashboard-trial.png", full_page=True)
+
+    # One chart per series a strategy reported, as the API serves them, on a trial whose strategy reported any.
+    for number in range(1, total):
+        epochs = page.request.get(f"{base_url}/api/studies/{STUDY}/trials/{number}").json()["epochs"]
+        reported = list(dict.fromkeys(name for e in epochs for t in e["tasks"].values() for name in t["series"]))
+        if reported:
+            break
+    assert reported, "no trial's strategy reported a series besides the weight"
+    page.goto(f"{base_url}/studies/{STUDY}/trials/{number}")
+    for name in reported:
+        page.wait_for_selector(f"#weighting-{name} .main-svg")
+    captions = page.locator("#weighting figcaption").all_inner_texts()
+    assert captions == ["loss weight per task", *(SERIES_CAPTIONS.get(n, f"{n} per task") for n in reported)]
 
 
 def test_launch_form_token_errors_and_stop(page: Any, storage_url: str, artifacts: Path) -> None:

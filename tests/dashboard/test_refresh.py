@@ -82,6 +82,36 @@ def test_trial_page_fetches_new_epochs_only(page: Any, stub: StubApi, base_url: 
     assert len(stub.requests) == seen
 
 
+@pytest.mark.parametrize(
+    ("strategy", "charts"),
+    [
+        ("equal", {"weight": "loss weight per task"}),
+        ("uncertainty", {"weight": "loss weight per task", "sigma": "σ per task (uncertainty weighting)"}),
+        (
+            "gradnorm",
+            {
+                "weight": "loss weight per task",
+                "grad_norm": "gradient norm per task (GradNorm)",
+                "grad_norm_target": "target gradient norm per task (GradNorm)",
+            },
+        ),
+        ("conflicts", {"weight": "loss weight per task", "cosine": "cosine per task"}),  # a series no code knows
+    ],
+)
+def test_trial_page_draws_one_chart_per_reported_series(page: Any, strategy: str, charts: dict[str, str]) -> None:
+    stub = StubApi(n_trials=2, epochs=2, strategy=strategy)
+    advance(stub, 5)  # the baseline complete, trial 1 with both its epochs
+    with serve(stub.app()) as base_url:
+        page.goto(f"{base_url}/studies/live/trials/1")
+        for key in charts:
+            page.wait_for_selector(f"#weighting-{key} .main-svg")
+        captions = page.locator("#weighting figcaption").all_inner_texts()
+        assert captions == list(charts.values())
+        for key in charts:  # one line per task, one point per epoch
+            assert page.locator(f"#weighting-{key} .scatterlayer .trace").count() == 2
+            assert page.locator(f"#weighting-{key} .scatterlayer .trace:first-child .point").count() == 2
+
+
 def test_trial_table_pages_on_the_server(page: Any) -> None:
     stub = StubApi(n_trials=60, epochs=1)
     advance(stub, 2 * 60)
@@ -108,6 +138,11 @@ def test_plot_data_functions(page: Any, base_url: str) -> None:
           ];
           const dim = t.paramDimension("lr", [1e-4, null, 1e-1]);
           const cat = t.paramDimension("strategy", ["dwa", undefined, "equal"]);
+          const seriesEpochs = [
+            {epoch: 0, tasks: {a: {weight: 1, series: {}}, b: {weight: 2}}},
+            {epoch: 1, tasks: {a: {weight: 3, series: {cosine: 0.5}},
+                               b: {weight: 4, series: {cosine: -0.5, "k l": 1}}}},
+          ];
           return {
             cursor: t.historyCursor(items),
             best: t.bestSoFar(items, "minimize"),
@@ -123,7 +158,11 @@ def test_plot_data_functions(page: Any, base_url: str) -> None:
               r2: {metric: "r2_score", baseline: 0.5, best: 0.4, change: -0.2},
               err: {metric: "rmse", baseline: 2, best: 1, change: -0.5},
             }, [{name: "r2", direction: "maximize"}]).map((r) => [r.task, r.direction, r.better]),
-            weights: t.weightingTraces([{epoch: 1, tasks: {a: {weight: 1, sigma: null}}}], ["a"], "sigma").length,
+            weights: t.weightingTraces([{epoch: 1, tasks: {a: {weight: 1, series: {sigma: null}}}}], ["a"], "sigma")
+              .length,
+            cosine: t.weightingTraces(seriesEpochs, ["a", "b"], "cosine").map((tr) => [tr.name, tr.y]),
+            weight: t.weightingTraces(seriesEpochs, ["a", "b"], "weight").map((tr) => tr.y),
+            names: t.seriesNames(seriesEpochs),
             axes: t.parallelTraces([{objective: 1, params: {a: 1, b: 2, c: 3}}], {importances: {c: 0.9, b: 0.1}})[0]
               .dimensions.map((d) => d.label),
           };
@@ -141,4 +180,7 @@ def test_plot_data_functions(page: Any, base_url: str) -> None:
     assert row["change"] == pytest.approx(0.2) and row["better"] is True
     assert result["declared"] == [["acc", "minimize", False], ["r2", "maximize", False], ["err", None, None]]
     assert result["weights"] == 0
+    assert result["cosine"] == [["a", [None, 0.5]], ["b", [None, -0.5]]]
+    assert result["weight"] == [[1, 3], [2, 4]]
+    assert result["names"] == ["cosine", "k l"]
     assert result["axes"] == ["c", "b", "a", "objective"]

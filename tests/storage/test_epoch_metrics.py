@@ -45,7 +45,7 @@ def test_write_epoch_is_one_insert_and_bumps_the_heartbeat(storage_url: str, mak
     event.listen(engine, "before_cursor_execute", record)
     try:
         with storage.session_scope(storage_url) as session:
-            rows_ = [*rows("a", "b"), {**rows("c")[0], "sigma": 0.5, "grad_norm": 2.0}]
+            rows_ = [*rows("a", "b"), *rows("c", series={"sigma": 0.5, "grad_norm": 2.0, "cosine": -0.25})]
             storage.write_epoch(session, job_id=job.id, trial_number=3, epoch=0, rows=rows_, claim_id=claim_id)
     finally:
         event.remove(engine, "before_cursor_execute", record)
@@ -54,11 +54,21 @@ def test_write_epoch_is_one_insert_and_bumps_the_heartbeat(storage_url: str, mak
 
     with storage.session_scope(storage_url) as session:
         curves = storage.trial_curves(session, job_id=job.id, trial_number=3)
-    assert [(m.epoch, m.task, m.sigma, m.grad_norm) for m in curves] == [
-        (0, "a", None, None),
-        (0, "b", None, None),
-        (0, "c", 0.5, 2.0),
+    assert [(m.epoch, m.task, m.weight, m.series) for m in curves] == [
+        (0, "a", 1.0, None),
+        (0, "b", 1.0, None),
+        (0, "c", 1.0, {"sigma": 0.5, "grad_norm": 2.0, "cosine": -0.25}),
     ]
+
+
+def test_a_non_finite_series_value_is_stored_as_null(storage_url: str, make_job: MakeJob) -> None:
+    job = make_job()
+    with storage.session_scope(storage_url) as session:
+        series = {"sigma": float("nan"), "grad_norm": float("inf"), "cosine": 0.5}
+        storage.write_epoch(session, job_id=job.id, trial_number=0, epoch=0, rows=rows("a", series=series))
+    with storage.session_scope(storage_url) as session:
+        (row,) = storage.trial_curves(session, job_id=job.id, trial_number=0)
+    assert row.series == {"sigma": None, "grad_norm": None, "cosine": 0.5}  # the names stay: JSON has no NaN
 
 
 def test_a_failing_row_rolls_back_the_whole_epoch(storage_url: str, make_job: MakeJob) -> None:

@@ -8,11 +8,13 @@ import optuna
 import pytest
 from alembic import command
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 import storage
 from storage._schema import VERSION_TABLE, _config
-from tests.storage.helpers import Processes, rows, set_up_in_child
+from tests.storage.helpers import JOB_DEFAULTS, Processes, count, rows, set_up_in_child
 
+HEAD = "0004"
 OUR_TABLES = {"study_jobs", "trial_claims", "epoch_metrics", "trial_summaries", VERSION_TABLE}
 
 
@@ -23,10 +25,10 @@ def _tables(url: str) -> set[str]:
 
 def test_empty_database_is_set_up_to_head(empty_url: str, tmp_path: Path) -> None:
     assert storage.current_revision(empty_url) is None
-    assert storage.ensure_schema(empty_url) == storage.head_revision() == "0003"
+    assert storage.ensure_schema(empty_url) == storage.head_revision() == HEAD
     assert _tables(empty_url) == OUR_TABLES | _optuna_tables(tmp_path)  # Optuna's own "alembic_version" included
-    assert storage.current_revision(empty_url) == "0003"
-    assert storage.ensure_schema(empty_url) == "0003"  # idempotent
+    assert storage.current_revision(empty_url) == HEAD
+    assert storage.ensure_schema(empty_url) == HEAD  # idempotent
 
 
 def _optuna_tables(tmp_path: Path) -> set[str]:
@@ -43,14 +45,14 @@ def test_db_upgrade_adds_optuna_tables_to_a_database_holding_only_ours(empty_url
     with storage.get_engine(empty_url).begin() as connection:
         command.upgrade(_config(connection), "head")
     assert _tables(empty_url) == OUR_TABLES
-    assert storage.upgrade(empty_url) == "0003"
+    assert storage.upgrade(empty_url) == HEAD
     assert _tables(empty_url) == OUR_TABLES | _optuna_tables(tmp_path)
 
 
 def test_first_use_adds_optuna_tables_to_a_database_holding_only_ours(empty_url: str, tmp_path: Path) -> None:
     with storage.get_engine(empty_url).begin() as connection:
         command.upgrade(_config(connection), "head")
-    assert storage.ensure_schema(empty_url) == "0003"
+    assert storage.ensure_schema(empty_url) == HEAD
     assert _tables(empty_url) == OUR_TABLES | _optuna_tables(tmp_path)
 
 
@@ -66,11 +68,11 @@ def test_previous_revision_with_data_upgrades_to_head(empty_url: str) -> None:
                 " '2024-01-01 00:00:00', '2024-01-01 00:00:00')"
             )
         )
-    with pytest.raises(storage.SchemaOutdated, match=r"0001.*0003.*mtl-tune db upgrade"):
+    with pytest.raises(storage.SchemaOutdated, match=rf"0001.*{HEAD}.*mtl-tune db upgrade"):
         storage.ensure_schema(empty_url)
 
-    assert storage.upgrade(empty_url) == "0003"
-    assert storage.ensure_schema(empty_url) == "0003"
+    assert storage.upgrade(empty_url) == HEAD
+    assert storage.ensure_schema(empty_url) == HEAD
     with storage.session_scope(empty_url) as session:
         job = storage.get_job(session, "old")
         assert (job.status, job.n_trials, job.directions) == ("running", 4, ["minimize"])
@@ -93,15 +95,79 @@ def test_the_previous_revision_upgrades_to_head_keeping_its_summaries(empty_url:
             session, job_id=job.id, trial_number=0, state="complete", values=[0.5], params={"a": 1},
             task_metrics={"t": {"metric": 1.0}}, duration_s=2.0, started_at=None, finished_at=None,
         )  # fmt: skip
-    with pytest.raises(storage.SchemaOutdated, match=r"0002.*0003.*mtl-tune db upgrade"):
+    with pytest.raises(storage.SchemaOutdated, match=rf"0002.*{HEAD}.*mtl-tune db upgrade"):
         storage.ensure_schema(empty_url)
-    assert storage.upgrade(empty_url) == "0003"
+    assert storage.upgrade(empty_url) == HEAD
     with storage.get_engine(empty_url).connect() as connection:
         indexes = {ix["name"] for ix in inspect(connection).get_indexes("trial_summaries")}
     assert "ix_trial_summaries_job_id_duration_s" in indexes
     with storage.session_scope(empty_url) as session:
         summary = session.query(storage.TrialSummary).one()
         assert (summary.objective, summary.params, summary.duration_s) == (0.5, {"a": 1}, 2.0)
+
+
+def _columns(url: str, table: str) -> set[str]:
+    with storage.get_engine(url).connect() as connection:
+        return {c["name"] for c in inspect(connection).get_columns(table)}
+
+
+def test_sigma_and_grad_norm_columns_move_into_series_and_back(empty_url: str) -> None:
+    assert storage.upgrade(empty_url, "0003") == "0003"
+    with storage.session_scope(empty_url) as session:
+        job_id = storage.create_job(session, study_name="old", **JOB_DEFAULTS).id
+    before = [  # (task, sigma, grad_norm) as revision 0003 stored them
+        ("both", 0.5, 2.0),
+        ("sigma", 1.5, None),
+        ("grad_norm", None, 0.25),
+        ("neither", None, None),
+        ("diverged", float("inf"), 3.0),
+    ]
+    with storage.get_engine(empty_url).begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO epoch_metrics (job_id, trial_number, epoch, task, train_loss, val_loss, metric, weight,"
+                " sigma, grad_norm) VALUES (:job_id, 0, 0, :task, 1.0, 0.5, 0.9, 1.0, :sigma, :grad_norm)"
+            ),
+            [{"job_id": job_id, "task": t, "sigma": s, "grad_norm": g} for t, s, g in before],
+        )
+
+    assert storage.upgrade(empty_url) == HEAD
+    assert {"sigma", "grad_norm"}.isdisjoint(_columns(empty_url, "epoch_metrics"))
+    with storage.session_scope(empty_url) as session:
+        stored = {m.task: (m.weight, m.series) for m in storage.trial_curves(session, job_id=job_id, trial_number=0)}
+    assert stored == {
+        "both": (1.0, {"sigma": 0.5, "grad_norm": 2.0}),
+        "sigma": (1.0, {"sigma": 1.5}),
+        "grad_norm": (1.0, {"grad_norm": 0.25}),
+        "neither": (1.0, None),
+        "diverged": (1.0, {"sigma": None, "grad_norm": 3.0}),  # JSON has no infinity
+    }
+    # The table kept its constraints through the change: one row per task and epoch, deleted with its study.
+    with pytest.raises(IntegrityError), storage.session_scope(empty_url) as session:
+        storage.write_epoch(session, job_id=job_id, trial_number=0, epoch=0, rows=rows("both"))
+    with storage.session_scope(empty_url) as session:
+        storage.write_epoch(session, job_id=job_id, trial_number=0, epoch=1, rows=rows("both", series={"cos": 0.1}))
+
+    with storage.get_engine(empty_url).begin() as connection:
+        command.downgrade(_config(connection), "0003")
+    assert "series" not in _columns(empty_url, "epoch_metrics")
+    with storage.get_engine(empty_url).connect() as connection:
+        restored = connection.execute(
+            text("SELECT epoch, task, sigma, grad_norm FROM epoch_metrics ORDER BY epoch, task")
+        ).all()
+    assert [tuple(r) for r in restored] == [
+        (0, "both", 0.5, 2.0),
+        (0, "diverged", None, 3.0),
+        (0, "grad_norm", None, 0.25),
+        (0, "neither", None, None),
+        (0, "sigma", 1.5, None),
+        (1, "both", None, None),  # a series without a column of its own has nowhere to go
+    ]
+    assert storage.upgrade(empty_url) == HEAD
+    with storage.session_scope(empty_url) as session:
+        session.delete(storage.get_job(session, "old"))
+    with storage.session_scope(empty_url) as session:
+        assert count(session, storage.EpochMetric) == 0
 
 
 def test_migrations_leave_optuna_tables_alone(empty_url: str) -> None:
@@ -114,7 +180,7 @@ def test_migrations_leave_optuna_tables_alone(empty_url: str) -> None:
     with storage.get_engine(empty_url).begin() as connection:
         command.downgrade(_config(connection), "base")
     assert _tables(empty_url) == optuna_tables | {VERSION_TABLE}
-    assert storage.upgrade(empty_url) == "0003"
+    assert storage.upgrade(empty_url) == HEAD
 
 
 def test_a_newer_revision_is_refused(storage_url: str) -> None:
@@ -134,8 +200,8 @@ def test_unversioned_tables_are_refused(storage_url: str) -> None:
 def test_concurrent_first_starts_set_up_once(empty_url: str, processes: Processes, tmp_path: Path) -> None:
     # Each child sets the database up its own way: ensure_schema, Optuna's storage, `db upgrade`.
     results = processes.run(set_up_in_child, [(empty_url, how) for how in ("ensure", "optuna", "upgrade", "optuna")])
-    assert results == ["0003"] * 4
-    assert storage.current_revision(empty_url) == "0003"
+    assert results == [HEAD] * 4
+    assert storage.current_revision(empty_url) == HEAD
     assert _tables(empty_url) == OUR_TABLES | _optuna_tables(tmp_path)
 
 

@@ -104,6 +104,28 @@ def test_start_epochs_and_the_final_state_write_everything(storage_url: str, mak
         assert summary.finished_at == outside.datetime_complete.astimezone(UTC)
 
 
+def test_every_series_of_an_epoch_is_written_with_its_rows(storage_url: str, make_job: Callable) -> None:
+    job, _claim, study, trial, recorder = _running(storage_url, make_job)
+    recorder.start()
+    series = [None, {"sigma": 0.5, "cosine": float("nan")}, {"grad_norm": 2.0}]  # one statement shape for all
+    for epoch, named in enumerate(series):
+        trial.report(1.0, epoch + 1)
+        rows = [ROWS[0] | {"series": named}, ROWS[0] | {"task": "b", "series": {"cosine": float(epoch)}}]
+        recorder.epoch(epoch, rows)
+    study.tell(trial, 0.2)
+    recorder.close()
+    with storage.session_scope(storage_url) as session:
+        stored = [(m.epoch, m.task, m.series) for m in storage.trial_curves(session, job_id=job.id, trial_number=0)]
+    assert stored == [
+        (0, "a", None),
+        (0, "b", {"cosine": 0.0}),
+        (1, "a", {"sigma": 0.5, "cosine": None}),
+        (1, "b", {"cosine": 1.0}),
+        (2, "a", {"grad_norm": 2.0}),
+        (2, "b", {"cosine": 2.0}),
+    ]
+
+
 def test_the_last_trial_completes_the_job(storage_url: str, make_job: Callable) -> None:
     _job, _claim, study, trial, recorder = _running(storage_url, make_job, n_trials=1)
     recorder.start()

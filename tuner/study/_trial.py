@@ -57,10 +57,11 @@ class JobInfo:
         )
 
 
-def task_table(report: EpochReport) -> dict[str, dict[str, float | None]]:
-    """Per-task final numbers kept on every trial: validation loss, metric, loss weight, sigma."""
+def task_table(report: EpochReport) -> dict[str, dict[str, Any]]:
+    """Per-task final numbers kept on every trial: validation loss, metric, loss weight, sigma, and every series
+    the strategy reported by name."""
     return {
-        name: {"val_loss": t.val_loss, "metric": t.metric, "weight": t.weight, "sigma": t.sigma}
+        name: {"val_loss": t.val_loss, "metric": t.metric, "weight": t.weight, "sigma": t.sigma, "series": t.series}
         for name, t in report.tasks.items()
     }
 
@@ -144,8 +145,7 @@ class TrialRunner:
                 "val_loss": t.val_loss,
                 "metric": t.metric,
                 "weight": t.weight,
-                "sigma": t.sigma,
-                "grad_norm": t.grad_norm,
+                "series": t.series,
             }
             for name, t in report.tasks.items()
         ]

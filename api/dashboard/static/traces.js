@@ -183,16 +183,26 @@ export function curveTraces(epochs, task, metricName = "metric") {
   return traces;
 }
 
-/** One line per task for `key` (weight, sigma or grad_norm); empty when no task reports it. */
+/** A task's value of one strategy series at one epoch: the loss weight, or a series the strategy reported. */
+function seriesValue(numbers, key) {
+  return key === "weight" ? numbers.weight ?? null : numbers.series?.[key] ?? null;
+}
+
+/** One line per task for `key` ("weight" or any series name); empty when no task reports it. */
 export function weightingTraces(epochs, tasks, key) {
   const traces = tasks.map((task, i) => {
     const rows = epochs.filter((e) => e.tasks?.[task]);
     return {
       type: "scatter", mode: "lines+markers", name: task, x: rows.map((e) => e.epoch),
-      y: rows.map((e) => e.tasks[task][key] ?? null), line: { color: color(i) },
+      y: rows.map((e) => seriesValue(e.tasks[task], key)), line: { color: color(i) },
     };
   });
   return traces.some((t) => t.y.some(isNum)) ? traces : [];
+}
+
+/** The names of the series the strategy reported besides the weight, in first-seen order over the epochs. */
+export function seriesNames(epochs) {
+  return [...new Set(epochs.flatMap((e) => Object.values(e.tasks || {}).flatMap((t) => Object.keys(t?.series || {}))))];
 }
 
 /** Task names in first-seen order over the epochs. */

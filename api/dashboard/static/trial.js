@@ -6,17 +6,23 @@ import { badge, el, fmtDuration, fmtNumber, fmtTime, kvTable, showMessage } from
 import { countAxis, draw, plotSlot } from "./plots.js";
 import { isActive, poller } from "./poll.js";
 import { trialUrl } from "./summary.js";
-import { curveTraces, epochTasks, mergeBy, weightingTraces } from "./traces.js";
+import { curveTraces, epochTasks, mergeBy, seriesNames, weightingTraces } from "./traces.js";
 
 const name = document.body.dataset.study;
 const number = Number(document.body.dataset.trial);
 const message = document.getElementById("trial-message");
 const LIVE_STATES = ["running", "waiting"];
-const WEIGHTING = [
-  ["weight", "loss weight per task", "weight"],
-  ["sigma", "σ per task (uncertainty weighting)", "σ"],
-  ["grad_norm", "gradient norm per task (GradNorm)", "‖∇‖"],
-];
+// Titles and axis labels of the series whose meaning is known; any other series a strategy reports is drawn
+// under its own name.
+const SERIES_LABELS = {
+  weight: ["loss weight per task", "weight"],
+  sigma: ["σ per task (uncertainty weighting)", "σ"],
+  grad_norm: ["gradient norm per task (GradNorm)", "‖∇‖"],
+  grad_norm_target: ["target gradient norm per task (GradNorm)", "target ‖∇‖"],
+};
+const seriesLabel = (key) => (Object.hasOwn(SERIES_LABELS, key) ? SERIES_LABELS[key] : [`${key} per task`, key]);
+// A plot's element id from a series name that may hold any character.
+const seriesSlot = (key) => `weighting-${key.replace(/[^A-Za-z0-9_-]/g, (c) => `_${c.codePointAt(0).toString(16)}`)}`;
 
 const LEGEND_TOP = { legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" }, margin: { t: 28, b: 40 } };
 
@@ -81,20 +87,21 @@ function drawCurves() {
   });
 }
 
+/** One plot per series: the loss weight, then every series the strategy reported, whatever its name. */
 function drawWeighting() {
   const box = document.getElementById("weighting");
   const tasks = taskNames();
-  const plots = WEIGHTING.map(([key, title, axis]) => [key, title, axis, weightingTraces(state.epochs, tasks, key)])
-    .filter(([, , , traces]) => traces.length);
+  const keys = ["weight", ...seriesNames(state.epochs).filter((key) => key !== "weight")];
+  const plots = keys.map((key) => [key, weightingTraces(state.epochs, tasks, key)]).filter(([, t]) => t.length);
   if (!plots.length) {
     box.replaceChildren(el("p", { class: "hint" }, "no loss weights recorded yet"));
     return;
   }
   box.querySelector(":scope > p.hint")?.remove();
-  for (const [key, title] of plots) plotSlot(box, `weighting-${key}`, title);
-  for (const [key, , axis, traces] of plots) {
-    draw(`weighting-${key}`, traces, { xaxis: countAxis("epoch", state.epochs.length), yaxis: { title: { text: axis } },
-      ...LEGEND_TOP });
+  for (const [key] of plots) plotSlot(box, seriesSlot(key), seriesLabel(key)[0]);
+  for (const [key, traces] of plots) {
+    draw(seriesSlot(key), traces, { xaxis: countAxis("epoch", state.epochs.length),
+      yaxis: { title: { text: seriesLabel(key)[1] } }, ...LEGEND_TOP });
   }
 }
 
