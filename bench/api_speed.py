@@ -57,7 +57,8 @@ SPACE = {
     "strategy": STRATEGIES, "weights": {"low": 0.1, "high": 10.0, "log": True},
     "lr_shared": {"low": 1e-4, "high": 1e-1, "log": True}, "lr_heads": {"low": 1e-4, "high": 1e-1, "log": True},
     "lr_head": None, "lr_weighting": {"low": 1e-3, "high": 1e-1, "log": True},
-    "strategies": {"gradnorm": {"alpha": {"low": 0.0, "high": 3.0, "log": False}}}, "chain": None, "weight_decay": 0.0, "batch_size": 64,
+    "strategies": {"gradnorm": {"alpha": {"low": 0.0, "high": 3.0, "log": False}}},
+    "chain": None, "weight_decay": 0.0, "batch_size": 64,
     "optimizer": "adam",
 }  # fmt: skip
 
@@ -131,7 +132,8 @@ def _epoch_rows(job_id: int, trial: dict[str, Any], rng: random.Random) -> Itera
             yield {
                 "job_id": job_id, "trial_number": trial["trial_number"], "epoch": epoch, "task": task,
                 "train_loss": loss, "val_loss": loss * 1.1, "metric": 1 - loss / 3 if metric == "accuracy" else loss,
-                "weight": rng.uniform(0.2, 2), "sigma": rng.uniform(0.5, 3), "grad_norm": rng.uniform(0.1, 5),
+                "weight": rng.uniform(0.2, 2),
+                "series": {"sigma": rng.uniform(0.5, 3), "grad_norm": rng.uniform(0.1, 5)},
             }  # fmt: skip
 
 

@@ -46,7 +46,7 @@ def fake_train(problem: object, config: object, *, device: object = None, on_epo
     result = TrainResult("multi-digits", config, "cpu", dict.fromkeys(TASKS, 1.0))  # type: ignore[arg-type]
     for epoch in range(EPOCHS):
         value = 1.0 / (epoch + 1)
-        tasks = {t: TaskEpoch(value, value, 0.5, 1.0, None, None) for t in TASKS}
+        tasks = {t: TaskEpoch(value, value, 0.5, 1.0) for t in TASKS}
         report = EpochReport(epoch, tasks, value)
         result.history.append(report)
         if on_epoch_end is not None:

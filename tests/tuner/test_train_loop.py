@@ -87,7 +87,7 @@ def test_a_diverging_configuration_raises_non_finite_loss(tiny: Problem) -> None
 def test_to_json_is_plain_json(tiny: Problem) -> None:
     result = train(tiny, TrainConfig(strategy="uncertainty-positive", epochs=1), device="cpu")
     out = json.loads(json.dumps(result.to_json()))
-    assert set(out) == {"problem", "config", "tasks", "loss_weights", "objective", "sigma"}
+    assert set(out) == {"problem", "config", "tasks", "loss_weights", "objective", "sigma", "series"}
     assert out["problem"] == "tiny-mixed"
     assert set(out["tasks"]["a"]) == {"val_loss", "metric"}
     assert out["config"]["epochs"] == 1 and out["config"]["lr_shared"] == tiny.defaults.lr_shared
