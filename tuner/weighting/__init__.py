@@ -8,12 +8,20 @@ from tuner.config import ConfigError, TrainConfig
 from tuner.problems import Task
 from tuner.weighting._base import WeightingStrategy
 from tuner.weighting._dwa import DWA
+from tuner.weighting._famo import FAMO
 from tuner.weighting._fixed import Equal, Static
+from tuner.weighting._gls import GLS
 from tuner.weighting._gradnorm import GradNorm
+from tuner.weighting._imtl_l import IMTLL
+from tuner.weighting._rlw import RLW
 from tuner.weighting._uncertainty import Uncertainty, UncertaintyPositive
 
 __all__ = [
     "DWA",
+    "FAMO",
+    "GLS",
+    "IMTLL",
+    "RLW",
     "STRATEGIES",
     "Equal",
     "GradNorm",
@@ -25,8 +33,22 @@ __all__ = [
     "summary",
 ]
 
+#: Every strategy by name: one module each, registered here (loss-based first, then gradient aggregators).
 STRATEGIES: dict[str, type[WeightingStrategy]] = {
-    cls.name: cls for cls in (Equal, Static, Uncertainty, UncertaintyPositive, GradNorm, DWA)
+    cls.name: cls
+    for cls in (
+        # weighting of the losses
+        Equal,
+        Static,
+        Uncertainty,
+        UncertaintyPositive,
+        GradNorm,
+        DWA,
+        FAMO,
+        RLW,
+        GLS,
+        IMTLL,
+    )
 }
 
 
