@@ -1,4 +1,5 @@
-"""Every task's gradient norm on the last shared layer's parameters W, without one autograd call per task.
+"""Every task's own gradient on shared parameters, without one autograd call per task: its norm on the last shared
+layer's parameters W (GradNorm), or the whole of it on every shared parameter (the gradient aggregators).
 
 GradNorm needs ||grad_W L_i|| for every task i. Asking autograd for the T gradients at once (``is_grads_batched``
 with the T unit vectors, ``task_grad_norms``) runs every head's backward pass once per task: T^2 head backward
@@ -23,6 +24,12 @@ That is exact when task i's gradient reaches W only through task i's views. A wa
 graph recorded after the first head ran checks it every step, before the backward pass; a model where it does not
 hold (a loss reading another task's head or the shared features directly, a chain through which one head feeds
 another, a head that modifies its input in place) gets ``task_grad_norms`` instead, exact as well.
+
+``TaskJacobian`` records the same views for the gradient aggregators, which need every task's whole gradient on the
+shared parameters (the Jacobian, one row per task): one autograd call through the heads gives each view its task's
+gradient and the heads their own gradients, and torchjd's ``jac`` runs one pass through the shared part, batched
+over the tasks, from the views' gradients stacked by task. The same check decides; where it fails the batched pass
+starts from the losses.
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.graph import Node, get_gradient_edge
+from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
+from torch.utils.hooks import RemovableHandle
+from torchjd.autojac import jac
 
 from tuner.problems import tree_map
 
@@ -63,35 +72,22 @@ class _Source:
     reached: bool = False
 
 
-class GradNormTap:
-    """Per-task gradient norms on ``layer``'s parameters, for one training step at a time.
+class HeadViews:
+    """The tensors each task's heads read in a recorded forward pass, given to the heads as views.
 
-    ``heads[i]`` are task i's own modules (``task_modules`` finds them). A step runs its forward pass inside
-    ``recording()`` and its backward pass with ``backward(losses, loss)``, which returns the norms.
+    ``heads[i]`` are task i's own modules (``task_modules`` finds them). A view's gradient is what its task's heads
+    send back to the shared part; ``_sources`` checks on the recorded graph that every task's gradient reaches
+    ``params`` only through its own views.
     """
 
-    def __init__(self, layer: nn.Module, heads: Sequence[Sequence[nn.Module]]) -> None:
-        self.layer = layer
-        self.params = [p for p in layer.parameters() if p.requires_grad]
-        # An nn.Linear whose only parameters are its weight and bias: its gradients have a closed form.
-        self._linear = isinstance(layer, nn.Linear) and {id(p) for p in layer.parameters()} <= {
-            id(layer.weight),
-            id(layer.bias),
-        }
-        self._calls: list[tuple[Tensor, Tensor]] = []  # the Linear layer's (input, output) in the recorded pass
+    def __init__(self, heads: Sequence[Sequence[nn.Module]], params: Sequence[Tensor]) -> None:
         self.heads = [list(modules) for modules in heads]
         # The parameters' gradient accumulators, held so that every step's graph uses these same nodes (as
         # DistributedDataParallel holds them for its hooks).
-        self._accumulators = {get_gradient_edge(p).node for p in self.params}
+        self._accumulators = {get_gradient_edge(p).node for p in params}
         self._views: list[_View] = []
         # Nodes that existed before any head ran (what the first head read): no view lies below them.
         self._before_heads: set[Node] = set()
-        self._nested = False
-
-    @classmethod
-    def of(cls, model: nn.Module, layer: nn.Module, task_params: Sequence[Sequence[nn.Parameter]]) -> GradNormTap:
-        """The tap for ``model`` whose tasks own ``task_params`` (a problem's ``parameter_groups``)."""
-        return cls(layer, task_modules(model, task_params))
 
     @contextmanager
     def recording(self) -> Iterator[None]:
@@ -102,13 +98,16 @@ class GradNormTap:
             for task, modules in enumerate(self.heads)
             for module in modules
         ]
-        if self._linear:
-            handles.append(self.layer.register_forward_hook(self._linear_called))
+        handles += self._hooks()
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
+
+    def _hooks(self) -> list[RemovableHandle]:
+        """Further hooks for the recorded forward pass."""
+        return []
 
     def _enter_head(
         self, task: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -127,6 +126,62 @@ class GradNormTap:
         if first:
             self._before_heads.add(record.edge[0])
         return v
+
+    def _clear(self) -> None:
+        self._views, self._before_heads = [], set()
+
+    def _sources(self, losses: Tensor) -> list[_Source] | None:
+        """The heads' inputs with their views; ``None`` when some task's gradient may reach the parameters other
+        than through its own views, or reach another task's views."""
+        roots = losses.grad_fn.next_functions if losses.grad_fn is not None else ()
+        if len(roots) != losses.shape[0] or not self._views:
+            return None
+        view_task = {v.node: v.task for v in self._views}
+        stop = view_task.keys() | self._before_heads
+        # From each loss: its own views only, never another task's, the shared part or the parameters around them.
+        for task, (root, _) in enumerate(roots):
+            for node in _walk([root], stop):
+                if view_task.get(node, task) != task or node in self._before_heads or node in self._accumulators:
+                    return None
+        sources: dict[tuple[Node, int], _Source] = {}
+        for v in self._views:
+            sources.setdefault(v.edge, _Source(v.source)).views.append(v)
+        if any(_edge(s.tensor) != edge for edge, s in sources.items()):
+            return None  # a source modified in place after a head read it: its graph is not the one the head read
+        # An input made after some head ran (a chain's feature) may lead back into that head: its view would carry
+        # the other task's gradient too.
+        later = [node for node, _ in sources if node not in self._before_heads]
+        if any(node in view_task for node in _walk(later, stop)):
+            return None
+        return list(sources.values())
+
+
+class GradNormTap(HeadViews):
+    """Per-task gradient norms on ``layer``'s parameters, for one training step at a time.
+
+    ``heads[i]`` are task i's own modules (``task_modules`` finds them). A step runs its forward pass inside
+    ``recording()`` and its backward pass with ``backward(losses, loss)``, which returns the norms.
+    """
+
+    def __init__(self, layer: nn.Module, heads: Sequence[Sequence[nn.Module]]) -> None:
+        self.layer = layer
+        self.params = [p for p in layer.parameters() if p.requires_grad]
+        super().__init__(heads, self.params)
+        # An nn.Linear whose only parameters are its weight and bias: its gradients have a closed form.
+        self._linear = isinstance(layer, nn.Linear) and {id(p) for p in layer.parameters()} <= {
+            id(layer.weight),
+            id(layer.bias),
+        }
+        self._calls: list[tuple[Tensor, Tensor]] = []  # the Linear layer's (input, output) in the recorded pass
+        self._nested = False
+
+    @classmethod
+    def of(cls, model: nn.Module, layer: nn.Module, task_params: Sequence[Sequence[nn.Parameter]]) -> GradNormTap:
+        """The tap for ``model`` whose tasks own ``task_params`` (a problem's ``parameter_groups``)."""
+        return cls(layer, task_modules(model, task_params))
+
+    def _hooks(self) -> list[RemovableHandle]:
+        return [self.layer.register_forward_hook(self._linear_called)] if self._linear else []
 
     def _linear_called(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if args and isinstance(args[0], Tensor) and isinstance(output, Tensor):
@@ -231,32 +286,104 @@ class GradNormTap:
                 grads[i] = g if prior is None else prior + g
 
     def _clear(self) -> None:
-        self._views, self._before_heads, self._calls = [], set(), []
+        super()._clear()
+        self._calls = []
 
-    def _sources(self, losses: Tensor) -> list[_Source] | None:
-        """The heads' inputs with their views; ``None`` when some task's gradient may reach W other than through
-        its own views, or reach another task's views."""
-        roots = losses.grad_fn.next_functions if losses.grad_fn is not None else ()
-        if len(roots) != losses.shape[0] or not self._views:
-            return None
-        view_task = {v.node: v.task for v in self._views}
-        stop = view_task.keys() | self._before_heads
-        # From each loss: its own views only, never another task's, the shared part or W around them.
-        for task, (root, _) in enumerate(roots):
-            for node in _walk([root], stop):
-                if view_task.get(node, task) != task or node in self._before_heads or node in self._accumulators:
-                    return None
-        sources: dict[tuple[Node, int], _Source] = {}
-        for v in self._views:
-            sources.setdefault(v.edge, _Source(v.source)).views.append(v)
-        if any(_edge(s.tensor) != edge for edge, s in sources.items()):
-            return None  # a source modified in place after a head read it: its graph is not the one the head read
-        # An input made after some head ran (a chain's feature) may lead back into that head: its view would carry
-        # the other task's gradient too.
-        later = [node for node, _ in sources if node not in self._before_heads]
-        if any(node in view_task for node in _walk(later, stop)):
-            return None
-        return list(sources.values())
+
+@dataclass(eq=False)
+class TaskGradients:
+    """One step's gradients of every task on the shared parameters: ``matrix`` is the Jacobian J (T x n, one row per
+    task, the parameters flattened and concatenated in order), unscaled."""
+
+    matrix: Tensor
+    params: list[nn.Parameter]
+    scale: Tensor | None = None
+
+    def gramian(self) -> Tensor:
+        """J J^T (T x T): the inner product of every pair of tasks' gradients."""
+        return self.matrix @ self.matrix.T
+
+    def apply(self, vector: Tensor) -> None:
+        """Accumulate ``vector`` (shape n: the shared parameters' gradient, unscaled) into their ``.grad``, times the
+        gradient scaler's scale, as a scaled backward pass would leave it. Gradients that were not finite leave a
+        vector that is not either: the scaler skips the step, or the loop stops on the losses, as for a plain
+        backward pass."""
+        if self.scale is not None:
+            vector = vector * self.scale
+        _accumulate(self.params, vector.split([p.numel() for p in self.params]))
+
+
+class TaskJacobian(HeadViews):
+    """Every task's gradient on the shared parameters, one row per task (the Jacobian that gradient aggregators
+    combine), for one training step at a time; every task parameter gets the plain gradient of the losses' sum.
+
+    A step runs its forward pass inside ``recording()`` and then ``backward(losses, scale)``. One autograd call on
+    the losses' sum runs through the heads only: it leaves each task parameter's gradient in ``.grad`` (its own
+    loss's, as a plain backward pass would) and gives each view of a head input its task's gradient. torchjd's
+    ``jac`` then runs once through the shared part, batched over the tasks with ``torch.vmap``, from the head inputs
+    with those gradients stacked by task: T times the shared part's backward work in one call, the heads once.
+    Where a task's gradient may reach the shared parameters other than through its own views (a ``through``
+    chain, a loss that reads shared features, a head input modified in place), the batched pass starts from the
+    losses instead and runs through the heads as well.
+    """
+
+    def __init__(
+        self,
+        shared: Sequence[nn.Parameter],
+        tasks: Sequence[Sequence[nn.Parameter]],
+        heads: Sequence[Sequence[nn.Module]],
+    ) -> None:
+        self.shared = [p for p in shared if p.requires_grad]
+        super().__init__(heads, self.shared)
+        self.task_params = list({id(p): p for params in tasks for p in params if p.requires_grad}.values())
+
+    @classmethod
+    def of(
+        cls, model: nn.Module, shared: Sequence[nn.Parameter], tasks: Sequence[Sequence[nn.Parameter]]
+    ) -> TaskJacobian:
+        """The Jacobian of ``model`` whose shared part owns ``shared`` and whose tasks own ``tasks`` (a problem's
+        ``parameter_groups``)."""
+        return cls(shared, tasks, task_modules(model, tasks))
+
+    def backward(self, losses: Tensor, scale: Tensor | None = None) -> TaskGradients:
+        """The gradients of the stacked per-task ``losses`` (shape T) on the shared parameters; the task
+        parameters' gradients are accumulated into their ``.grad``. With a gradient scaler's ``scale`` the losses
+        are backpropagated times the scale (small gradients do not underflow in half precision) and ``.grad`` is
+        left scaled, as a scaled backward pass leaves it; the Jacobian returned is unscaled."""
+        n = losses.shape[0]
+        scaled = losses * scale if scale is not None else losses
+        try:
+            sources = self._sources(losses)
+            rows = self._from_losses(scaled) if sources is None else self._from_heads(scaled, sources, n)
+        finally:
+            self._clear()  # the step's graph is freed with it
+        matrix = torch.cat([r.reshape(n, -1) for r in rows], dim=1) if rows else losses.new_zeros((n, 0))
+        return TaskGradients(matrix / scale if scale is not None else matrix, self.shared, scale)
+
+    def _from_heads(self, scaled: Tensor, sources: Sequence[_Source], n: int) -> tuple[Tensor, ...]:
+        views = [v for s in sources for v in s.views]
+        edges = [*(get_gradient_edge(p) for p in self.task_params), *(GradientEdge(v.node, 0) for v in views)]
+        grads = torch.autograd.grad(scaled.sum(), edges, retain_graph=True, allow_unused=True)
+        _accumulate(self.task_params, grads[: len(self.task_params)])
+        for v, g in zip(views, grads[len(self.task_params) :], strict=True):
+            v.grad = g
+        outputs, per_task = [], []
+        for s in sources:
+            received = [v for v in s.views if v.grad is not None]
+            if received:
+                outputs.append(s.tensor)
+                per_task.append(_per_task(received, n))
+        if not outputs or not self.shared:
+            return tuple(p.new_zeros((n, *p.shape)) for p in self.shared)
+        return jac(outputs, self.shared, jac_outputs=per_task)
+
+    def _from_losses(self, scaled: Tensor) -> tuple[Tensor, ...]:
+        if self.task_params:
+            grads = torch.autograd.grad(scaled.sum(), self.task_params, retain_graph=True, allow_unused=True)
+            _accumulate(self.task_params, grads)
+        if not self.shared:
+            return ()
+        return jac(scaled, self.shared)
 
 
 def task_modules(model: nn.Module, task_params: Sequence[Sequence[nn.Parameter]]) -> list[list[nn.Module]]:
@@ -369,6 +496,15 @@ def _outer_norms(g: Tensor, x: Tensor) -> Tensor:
     # ||g^T x||_F^2 = sum_ab (g g^T)_ab (x x^T)_ab
     squared = ((g @ g.transpose(1, 2)) * (x @ x.T)).sum(dim=(1, 2))
     return squared.clamp_min(0.0).sqrt()
+
+
+def _accumulate(params: Sequence[Tensor], grads: Iterable[Tensor | None]) -> None:
+    """Add each gradient into its parameter's ``.grad``, as a backward pass does (``None``: not reached)."""
+    for p, g in zip(params, grads, strict=True):
+        if g is None:
+            continue
+        g = g.reshape(p.shape).to(p.dtype)
+        p.grad = g if p.grad is None else p.grad + g
 
 
 def _norms(grads: Sequence[Tensor | None], losses: Tensor) -> Tensor:

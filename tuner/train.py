@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from tuner.config import ConfigError, TrainConfig
 from tuner.device import resolve_device
-from tuner.gradients import GradNormTap
+from tuner.gradients import GradNormTap, HeadViews, TaskJacobian
 from tuner.optim import build_optimizer, build_scheduler
 from tuner.problems import Masked, Problem, ProblemError, Split, SplitLike, Task, check_groups, iterate
 from tuner.weighting import WeightingStrategy, build_strategy
@@ -159,6 +159,8 @@ class Run:
     clip_grad: float | None = None
     autocast: AbstractContextManager[Any] | None = None
     scaler: torch.amp.GradScaler | None = None
+    #: Every task's gradient on the shared parameters, for a strategy that runs the backward pass itself.
+    jacobian: TaskJacobian | None = None
 
 
 def build(problem: Problem, config: TrainConfig, device: torch.device) -> Run:
@@ -169,10 +171,9 @@ def build(problem: Problem, config: TrainConfig, device: torch.device) -> Run:
     groups = problem.parameter_groups(model)
     check_groups(model, groups, problem.task_names)
     strategy = build_strategy(problem.tasks, config).to(device)
-    tap = None
-    if strategy.needs_grad_norms:
-        heads = [groups.tasks[name] for name in problem.task_names]
-        tap = GradNormTap.of(model, problem.last_shared_layer(model), heads)
+    heads = [groups.tasks[name] for name in problem.task_names]
+    tap = GradNormTap.of(model, problem.last_shared_layer(model), heads) if strategy.needs_grad_norms else None
+    jacobian = TaskJacobian.of(model, groups.shared, heads) if strategy.aggregates_gradients else None
     autocast, scaler = _precision(config, device)
     return Run(
         model=model,
@@ -184,6 +185,7 @@ def build(problem: Problem, config: TrainConfig, device: torch.device) -> Run:
         clip_grad=config.clip_grad,
         autocast=autocast,
         scaler=scaler,
+        jacobian=jacobian,
     )
 
 
@@ -201,14 +203,17 @@ def _precision(
 def train_step(run: Run, inputs: Any, targets: Mapping[str, Any]) -> Tensor:
     """One optimisation step on one batch; returns the per-task losses (shape T, detached, still on the device)."""
     strategy, optimizer, scaler, tap = run.strategy, run.optimizer, run.scaler, run.grad_norms
-    with run.autocast or nullcontext(), tap.recording() if tap is not None else nullcontext():
+    recorder: HeadViews | None = tap if tap is not None else run.jacobian
+    with run.autocast or nullcontext(), recorder.recording() if recorder is not None else nullcontext():
         outputs = run.model(inputs)
     losses = torch.stack([t.compute_loss(_prediction(outputs, t), targets[t.name]) for t in run.tasks])
     optimizer.zero_grad(set_to_none=True)
     combined = strategy.combine(losses)
     scaled = scaler.scale(combined) if scaler is not None else combined
     norms = None
-    if tap is not None:
+    if run.jacobian is not None:  # the strategy's own backward pass: every task's gradient, aggregated
+        strategy.backward(losses, run.jacobian, scaler.scale(losses.new_ones(())) if scaler is not None else None)
+    elif tap is not None:
         norms = tap.backward(losses, scaled)  # the step's backward pass, and each task's gradient norm on the layer
     else:
         scaled.backward()

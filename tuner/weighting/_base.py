@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
 
 from tuner.config import ConfigError, TrainConfig
 from tuner.problems import Knob, Task
+
+if TYPE_CHECKING:
+    from tuner.gradients import TaskJacobian
 
 
 class WeightingStrategy(nn.Module, ABC):
@@ -22,11 +25,17 @@ class WeightingStrategy(nn.Module, ABC):
     """
 
     name: ClassVar[str]
+    #: One line for listings (`mtl-tune strategies`, ``GET /api/strategies``): the method and its paper.
+    description: ClassVar[str] = ""
     #: The strategy's own hyperparameters, passed to ``__init__`` by name: each with its default and, where a study
     #: should search it, its default range or choices (a space file's ``strategies`` section overrides them).
     knobs: ClassVar[Mapping[str, Knob]] = {}
     #: Whether ``after_backward`` needs each task's gradient norm ||grad_W L_i|| on the last shared layer W.
     needs_grad_norms: ClassVar[bool] = False
+    #: Whether the strategy runs the step's backward pass itself (``backward``) instead of the loop backpropagating
+    #: ``combine``'s scalar: a gradient aggregator steps the shared parameters along a combination of every task's
+    #: gradient, which is not the gradient of any one weighted loss.
+    aggregates_gradients: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[Task]) -> None:
         super().__init__()
@@ -54,6 +63,17 @@ class WeightingStrategy(nn.Module, ABC):
     @abstractmethod
     def weights(self) -> Tensor:
         """The current effective per-task loss weights (shape T, detached)."""
+
+    def backward(self, losses: Tensor, jacobian: TaskJacobian, scale: Tensor | None) -> None:
+        """The step's backward pass, called instead of backpropagating ``combine``'s result when
+        ``aggregates_gradients``: fill every parameter's ``.grad`` from the per-task ``losses`` (shape T).
+
+        ``jacobian`` recorded the step's forward pass and gives every task's gradient on the shared parameters
+        (``jacobian.backward(losses, scale)``, which also fills the task parameters' ``.grad``). ``scale`` is the
+        gradient scaler's scale (fp16) or ``None``: ``.grad`` must be left multiplied by it, as a scaled backward pass
+        leaves it, for the scaler to unscale. Gradient clipping and the optimizer step follow.
+        """
+        raise NotImplementedError(f"strategy {self.name!r} does not run the backward pass itself")
 
     def after_backward(self, losses: Tensor, grad_norms: Tensor | None) -> None:
         """Called after ``backward()`` and before the optimizer step; ``grad_norms`` (shape T) when requested."""
