@@ -78,7 +78,13 @@ def test_strategy_knobs_take_their_default_ranges_under_what_the_user_names() ->
     assert base.strategy_names[0] == "equal" and set(base.strategy_names) == set(STRATEGIES)
     for name, cls in STRATEGIES.items():
         for knob, declared in cls.knobs.items():
-            assert base.strategies[name][knob] == Range(low=declared.low, high=declared.high, log=declared.log)
+            if declared.choices is not None:
+                expected: object = list(declared.choices)
+            elif declared.low is not None and declared.high is not None:
+                expected = Range(low=declared.low, high=declared.high, log=declared.log)
+            else:
+                expected = declared.default
+            assert base.strategies[name][knob] == expected
     resolved = resolve_space(problem, {"alpha": 0.7, "strategies": {"dwa": {"temperature": [1.0, 4.0]}}})
     assert resolved.strategies["gradnorm"] == {"alpha": 0.7}
     assert resolved.strategies["dwa"] == {"temperature": [1.0, 4.0]}

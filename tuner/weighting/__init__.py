@@ -6,6 +6,18 @@ from collections.abc import Sequence
 
 from tuner.config import ConfigError, TrainConfig
 from tuner.problems import Task
+from tuner.weighting._aggregators import (
+    IMTLG,
+    MGDA,
+    AlignedMTL,
+    CAGrad,
+    DualProj,
+    GradDrop,
+    NashMTL,
+    PCGrad,
+    RandomGrad,
+    UPGrad,
+)
 from tuner.weighting._base import WeightingStrategy
 from tuner.weighting._dwa import DWA
 from tuner.weighting._famo import FAMO
@@ -20,12 +32,22 @@ __all__ = [
     "DWA",
     "FAMO",
     "GLS",
+    "IMTLG",
     "IMTLL",
+    "MGDA",
     "RLW",
     "STRATEGIES",
+    "AlignedMTL",
+    "CAGrad",
+    "DualProj",
     "Equal",
+    "GradDrop",
     "GradNorm",
+    "NashMTL",
+    "PCGrad",
+    "RandomGrad",
     "Static",
+    "UPGrad",
     "Uncertainty",
     "UncertaintyPositive",
     "WeightingStrategy",
@@ -48,6 +70,17 @@ STRATEGIES: dict[str, type[WeightingStrategy]] = {
         RLW,
         GLS,
         IMTLL,
+        # aggregation of the tasks' gradients on the shared parameters
+        UPGrad,
+        PCGrad,
+        CAGrad,
+        NashMTL,
+        IMTLG,
+        AlignedMTL,
+        MGDA,
+        DualProj,
+        GradDrop,
+        RandomGrad,
     )
 }
 
