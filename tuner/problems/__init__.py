@@ -3,7 +3,15 @@ modules; see ``_registry``)."""
 
 from __future__ import annotations
 
-from tuner.problems._base import Defaults, Knob, ParameterGroups, Problem, ProblemOptions, check_groups
+from tuner.problems._base import (
+    Defaults,
+    Knob,
+    ParameterGroups,
+    Problem,
+    ProblemOptions,
+    check_groups,
+    knob_values,
+)
 from tuner.problems._csv import CsvProblem
 from tuner.problems._data import Batch, Dataset, Split, SplitLike, iterate, tree_map
 from tuner.problems._digits import MultiDigits
@@ -58,6 +66,7 @@ __all__ = [
     "check_groups",
     "create_problem",
     "iterate",
+    "knob_values",
     "listing",
     "mlp",
     "plugin_modules",

@@ -38,6 +38,13 @@ class Knob:
         return self.choices is not None or (self.low is not None and self.high is not None)
 
 
+def knob_values(knobs: Mapping[str, Knob], given: Mapping[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
+    """Every knob's value, ``given`` over the defaults; and the first name ``given`` has that ``knobs`` lacks."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(knobs))
+    return (unknown[0] if unknown else None), {name: given.get(name, knob.default) for name, knob in knobs.items()}
+
+
 @dataclass(frozen=True)
 class Defaults:
     """A problem's default training configuration (the study baseline uses these).
@@ -179,12 +186,11 @@ class Problem(ABC):
 
     def knob_values(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """Every model knob's value: ``given`` over the defaults; unknown names are refused."""
-        given = dict(given or {})
-        unknown = sorted(set(given) - set(self.model_knobs))
+        unknown, values = knob_values(self.model_knobs, given)
         if unknown:
             known = ", ".join(self.model_knobs) or "none"
-            raise ProblemError(f"model.{unknown[0]}: unknown model knob of problem {self.name!r}; knobs: {known}")
-        return {name: given.get(name, knob.default) for name, knob in self.model_knobs.items()}
+            raise ProblemError(f"model.{unknown}: unknown model knob of problem {self.name!r}; knobs: {known}")
+        return values
 
     def task(self, name: str) -> Task:
         for task in self.tasks:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import Tensor, nn
 
 from tuner.config import ConfigError, TrainConfig
-from tuner.problems import Knob, Task
+from tuner.problems import Knob, Task, knob_values
 
 if TYPE_CHECKING:
     from tuner.gradients import TaskJacobian
@@ -49,12 +49,11 @@ class WeightingStrategy(nn.Module, ABC):
     @classmethod
     def knob_values(cls, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """Every knob's value: ``given`` over the defaults; a name the strategy does not have is refused."""
-        given = dict(given or {})
-        unknown = sorted(set(given) - set(cls.knobs))
+        unknown, values = knob_values(cls.knobs, given)
         if unknown:
             offered = ", ".join(cls.knobs) or "none"
-            raise ConfigError(f"strategy_options: {cls.name!r} has no knob {unknown[0]!r}; its knobs: {offered}")
-        return {name: given.get(name, knob.default) for name, knob in cls.knobs.items()}
+            raise ConfigError(f"strategy_options: {cls.name!r} has no knob {unknown!r}; its knobs: {offered}")
+        return values
 
     @abstractmethod
     def combine(self, losses: Tensor) -> Tensor:

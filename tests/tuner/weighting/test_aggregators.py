@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from tests.tuner.conftest import TinyMixed
+from tests.tuner.weighting.host_reads import no_host_reads
 from tests.tuner.weighting.test_gradnorm import DropoutTrunk, InplaceHeads, TinySegDepth, TokenTrunk, ZeroSource
 from tuner import gradients
 from tuner.config import Chain, ConfigError, TrainConfig
@@ -35,16 +35,7 @@ from tuner.weighting._aggregators import (
 )
 
 AGGREGATORS: list[type[GradientAggregator]] = [
-    UPGrad,
-    PCGrad,
-    CAGrad,
-    NashMTL,
-    IMTLG,
-    AlignedMTL,
-    MGDA,
-    DualProj,
-    GradDrop,
-    RandomGrad,
+    cls for cls in STRATEGIES.values() if issubclass(cls, GradientAggregator)
 ]
 BY_NAME = {cls.name: cls for cls in AGGREGATORS}
 
@@ -343,29 +334,12 @@ def test_nash_mtl_from_the_gramian_gives_the_weights_of_the_jacobian() -> None:
 # --- the step: host reads, precision, clipping, reports -------------------------------------------------------
 
 
-@contextmanager
-def _no_host_reads() -> Iterator[None]:
-    names = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
-    saved = {attr: getattr(torch.Tensor, attr) for attr in names}
-
-    def refuse(*_args: Any, **_kwargs: Any) -> Any:
-        raise AssertionError("a tensor was read on the host inside a training step")
-
-    for attr in names:
-        setattr(torch.Tensor, attr, refuse)
-    try:
-        yield
-    finally:
-        for attr, value in saved.items():
-            setattr(torch.Tensor, attr, value)
-
-
 @pytest.mark.parametrize("name", ["graddrop", "random-grad"])
 def test_device_side_aggregators_read_nothing_on_the_host(tiny: Problem, name: str, registered: None) -> None:
     run = _run(tiny, TrainConfig(strategy=name))
     assert run.jacobian is not None
     losses = _losses(run, tiny)
-    with _no_host_reads():
+    with no_host_reads():
         run.strategy.backward(losses, run.jacobian, None)
         run.strategy.on_epoch_end(losses.detach())
     assert all(p.grad is not None for p in run.model.parameters())

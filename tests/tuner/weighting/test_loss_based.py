@@ -1,21 +1,20 @@
 """FAMO (Liu et al. 2023), random loss weighting (Lin et al. 2022), the geometric loss strategy (Chennupati et al.
-2019) and IMTL-L (Liu et al. 2021): the strategy contract, each paper's formulas and its behaviour on toys."""
+2019) and IMTL-L (Liu et al. 2021): each paper's formulas and its behaviour on toys (the contract every registered
+strategy keeps is test_strategy_contract.py's)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor
 
-from tests.tuner.weighting import test_strategy_contract as contract
 from tuner.config import ConfigError, TrainConfig
 from tuner.problems import Problem, Split, Task, create_problem
 from tuner.train import EpochReport, Run, build, resolve_config, train, train_step
-from tuner.weighting import STRATEGIES, Equal, WeightingStrategy, build_strategy
+from tuner.weighting import Equal, WeightingStrategy, build_strategy
 from tuner.weighting._famo import FAMO
 from tuner.weighting._gls import GLS
 from tuner.weighting._imtl_l import IMTLL
@@ -23,35 +22,6 @@ from tuner.weighting._rlw import RLW
 
 NEW: tuple[type[WeightingStrategy], ...] = (FAMO, RLW, GLS, IMTLL)
 TASKS = [Task("a", "regression"), Task("b", "regression"), Task("c", "classification", out_dim=3)]
-CONTRACT: list[Callable[[Problem, str], None]] = [
-    contract.test_combine_is_a_finite_scalar_that_trains_every_task,
-    contract.test_weights_and_report,
-    contract.test_a_short_training_run_reports_every_epoch,
-    contract.test_step_hooks_never_read_tensors_on_the_host,
-]
-
-
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for cls in NEW:
-        monkeypatch.setitem(STRATEGIES, cls.name, cls)
-    yield
-
-
-# -- the contract every registered strategy keeps ----------------------------------------------------------------
-
-
-@pytest.mark.usefixtures("registered")
-@pytest.mark.parametrize("check", CONTRACT, ids=lambda f: f.__name__.removeprefix("test_"))
-@pytest.mark.parametrize("cls", NEW, ids=lambda c: c.name)
-def test_contract(tiny: Problem, cls: type[WeightingStrategy], check: Callable[[Problem, str], None]) -> None:
-    check(tiny, cls.name)
-
-
-@pytest.mark.usefixtures("registered")
-@pytest.mark.parametrize("cls", NEW, ids=lambda c: c.name)
-def test_contract_step_code_has_no_host_transfers(cls: type[WeightingStrategy]) -> None:
-    contract.test_step_code_has_no_host_transfers(cls.name)
 
 
 def test_only_imtl_l_gives_the_optimizer_parameters() -> None:
@@ -129,7 +99,6 @@ def _algorithm_1(run: Run, inputs: Any, targets: Any, steps: int, lr: float, dec
     return history
 
 
-@pytest.mark.usefixtures("registered")
 def test_famo_is_algorithm_1_when_the_next_batch_is_the_same_batch(tiny: Problem) -> None:
     """Full-batch training: the next step's losses are the updated model's losses on the step's own batch, so the
     strategy's logits after step k + 1's combine are Algorithm 1's after step k, and both models train alike."""
@@ -161,7 +130,6 @@ def _log_loss_decrease(problem: Problem, config: TrainConfig, since: int) -> Ten
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("registered")
 def test_famo_balances_the_log_loss_decrease_of_tasks_of_very_different_scales() -> None:
     """GradNorm's toy, sigma 1 and 100 (losses ~1 and ~10^4), in mini-batches: under equal weighting the large task
     owns the shared layers and the small task's loss rises; FAMO's tasks then fall at close rates.
@@ -208,7 +176,6 @@ def test_rlw_weights_are_a_softmax_of_a_standard_normal_draw() -> None:
         assert float(distance) < 0.03
 
 
-@pytest.mark.usefixtures("registered")
 def test_rlw_draws_follow_the_run_seed_and_leave_the_global_generator_alone() -> None:
     def draws(seed: int) -> Tensor:
         strategy = build_strategy(TASKS, TrainConfig(strategy="rlw", seed=seed))
@@ -301,7 +268,6 @@ def test_imtl_l_loss_and_its_gradient_in_s() -> None:
     assert torch.allclose(imtl.weights(), s.exp())
 
 
-@pytest.mark.usefixtures("registered")
 def test_imtl_l_scaled_losses_approach_each_other_whatever_the_raw_scales() -> None:
     """GradNorm's toy, losses ~1 and ~10^4: e^s_i L_i head for 1 on both tasks while the raw losses stay 10^4
     apart."""

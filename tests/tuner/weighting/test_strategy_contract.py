@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 
+from tests.tuner.weighting.host_reads import no_host_reads
 from tuner import gradients
 from tuner.config import TrainConfig
 from tuner.problems import Problem
@@ -19,33 +19,15 @@ from tuner.weighting import STRATEGIES, WeightingStrategy, build_strategy
 
 NAMES = sorted(STRATEGIES)
 STEP_HOOKS = ("combine", "after_backward", "after_step", "on_epoch_end")
-# What reads a tensor's value on the host (and so waits for a GPU): methods, and the conversions Python calls for
-# `if tensor:`, `float(tensor)`, `int(tensor)` and `range(tensor)`.
-HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 
 
 def _strategy(problem: Problem, name: str) -> WeightingStrategy:
     return build_strategy(problem.tasks, TrainConfig(strategy=name))
 
 
-@contextmanager
-def _no_host_reads() -> Iterator[None]:
-    def refuse(*_args: Any, **_kwargs: Any) -> Any:
-        raise AssertionError("a tensor was read on the host inside a training step")
-
-    saved = {attr: getattr(torch.Tensor, attr) for attr in HOST_READS}
-    for attr in HOST_READS:
-        setattr(torch.Tensor, attr, refuse)
-    try:
-        yield
-    finally:
-        for attr, value in saved.items():
-            setattr(torch.Tensor, attr, value)
-
-
 def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
-        with _no_host_reads():
+        with no_host_reads():
             return method(*args, **kwargs)
 
     return call
@@ -111,9 +93,9 @@ def test_step_hooks_never_read_tensors_on_the_host(tiny: Problem, name: str) -> 
 
 def test_the_host_read_guard_catches_item_and_python_branching() -> None:
     t = torch.ones(2)
-    with _no_host_reads(), pytest.raises(AssertionError):
+    with no_host_reads(), pytest.raises(AssertionError):
         t.sum().item()
-    with _no_host_reads(), pytest.raises(AssertionError):
+    with no_host_reads(), pytest.raises(AssertionError):
         if t.sum() > 0:
             pass
     assert t.sum().item() == 2.0
