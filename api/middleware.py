@@ -1,12 +1,16 @@
-"""ASGI middleware: the request body size limit and the ``Server-Timing`` header."""
+"""ASGI middleware: the request body size limit, security headers and the ``Server-Timing`` header; and the HTTP
+connection protocol that bounds how long a request's head may take to arrive."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 from fastapi import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
 class BodySizeLimit:
@@ -68,3 +72,87 @@ class ServerTiming:
             await send(message)
 
         await self.app(scope, receive, timed)
+
+
+#: Sent with every response unless the route set the header itself: no page of this app may be framed by another
+#: site (clickjacking), browsers must not guess content types, and other sites learn no paths from the Referer.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+
+
+class SecurityHeaders:
+    """``SECURITY_HEADERS`` on every HTTP response: pages, API answers, static assets and errors alike."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class HeadTimeoutProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, plus a deadline for each request's line and headers.
+
+    uvicorn closes a connection left idle after a response (``timeout_keep_alive``) but waits without limit for a
+    first request, and for a request whose head has started to arrive: a client that connects and sends nothing, or
+    sends headers a byte at a time, would hold its connection for ever. Here the head must be complete within
+    ``head_timeout`` seconds of the connection's opening or of the previous response's end; otherwise the connection is
+    closed. A request whose head has arrived is not limited (its body by size only, ``max_body_bytes``).
+    """
+
+    head_timeout: float = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def with_timeout(cls, seconds: float) -> type[HeadTimeoutProtocol]:
+        """This protocol with a head deadline of ``seconds``, for uvicorn's ``Config(http=...)``."""
+        return type(cls.__name__, (cls,), {"head_timeout": seconds})
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        self._cancel_head_deadline()
+        if self.transport.is_closing():
+            return
+        self._head_deadline = self.loop.call_later(self.head_timeout, self._on_head_deadline)
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _on_head_deadline(self) -> None:
+        self._head_deadline = None
+        # A request whose head has arrived has a cycle until its response is complete (which re-arms the deadline).
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and not self.transport.is_closing():
+            self.transport.close()

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1, description="larger request bodies are refused with 413")
     worker_grace_seconds: int = Field(60, ge=1, description="a running claim silent this long is not a live worker")
     importance_max_trials: int = Field(2000, ge=10, description="importances use this many most recent trials")
+    keep_alive_seconds: int = Field(5, ge=1, description="an idle connection is closed this long after a response")
+    request_head_seconds: float = Field(
+        10.0, gt=0, description="a request's line and headers must arrive within this long, or the connection closes"
+    )
 
     @field_validator("storage")
     @classmethod

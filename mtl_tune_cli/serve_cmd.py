@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mtl_tune_cli._common import console, fail, user_errors
 from mtl_tune_cli._options import StorageOption, resolve_storage
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from api.settings import Settings
 
 
 def serve(
@@ -54,7 +59,7 @@ def serve(
     app = create_app(settings)
     app.state.worker_pool = pool
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    server = uvicorn.Server(uvicorn_config(app, settings, host=host, port=port, log_level=log_level))
     console.print(f"mtl-tune serving {storage.redact(url)} on http://{host}:{port} with {workers} local worker(s)",
                   soft_wrap=True)  # fmt: skip
     try:
@@ -63,6 +68,28 @@ def serve(
         pool.stop()  # also when startup failed half-way
     if not server.started:
         raise typer.Exit(1)
+
+
+def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, log_level: str) -> uvicorn.Config:
+    """uvicorn's configuration for ``app``, with the connection timeouts of ``settings``.
+
+    An idle connection closes ``keep_alive_seconds`` after a response; a request's line and headers must arrive
+    within ``request_head_seconds`` of the connection's opening or of the previous response (``HeadTimeoutProtocol``:
+    uvicorn alone would wait for them without limit). Not bounded in time: a request body once its head has arrived
+    (bounded in size, ``max_body_bytes``) and a slow client reading a response.
+    """
+    import uvicorn
+
+    from api.middleware import HeadTimeoutProtocol
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=HeadTimeoutProtocol.with_timeout(settings.request_head_seconds),
+        timeout_keep_alive=settings.keep_alive_seconds,
+    )
 
 
 DEMO_STUDY = "demo-gradnorm-toy"
