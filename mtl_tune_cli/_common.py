@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +16,38 @@ from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to ``sys.stderr`` as it is when a record arrives, not as it was when the handler was made (a test
+    runner or a pipe may have replaced it since)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+_log_handler = _StderrHandler()
+_log_handler.setFormatter(logging.Formatter("%(levelname)-5.5s [%(name)s] %(message)s"))
+
+
+def configure_logging(verbose: bool) -> None:
+    """Optuna's and Alembic's INFO lines (a new study, each trial, each schema migration) only with ``--verbose``;
+    warnings and errors always."""
+    import optuna
+
+    level = logging.INFO if verbose else logging.WARNING
+    optuna.logging.set_verbosity(level)
+    alembic = logging.getLogger("alembic")
+    if _log_handler not in alembic.handlers:
+        alembic.addHandler(_log_handler)
+        alembic.propagate = False
+    alembic.setLevel(level)
+    # Optuna's storage sets the "alembic" logger to WARNING whenever it opens a database; the migration runner's own
+    # logger keeps the chosen level regardless.
+    logging.getLogger("alembic.runtime.migration").setLevel(level)
 
 
 def print_table(table: Table) -> None:

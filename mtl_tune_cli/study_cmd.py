@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from mtl_tune_cli._common import console, fail, print_table, user_errors
@@ -175,9 +182,13 @@ def _follow(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),  # from the pace of finished trials, once two have finished
         TextColumn("{task.fields[detail]}"),
     )
-    with Progress(*columns, console=console) as progress:
+    # A trial may take minutes: the pace is measured over the last hour, not rich's default 30 seconds, in which
+    # no two trials would finish and the estimate would stay blank.
+    with Progress(*columns, console=console, speed_estimate_period=3600) as progress:
         bar = progress.add_task(name, total=target, detail="")
         while True:
             last = done is not None and done.is_set()  # one more look after the local worker ends
@@ -213,7 +224,11 @@ def list_studies(storage_url: StorageOption = None) -> None:
         storage.ensure_schema(url)
         with storage.session_scope(url) as session:
             rows = [storage.study_progress(session, job.study_name) for job in storage.list_jobs(session)]
-    table = Table("study", "problem", "objective", "status", "complete", "pruned", "failed", "target", "best")
+    table = Table()
+    # The name is what `study show|best|export|delete` take: it is never cut; the other columns wrap instead.
+    table.add_column("study", no_wrap=True, overflow="fold")
+    for heading in ("problem", "objective", "status", "complete", "pruned", "failed", "target", "best"):
+        table.add_column(heading, overflow="fold")
     for p in rows:
         best = f"{p.best_value:.4g}" if p.best_value is not None else "-"
         table.add_row(
