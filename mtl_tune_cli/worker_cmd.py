@@ -17,12 +17,14 @@ def worker_command(url: str, study: str, *options: str) -> list[str]:
 
 
 def prepare_worker(threads: int | None, verbose: bool = False) -> None:
-    """Optuna's log level, and training on ``threads`` CPU threads (``None``: torch's choice)."""
+    """Optuna's trial lines with ``verbose`` (otherwise the level ``mtl-tune --verbose`` chose), and training on
+    ``threads`` CPU threads (``None``: torch's choice)."""
     import warnings
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    if verbose:
+        optuna.logging.set_verbosity(optuna.logging.INFO)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if threads:
         import torch

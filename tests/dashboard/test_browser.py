@@ -40,6 +40,8 @@ def storage_url(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Itera
         epochs=3,
         n_trials=4,
         sampler="random",
+        # Strategies that report series besides the weight (sigma, GradNorm's norms, the aggregators' cosines).
+        space={"strategy": ["uncertainty", "gradnorm", "upgrad"]},
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
