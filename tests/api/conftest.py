@@ -14,6 +14,7 @@ from api.main import create_app
 from api.settings import Settings
 from tests.api.helpers import BACKENDS, client_for, database, run_study
 from tests.plugins import plugin_dir
+from tests.study.helpers import QUICK_SPACE
 
 __all__ = ["plugin_dir"]
 
@@ -30,9 +31,7 @@ class Seeded:
 @pytest.fixture(scope="module", params=BACKENDS)
 def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     with database(request.param, tmp_path_factory.mktemp("seeded")) as url:
-        # The strategies whose steps cost about equal's: no cvxpy solve per step in a fixture many tests share.
-        space = {"strategy": ["equal", "static", "uncertainty", "uncertainty-positive", "gradnorm", "dwa"]}
-        scalar = run_study(url, name="scalar", n_trials=7, sampler="random", pruner="none", space=space)
+        scalar = run_study(url, name="scalar", n_trials=7, sampler="random", pruner="none", space=QUICK_SPACE)
         pareto = run_study(url, name="pareto", n_trials=6, sampler="random", objective="pareto")
         yield Seeded(url, scalar, pareto)
 

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 import storage
 from mtl_tune_cli.worker_cmd import worker_command
 from tests.pg import ADMIN_DSN, fresh_database
+from tests.study.helpers import QUICK_SPACE
 from tuner.study import StudySpec, create_study
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -44,6 +45,7 @@ def launch(
         epochs=epochs,
         sampler="random",
         pruner="median",
+        space=QUICK_SPACE,
     )
     create_study(url, spec, source="cli")
 
