@@ -33,6 +33,9 @@ from optuna.distributions import (
     json_to_distribution,
 )
 from optuna.storages import RDBStorage
+
+# Optuna's table models: Optuna has no public interface for writing a held trial's rows in the trial's own
+# transaction, so this module uses them, and pyproject pins Optuna to the minor range the storage tests pass on.
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, Insert, Select, Table, and_, bindparam, func, or_, select, update

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+# Optuna's table models: Optuna has no public interface for writing a held trial's rows in the trial's own
+# transaction, so this module uses them, and pyproject pins Optuna to the minor range the storage tests pass on.
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, bindparam, select
