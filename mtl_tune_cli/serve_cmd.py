@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mtl_tune_cli._common import console, fail, user_errors
+from mtl_tune_cli._demo import launch_demo
 from mtl_tune_cli._options import StorageOption, resolve_storage
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def serve(
         except storage.StorageError as exc:
             raise fail(str(exc)) from None
         if demo:
-            _launch_demo(url)
+            launch_demo(url)
     device_list = [d.strip() for d in (devices or "").split(",") if d.strip()]
     pool = WorkerPool(url, count=workers, devices=device_list)
     app = create_app(settings)
@@ -90,29 +91,3 @@ def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, log_le
         http=HeadTimeoutProtocol.with_timeout(settings.request_head_seconds),
         timeout_keep_alive=settings.keep_alive_seconds,
     )
-
-
-DEMO_STUDY = "demo-gradnorm-toy"
-#: The demo's strategies: loss-based ones and two aggregators whose step stays within about twice equal's (a cvxpy
-#: solve per step, as CAGrad and Nash-MTL make, would slow a first look down).
-DEMO_STRATEGIES = ["equal", "static", "uncertainty", "gradnorm", "dwa", "famo", "imtl-l", "upgrad", "pcgrad"]
-
-
-def _launch_demo(url: str) -> None:
-    """A first start gets a study to watch; later starts reuse the database as it is."""
-    import storage
-    from tuner.study import StudySpec, create_study
-
-    with storage.session_scope(url) as session:
-        if storage.list_jobs(session):
-            return
-    spec = StudySpec(
-        name=DEMO_STUDY,
-        problem="gradnorm-toy",
-        n_trials=40,
-        epochs=10,
-        sampler="tpe",
-        space={"strategy": DEMO_STRATEGIES},
-    )
-    create_study(url, spec, source="cli")
-    console.print(f"launched the demo study {DEMO_STUDY} (gradnorm-toy, 40 trials)")
