@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter
+from pydantic import Field
 
 import storage
 from api.deps import SettingsDep, WorkerPoolDep
@@ -15,18 +16,30 @@ from storage.models import utcnow
 router = APIRouter(tags=["health"])
 
 
+class ServerHealth(Health):
+    """``degraded`` when the storage is unreachable, its schema is not the head revision, or fewer local workers run
+    than ``serve`` supervises (one is being restarted, or cannot start)."""
+
+    local_workers_expected: int = Field(description="worker processes this server supervises (serve --workers)")
+    local_workers_alive: int = Field(description="of those, how many run now")
+
+
 @router.get("/health")
-def health(settings: SettingsDep, pool: WorkerPoolDep) -> Health:
+def health(settings: SettingsDep, pool: WorkerPoolDep) -> ServerHealth:
     head = storage.head_revision()
-    workers = set(pool.alive()) if pool is not None else set()
+    local = pool.alive() if pool is not None else []
+    expected = pool.expected if pool is not None else 0
+    workers = set(local)
+    revision = None
     try:
         revision = storage.current_revision(settings.storage)
         with storage.session_scope(settings.storage) as session:
             since = utcnow() - timedelta(seconds=settings.worker_grace_seconds)
             workers |= q.live_workers(session, since=since) if revision is not None else set()
+        reachable = True
     except storage.StorageError:
-        return Health(status="degraded", storage=False, schema_revision=None, head_revision=head,
-                      workers_alive=len(workers))  # fmt: skip
-    status = "ok" if revision == head else "degraded"
-    return Health(status=status, storage=True, schema_revision=revision, head_revision=head,
-                  workers_alive=len(workers))  # fmt: skip
+        reachable, revision = False, None
+    ok = reachable and revision == head and len(local) >= expected
+    return ServerHealth(status="ok" if ok else "degraded", storage=reachable, schema_revision=revision,
+                        head_revision=head, workers_alive=len(workers), local_workers_expected=expected,
+                        local_workers_alive=len(local))  # fmt: skip
