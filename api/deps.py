@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 import storage
+from api.auth import token_cookie
 from api.db import ensure_ready
 from api.importance import ImportanceCache
 from api.schemas import INT32_MAX, NAME_PATTERN
@@ -37,19 +38,25 @@ def get_job(session: SessionDep, name: StudyName) -> storage.StudyJob:
 
 JobDep = Annotated[storage.StudyJob, Depends(get_job)]
 
-_bearer = HTTPBearer(auto_error=False, description="MTL_TUNE_API_TOKEN, when the server sets one")
+_bearer = HTTPBearer(auto_error=False, description="the server's API token, unless it was started with --no-token")
 
 
 def require_token(
-    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Mutating routes need ``Authorization: Bearer <MTL_TUNE_API_TOKEN>`` when a token is configured."""
+    """Mutating routes need the server's token, when it has one: ``Authorization: Bearer <token>``, or the cookie a
+    browser got by opening the URL that carries it (``TokenCookie``)."""
     if settings.api_token is None:
         return
     expected = settings.api_token.get_secret_value().encode()
-    given = credentials.credentials.encode() if credentials is not None else b""
+    if credentials is not None:
+        given = credentials.credentials.encode()
+    else:
+        given = request.cookies.get(token_cookie(request.scope), "").encode()
     if not secrets.compare_digest(given, expected):
-        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, "missing or wrong API token", headers={"WWW-Authenticate": "Bearer"})
 
 
 Authorized = Depends(require_token)

@@ -1,9 +1,14 @@
-"""Known failures become HTTP answers: unknown study 404, duplicate 409, storage trouble 503; never a 500."""
+"""Known failures become HTTP answers: unknown study 404, duplicate 409, storage trouble 503; never a 500.
+
+Answers name no server path and no database host, user or name: storage trouble is told in general terms (the log
+has the details), and the data directory's absolute path is cut from messages, leaving the path the client sent.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,9 +46,17 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return _detail(409, exc)
 
 
+#: What a client is told of storage trouble; the server's log says which database and why.
+UNAVAILABLE = "storage unavailable: the database cannot be reached now; try again later"
+STORAGE_ERROR = "storage error: the database could not complete the request; try again later"
+
+
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("storage: %s", exc)
-    return _detail(503, exc)
+    if isinstance(exc, storage.SchemaOutdated):  # names revisions and the command that fixes it, nothing else
+        return _detail(503, exc)
+    message = UNAVAILABLE if isinstance(exc, storage.StorageUnavailable) else STORAGE_ERROR
+    return JSONResponse({"detail": message}, status_code=503)
 
 
 async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
@@ -54,19 +67,24 @@ async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
     raise exc
 
 
-async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
-    # FastAPI's own 422 body, except that an echoed NaN or Infinity input (JSON has neither) becomes a string.
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's own 422 body, except that an echoed NaN or Infinity input (JSON has neither) becomes a string, and
+    # the data directory's absolute path is cut from messages (a csv file is named as the client named it).
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+    settings = getattr(request.app.state, "settings", None)
+    root = str(settings.data_dir.resolve()) if settings is not None else None
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()), root)}, status_code=422)
 
 
-def _json_safe(value: Any) -> Any:
+def _json_safe(value: Any, root: str | None) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str) and root:
+        return value.replace(root + os.sep, "").replace(root, "the data directory")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: _json_safe(v, root) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [_json_safe(v, root) for v in value]
     return value
 
 

@@ -23,7 +23,7 @@ import storage
 from api.db import ensure_ready
 from api.errors import install_handlers
 from api.importance import ImportanceCache
-from api.middleware import BodySizeLimit, SecurityHeaders, ServerTiming
+from api.middleware import BodySizeLimit, RequestGuard, SecurityHeaders, ServerTiming, TokenCookie
 from api.routers import health, importance, problems, studies, trials
 from api.settings import Settings, get_settings
 
@@ -40,7 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     At startup the database is set up when empty and refused when its schema is outdated (run
     ``mtl-tune db upgrade``); an unreachable one leaves the app up, answering 503 until it is back. A
-    ``WorkerPool`` placed in ``app.state.worker_pool`` is started and stopped with the app.
+    ``WorkerPool`` placed in ``app.state.worker_pool`` is started and stopped with the app. Host names are
+    checked against ``settings.allowed_hosts`` (unset: any; ``serve`` sets them from the address it binds).
     """
     settings = settings or get_settings()
 
@@ -67,7 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings
     app.state.importance = ImportanceCache(max_trials=settings.importance_max_trials)
+    if settings.api_token is not None:
+        app.add_middleware(TokenCookie, token=settings.api_token.get_secret_value())
+    app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts or ["*"])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
     app.add_middleware(ServerTiming)

@@ -1,16 +1,23 @@
-"""ASGI middleware: the request body size limit, security headers and the ``Server-Timing`` header; and the HTTP
-connection protocol that bounds how long a request's head may take to arrive."""
+"""ASGI middleware: the request body size limit, trusted hosts and same-origin changes, the token cookie, security
+headers and the ``Server-Timing`` header; and the HTTP connection protocol that bounds how long a request's head
+may take to arrive."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import HTTPException
-from starlette.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from api.auth import TOKEN_QUERY, host_name, token_cookie
 
 
 class BodySizeLimit:
@@ -48,6 +55,84 @@ class BodySizeLimit:
 
     def _detail(self) -> str:
         return f"request body larger than {self.max_bytes} bytes"
+
+
+#: Methods that change something; the others only read.
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Methods a cross-site HTML form can send: their requests must declare a JSON body, which no form can.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class RequestGuard:
+    """What a web page elsewhere must not do through a visitor's browser.
+
+    - A ``Host`` outside ``allowed_hosts`` is refused (400): a page whose name was rebound to this server's address
+      (DNS rebinding) reads nothing.
+    - A change (POST, PUT, PATCH, DELETE) carrying an ``Origin`` other than this server's own is refused (403), and a
+      POST, PUT or PATCH must declare ``Content-Type: application/json`` (415): that is a type no cross-site form or
+      ``no-cors`` fetch may send without the permission of a CORS preflight, which this server never grants.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.any_host = "*" in allowed_hosts
+        self.allowed_hosts = frozenset(h.lower().strip("[]") for h in allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            status, detail = refusal
+            await JSONResponse({"detail": detail}, status)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str] | None:
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        if not self.any_host and host_name(host) not in self.allowed_hosts:
+            return 400, "untrusted Host header (the server's MTL_TUNE_ALLOWED_HOSTS lists the names it answers to)"
+        method = scope["method"]
+        if method not in UNSAFE_METHODS:
+            return None
+        origin = headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+            return 403, "cross-origin request refused: changes are accepted from this server's own pages only"
+        media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if method in _BODY_METHODS and media_type != "application/json":
+            return 415, f"{method} requests need 'Content-Type: application/json'"
+        return None
+
+
+class TokenCookie:
+    """A page opened with the right ``?token=`` is answered with a redirect to the same address without it, and a
+    cookie that carries the token from then on (HttpOnly: scripts cannot read it; SameSite=Strict: no other site's
+    page can make the browser send it)."""
+
+    MAX_AGE_SECONDS = 30 * 24 * 3600
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not scope.get("query_string"):
+            await self.app(scope, receive, send)
+            return
+        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        given = [value for name, value in query if name == TOKEN_QUERY]
+        if len(given) != 1 or not secrets.compare_digest(given[0].encode(), self.token):
+            await self.app(scope, receive, send)
+            return
+        rest = urlencode([(name, value) for name, value in query if name != TOKEN_QUERY])
+        path = "/" + scope["path"].lstrip("/")  # never "//host": a redirect to another site
+        location = scope.get("root_path", "").rstrip("/") + path + (f"?{rest}" if rest else "")
+        response = RedirectResponse(location, status_code=303)
+        response.set_cookie(token_cookie(scope), given[0], max_age=self.MAX_AGE_SECONDS, path="/", httponly=True,
+                            samesite="strict")  # fmt: skip
+        await response(scope, receive, send)
 
 
 class ServerTiming:

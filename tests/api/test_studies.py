@@ -162,7 +162,7 @@ def test_missing_csv_file_is_422(make_client: Callable[..., TestClient], sqlite_
 def test_stop_and_resume(client: TestClient) -> None:
     client.post("/api/studies", json=launch_body(name="s"))
 
-    stopped = client.post("/api/studies/s/stop")
+    stopped = client.post("/api/studies/s/stop", json={})
     assert stopped.status_code == 200
     assert stopped.json()["status"] == "stopped"  # no trial was running
     assert set(stopped.json()) == SUMMARY_KEYS
