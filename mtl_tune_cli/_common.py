@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -89,6 +90,33 @@ def user_errors() -> Iterator[None]:
         if isinstance(exc, StorageError):  # unknown study, unreachable database, outdated schema
             raise fail(str(exc)) from None
         raise
+
+
+#: The longest wait between two attempts to reach a database server at start.
+MAX_WAIT_SECONDS = 30.0
+
+
+def wait_for_database(url: str) -> None:
+    """Check (on an empty database: create) the schema of ``url``, waiting while a database server is unreachable.
+
+    A server that refuses connections or lacks the database yet is tried again and again, 1 s apart, doubling up to
+    ``MAX_WAIT_SECONDS``, with one line on stderr per attempt; Ctrl-C ends the wait. SQLite files, and any other
+    error (an outdated schema), raise at once.
+    """
+    import storage
+
+    delay = 1.0
+    while True:
+        try:
+            storage.ensure_schema(url)
+            return
+        except storage.StorageUnavailable as exc:
+            if url.startswith("sqlite"):
+                raise
+            err_console.print(f"waiting for the database ({exc}); next try in {delay:.0f} s",
+                              highlight=False, soft_wrap=True, markup=False)  # fmt: skip
+        time.sleep(delay)
+        delay = min(MAX_WAIT_SECONDS, 2 * delay)
 
 
 def parse_assignments(values: list[str] | None, flag: str) -> dict[str, Any]:

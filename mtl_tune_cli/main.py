@@ -70,6 +70,9 @@ def main(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the installed version and exit."),
     ] = False,
 ) -> None:
+    from api.workers import follow_parent
+
+    follow_parent()  # first: a worker `serve` started ends with it, even while it is still starting
     configure_logging(verbose)
     if plugin:
         from tuner.problems import use_plugins  # imported only when asked: `mtl-tune --help` stays fast

@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mtl_tune_cli._common import console, fail, user_errors
+from mtl_tune_cli._common import console, fail, user_errors, wait_for_database
 from mtl_tune_cli._demo import launch_demo
 from mtl_tune_cli._options import StorageOption, resolve_storage
+from mtl_tune_cli.worker_cmd import check_device
 
 if TYPE_CHECKING:
     import uvicorn
@@ -34,41 +35,91 @@ def serve(
     demo: Annotated[
         bool, typer.Option(help="Launch a demo gradnorm-toy study when the database has no study yet.")
     ] = False,
+    no_token: Annotated[
+        bool,
+        typer.Option(
+            "--no-token",
+            help="Serve without a token: whoever reaches the port may launch, stop and delete studies. Only for a "
+            "trusted machine or network.",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the API (docs at /docs) and the dashboard; set MTL_TUNE_API_TOKEN to require a bearer token for
-    changes, MTL_TUNE_DATA_DIR for the directory csv studies may read."""
+    """Serve the API (docs at /docs) and the dashboard. Changes need a token: MTL_TUNE_API_TOKEN, else one made on
+    the first start and kept in MTL_TUNE_TOKEN_FILE (~/.config/mtl-tune/api-token); the URL printed at start carries
+    it. MTL_TUNE_ALLOWED_HOSTS adds Host names to accept, MTL_TUNE_DATA_DIR sets the directory csv studies may
+    read. An unreachable database server is waited for."""
     import logging
 
     import uvicorn
 
-    import storage
+    from api.auth import trusted_hosts
     from api.main import create_app
     from api.settings import Settings
     from api.workers import WorkerPool
 
+    device_list = [d.strip() for d in (devices or "").split(",") if d.strip()]
     with user_errors():
         url = resolve_storage(storage_url)
         settings = Settings(storage=url)
-        try:
-            storage.ensure_schema(url)  # an outdated schema stops here, before any worker starts
-        except storage.StorageError as exc:
-            raise fail(str(exc)) from None
+        token, source = _token(settings, no_token)
+        settings = settings.model_copy(
+            update={"api_token": token, "allowed_hosts": trusted_hosts(host, settings.allowed_hosts)}
+        )
+        for device in dict.fromkeys(device_list) if workers else ():
+            check_device(device)
+        wait_for_database(url)  # an outdated schema stops here, before any worker starts
         if demo:
             launch_demo(url)
-    device_list = [d.strip() for d in (devices or "").split(",") if d.strip()]
     pool = WorkerPool(url, count=workers, devices=device_list)
     app = create_app(settings)
     app.state.worker_pool = pool
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     server = uvicorn.Server(uvicorn_config(app, settings, host=host, port=port, log_level=log_level))
-    console.print(f"mtl-tune serving {storage.redact(url)} on http://{host}:{port} with {workers} local worker(s)",
-                  soft_wrap=True)  # fmt: skip
+    _announce(settings, host=host, port=port, workers=workers, token_source=source)
     try:
         server.run()  # the app's lifespan starts the workers and stops them at shutdown
     finally:
         pool.stop()  # also when startup failed half-way
     if not server.started:
         raise typer.Exit(1)
+
+
+def _token(settings: Settings, no_token: bool) -> tuple[Any, str]:
+    """The token changes need, and where it came from: ``MTL_TUNE_API_TOKEN``, else the token file (made on the
+    first start); none with ``--no-token``."""
+    from pydantic import SecretStr
+
+    from api.auth import load_or_create_token
+
+    if no_token:
+        if settings.api_token is not None:
+            raise fail("--no-token contradicts MTL_TUNE_API_TOKEN; unset one of them")
+        return None, "none"
+    if settings.api_token is not None:
+        return settings.api_token, "MTL_TUNE_API_TOKEN"
+    return SecretStr(load_or_create_token(settings.token_file)), str(settings.token_file)
+
+
+def _announce(settings: Settings, *, host: str, port: int, workers: int, token_source: str) -> None:
+    """The address to open, with the token when it is this machine's own (a token from the environment is not
+    printed: logs of containers are read by others). The database URL is printed without its password."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else (f"[{host}]" if ":" in host else host)
+    base = f"http://{shown}:{port}/"
+    import storage
+
+    console.print(f"mtl-tune serving {storage.redact(settings.storage)} with {workers} local worker(s)",
+                  soft_wrap=True, highlight=False, markup=False)  # fmt: skip
+    if settings.api_token is None:
+        console.print(f"  {base}  (no token: anyone who reaches this port may change studies)", soft_wrap=True,
+                      highlight=False, markup=False)  # fmt: skip
+    elif token_source == "MTL_TUNE_API_TOKEN":
+        console.print(f"  {base}  (changes need the token in MTL_TUNE_API_TOKEN)", soft_wrap=True,
+                      highlight=False, markup=False)  # fmt: skip
+    else:
+        console.print(f"  {base}?token={settings.api_token.get_secret_value()}", soft_wrap=True, highlight=False,
+                      markup=False)  # fmt: skip
+        console.print(f"  (the token is kept in {token_source}; open this URL once, the browser keeps it)",
+                      soft_wrap=True, highlight=False, markup=False)  # fmt: skip
 
 
 def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, log_level: str) -> uvicorn.Config:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mtl_tune_cli._common import console, user_errors
+from mtl_tune_cli._common import console, fail, user_errors, wait_for_database
 from mtl_tune_cli._options import StorageOption, resolve_storage
 
 
@@ -35,6 +35,25 @@ def prepare_worker(threads: int | None, verbose: bool = False) -> None:
         threadpool_limits(limits=threads)
 
 
+def check_device(name: str | None) -> None:
+    """Refuse (exit 2) a device this machine does not have, before the worker looks for work: a tensor is made on
+    it, so a CUDA index past the last GPU is refused as well as CUDA on a machine without it."""
+    if not name:
+        return
+    import torch
+
+    from tuner.config import ConfigError
+    from tuner.device import resolve_device
+
+    try:
+        torch.empty(1, device=resolve_device(name))
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    except (RuntimeError, AssertionError) as exc:  # torch's own errors: an invalid ordinal, a build without CUDA
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise fail(f"device: {name!r} is not usable on this machine: {first_line}") from None
+
+
 def worker(
     storage_url: StorageOption = None,
     study: Annotated[str | None, typer.Option(help="Only run trials of this study.")] = None,
@@ -50,12 +69,15 @@ def worker(
     verbose: Annotated[bool, typer.Option(help="Log every trial (Optuna's INFO messages).")] = False,
 ) -> None:
     """Loop: find a study that needs trials, claim a slot, run one trial, repeat. SIGTERM/SIGINT end it cleanly
-    (the running trial is marked failed and its slot is retried by another worker)."""
+    (the running trial is marked failed and its slot is retried by another worker). An unreachable database
+    server is waited for; a device this machine lacks is refused (exit 2)."""
     from tuner.study import Worker, WorkerSettings
 
     prepare_worker(threads, verbose)
+    check_device(device)
     with user_errors():
         url = resolve_storage(storage_url)
+        wait_for_database(url)
         settings = WorkerSettings(
             url=url,
             study_name=study,

@@ -1,0 +1,95 @@
+"""``serve`` and ``worker`` at start: the token ``serve`` makes and keeps, a device the machine lacks, and a database
+server that is not there yet."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import torch
+from psycopg import sql
+from typer.testing import CliRunner
+
+import storage
+from api.settings import Settings
+from mtl_tune_cli.main import app
+from mtl_tune_cli.serve_cmd import _token
+from tests.pg import ADMIN_DSN, require_postgres
+
+MTL = [sys.executable, "-m", "mtl_tune_cli.main"]
+
+
+def test_serve_makes_a_token_on_its_first_start_and_keeps_it(tmp_path: Path) -> None:
+    settings = Settings(storage="sqlite://", token_file=tmp_path / "conf" / "api-token")
+    first, source = _token(settings, no_token=False)
+    assert first is not None and len(first.get_secret_value()) >= 32 and source == str(settings.token_file)
+    assert stat.S_IMODE(settings.token_file.stat().st_mode) == 0o600  # readable by its owner only
+    again, _ = _token(settings, no_token=False)
+    assert again is not None and again.get_secret_value() == first.get_secret_value()
+    other, _ = _token(Settings(storage="sqlite://", token_file=tmp_path / "other"), no_token=False)
+    assert other is not None and other.get_secret_value() != first.get_secret_value()
+
+
+def test_a_token_from_the_environment_wins_and_no_token_must_be_asked_for(tmp_path: Path) -> None:
+    given = Settings(storage="sqlite://", api_token="from-env", token_file=tmp_path / "api-token")
+    token, source = _token(given, no_token=False)
+    assert token is not None and token.get_secret_value() == "from-env" and source == "MTL_TUNE_API_TOKEN"
+    assert not given.token_file.exists()
+    assert _token(Settings(storage="sqlite://", token_file=tmp_path / "t"), no_token=True) == (None, "none")
+
+
+def test_no_token_contradicting_a_set_token_is_refused() -> None:
+    result = CliRunner().invoke(app, ["serve", "--no-token"], env={"MTL_TUNE_API_TOKEN": "x"})
+    assert result.exit_code == 2 and "--no-token" in result.stderr
+
+
+def test_a_worker_refuses_a_device_this_machine_lacks(tmp_path: Path) -> None:
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda:0"
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    result = CliRunner().invoke(app, ["worker", "--device", missing, "--storage", url, "--exit-when-idle"])
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert f"'{missing}'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "w.db").exists()  # refused before touching the database
+
+
+def test_a_worker_accepts_a_device_this_machine_has(tmp_path: Path) -> None:
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    result = CliRunner().invoke(app, ["worker", "--device", device, "--storage", url, "--exit-when-idle"])
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert "0 trial(s)" in result.stdout
+
+
+@pytest.mark.postgres
+def test_a_worker_waits_for_a_database_that_is_not_there_yet() -> None:
+    require_postgres()
+    name = f"mtl_tune_wait_{uuid.uuid4().hex[:12]}"
+    info = psycopg.conninfo.conninfo_to_dict(ADMIN_DSN)
+    user, host, port = info.get("user", "postgres"), info.get("host", "127.0.0.1"), info.get("port", 5432)
+    url = f"postgresql+psycopg://{user}:pw@{host}:{port}/{name}"
+    env = {**os.environ, "MTL_TUNE_STORAGE": url}
+    worker = subprocess.Popen([*MTL, "worker", "--exit-when-idle", "--device", "cpu"], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert worker.stderr is not None
+        line = worker.stderr.readline()
+        while line and "waiting for the database" not in line:  # past any warning printed at import
+            line = worker.stderr.readline()
+        assert "waiting for the database" in line and name in line and ":pw@" not in line, line
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+        assert "0 trial(s)" in out
+        assert storage.current_revision(url) == storage.head_revision()  # it set the database up and went on
+    finally:
+        worker.kill()
+        storage.dispose_engines()
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
