@@ -1,5 +1,6 @@
 """End to end over real HTTP: ``mtl-tune serve`` with one local worker runs a study launched by a POST; after a
-restart everything is still there, and the database is still a plain Optuna storage."""
+restart everything is still there, and the database is still a plain Optuna storage. Its workers end with it, even
+when it is killed; changes need the token it made on its first start."""
 
 from __future__ import annotations
 
@@ -25,16 +26,35 @@ BODY = {"name": "e2e", "problem": "uncertainty-toy", "problem_options": {"n_trai
 
 
 def _processes_using(path: Path) -> list[int]:
-    """Pids of processes whose command line mentions ``path`` (the serve process and its workers)."""
+    """Pids of live processes whose command line or environment mentions ``path`` (the serve process, and its
+    workers, which get the storage URL through the environment)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if str(path).encode() in (entry / "cmdline").read_bytes():
+                mentions = any(str(path).encode() in (entry / part).read_bytes() for part in ("cmdline", "environ"))
+                if mentions and not _zombie(int(entry.name)):
                     pids.append(int(entry.name))
             except OSError:
                 continue
     return pids
+
+
+def _zombie(pid: int) -> bool:
+    """Exited, and not yet reaped (a parent that died leaves its children to a reaper that may be slow)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    children.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return children
 
 
 class Server:
@@ -47,12 +67,19 @@ class Server:
     def start(self, workers: int) -> httpx.Client:
         cmd = [sys.executable, "-m", "mtl_tune_cli.main", "serve", "--port", str(self.port), "--storage", self.url,
                "--workers", str(workers)]  # fmt: skip
+        # No token set: serve makes one on its first start and keeps it in the token file for the next.
         env = {k: v for k, v in os.environ.items() if k != "MTL_TUNE_API_TOKEN"}
+        env["MTL_TUNE_TOKEN_FILE"] = str(self.token_file)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, env=env, start_new_session=True)
         client = httpx.Client(base_url=self.base, timeout=30)
         wait_for(lambda: client.get("/api/health").status_code == 200, 90, "the server to answer")
+        client.headers["Authorization"] = f"Bearer {self.token_file.read_text().strip()}"
         return client
+
+    @property
+    def token_file(self) -> Path:
+        return self.log.parent / "api-token"
 
     def stop(self) -> None:
         """SIGTERM to the serve process only: it stops its workers itself, then exits (uvicorn re-raises the
@@ -82,6 +109,7 @@ def test_serve_runs_a_posted_study_and_keeps_it_across_restarts(server: Server, 
     assert client.get("/api/health").json()["workers_alive"] == 1
     assert client.get("/docs").status_code == 200
 
+    assert httpx.post(f"{server.base}/api/studies", json=BODY).status_code == 401  # no token, no change
     created = client.post("/api/studies", json=BODY)
     assert created.status_code == 201, created.text
     study = wait_for(lambda: _completed(client), 180, "the study to complete")
@@ -95,7 +123,10 @@ def test_serve_runs_a_posted_study_and_keeps_it_across_restarts(server: Server, 
     server.stop()
     assert _processes_using(tmp_path) == [], (tmp_path / "serve.log").read_text()  # the worker stopped too
 
+    token = server.token_file.read_text()
     client = server.start(workers=0)
+    assert server.token_file.read_text() == token  # the same token after a restart
+    assert f"?token={token.strip()}" in (tmp_path / "serve.log").read_text()  # the URL to open was printed
     assert client.get("/api/studies/e2e").json() == study
     assert client.get("/api/studies/e2e/trials").json() == trials
     assert client.get("/api/studies/e2e/trials/1").json() == trial
@@ -107,6 +138,19 @@ def test_serve_runs_a_posted_study_and_keeps_it_across_restarts(server: Server, 
     assert [t.number for t in loaded.trials] == [0, 1, 2]
     assert loaded.trials[0].user_attrs["baseline"] is True
     assert {t.state.name.lower() for t in loaded.trials} <= {"complete", "pruned"}
+
+
+def test_workers_end_when_serve_is_killed(server: Server, tmp_path: Path) -> None:
+    client = server.start(workers=2)
+    health = client.get("/api/health").json()
+    assert (health["local_workers_expected"], health["local_workers_alive"]) == (2, 2)
+    assert server.process is not None
+    workers = _children(server.process.pid)
+    assert len(workers) == 2
+    server.process.kill()  # SIGKILL to serve alone: it cannot stop its workers itself
+    server.process.wait()
+    wait_for(lambda: all(pid not in _processes_using(tmp_path) for pid in workers), 60, "the workers to end")
+    assert _processes_using(tmp_path) == []
 
 
 def _completed(client: httpx.Client) -> dict[str, Any] | None:
