@@ -44,7 +44,10 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed of the initialisation and the batch order.")] = None,
     option: Annotated[
         list[str] | None,
-        typer.Option(help="A problem option KEY=VALUE, e.g. n_train=500 (repeatable; see `mtl-tune problems`)."),
+        typer.Option(
+            help="A problem option KEY=VALUE, e.g. n_train=500 (repeatable; `mtl-tune problems --options PROBLEM` "
+            "lists them)."
+        ),
     ] = None,
     model: Annotated[
         list[str] | None, typer.Option(help="A model knob KEY=VALUE, e.g. hidden=128 (repeatable).")

@@ -1,4 +1,4 @@
-"""Fixtures for every test: training runs on one thread."""
+"""Fixtures for every test: training runs on one thread. At the end of a run, skipped browser tests are said loudly."""
 
 from __future__ import annotations
 
@@ -15,3 +15,24 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Outside CI a missing Chromium skips the dashboard's browser tests (CI fails instead): a green run must not hide
+    that the dashboard was never opened in a browser."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "browser" in getattr(r, "keywords", {})]
+    if not skipped:
+        return
+    reasons = sorted({_reason(r) for r in skipped})
+    terminalreporter.write_sep("!", f"{len(skipped)} BROWSER TEST(S) SKIPPED: the dashboard was not tested", red=True)
+    for reason in reasons:
+        terminalreporter.write_line(f"  {reason}", red=True, bold=True)
+    terminalreporter.write_line(
+        "  install Chromium (apt-get install chromium) and run them: pytest -m browser", red=True
+    )
+
+
+def _reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return text.removeprefix("Skipped: ")

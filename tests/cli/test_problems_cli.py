@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,32 @@ def test_study_run_workers_load_the_plugin_named_on_the_command_line(plugin_dir:
 
     trials = optuna.load_study(study_name="wave", storage=url).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+
+
+def test_problems_options_lists_what_option_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = mtl("problems", "--options", "multi-digits", monkeypatch=monkeypatch)
+    assert out.exit_code == 0, out.output
+    lines = [line for line in out.stdout.splitlines() if line.startswith("│")]
+    assert [cells(line, 0)[0] for line in lines] == ["seed", "n_train", "n_val", "n_test"]
+    assert cells(lines[1], 1) + cells(lines[1], 2) + cells(lines[1], 3) == ["int", "3000", ">= 10"]
+    csv = mtl("problems", "--options", "csv", monkeypatch=monkeypatch).stdout
+    assert re.search(r"│ data +│ path +│ required +│", csv)
+    assert re.search(r"│ val_fraction +│ float +│ 0.2 +│ > 0.0, < 1.0 +│ share of the rows held out", csv)
+
+
+def test_problems_options_of_a_plugin_and_of_names_it_cannot_list(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = mtl("--plugin", WAVE, "problems", "--options", "plugin-wave", monkeypatch=monkeypatch)
+    assert out.exit_code == 0, out.output
+    assert re.search(r"│ n +│ int +│ 64 +│", out.stdout)
+    unknown = mtl("problems", "--options", "nope", monkeypatch=monkeypatch)
+    assert unknown.exit_code == 2
+    assert unknown.stderr.startswith("error: unknown problem 'nope'; available: csv, gradnorm-toy, multi-digits")
+    broken = mtl("--plugin", BROKEN_IMPORT, "problems", "--options", BROKEN_IMPORT, monkeypatch=monkeypatch)
+    assert broken.exit_code == 2 and "this plugin cannot be imported" in broken.stderr
+
+
+def test_the_option_flags_help_names_the_command_that_lists_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"})
+    assert "(repeatable; `mtl-tune problems --options PROBLEM` lists them)" in " ".join(out.stdout.split())
