@@ -25,6 +25,7 @@ def launch(url: str, body: StudyCreate, *, data_dir: Path) -> str:
     Raises ``RequestValidationError`` (422) naming the field, ``storage.StudyExists`` (409) or a
     ``storage.StorageError`` (503).
     """
+    from tuner.limits import LimitError
     from tuner.problems import ProblemError
     from tuner.study import SpaceError, StudySpec, create_study
 
@@ -38,6 +39,8 @@ def launch(url: str, body: StudyCreate, *, data_dir: Path) -> str:
         raise invalid([str(p) for p in err["loc"]], err["msg"]) from None
     try:
         return create_study(url, spec, source="rest").study_name
+    except LimitError as exc:  # the operator's limits (MTL_TUNE_MAX_*) or a task name the database cannot hold
+        raise invalid(list(exc.loc), str(exc)) from None
     except SpaceError as exc:
         raise invalid(space_loc(str(exc)), str(exc)) from None
     except ProblemError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tuner.budget import Budget, BudgetWatch
 from tuner.config import ConfigError, TrainConfig
 from tuner.device import resolve_device
 from tuner.gradients import GradNormTap, HeadViews, TaskJacobian
@@ -238,16 +239,21 @@ def train(
     *,
     device: str | torch.device | None = None,
     on_epoch_end: EpochCallback | None = None,
+    budget: Budget | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``problem``; ``on_epoch_end`` may raise to stop (the study layer prunes this way).
 
-    Raises ``NonFiniteLossError`` when a task's training or validation loss of an epoch is not finite.
+    Raises ``NonFiniteLossError`` when a task's training or validation loss of an epoch is not finite, and
+    ``BudgetExceeded`` when the run goes over ``budget`` (default: the operator's, ``Budget.from_env()``), checked
+    after loading the data and at every batch and epoch boundary.
     """
+    watch = BudgetWatch(budget or Budget.from_env())
     config = resolve_config(problem, config)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     assert config.epochs and config.batch_size
     torch.manual_seed(config.seed)  # for problems whose load() draws from torch's global generator
     data = problem.dataset()
+    watch.check("after loading the data")
     train_split, val_split = _on(data.train, dev), _on(data.val, dev)
     names = problem.task_names
     run = build(problem, config, dev)
@@ -268,6 +274,7 @@ def train(
             n_batches += 1
             if scheduler is not None and steps:
                 scheduler.step()
+            watch.check(f"at epoch {epoch + 1}, batch {n_batches}")
         if n_batches == 0:
             raise ProblemError(f"problem {problem.name!r}: the training split yielded no batch")
         if scheduler is not None and not steps:
@@ -279,6 +286,7 @@ def train(
         result.history.append(report)
         if on_epoch_end is not None:
             on_epoch_end(report)
+        watch.check(f"after epoch {epoch + 1}")
     if data.test is not None:
         losses, metrics = evaluate(run.model, run.tasks, _on(data.test, dev), dev)
         result.test = {

@@ -16,6 +16,8 @@ from tuner.problems._task import ProblemError, Task
 
 #: A model knob's value: what ``build_model`` receives for it.
 KnobValue = int | float | str | bool
+#: ``json_schema_extra`` of a problem option that counts samples: bounded by the operator's ``samples`` limit.
+SAMPLES: dict[str, Any] = {"limit": "samples"}
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class Knob:
 
     ``low``/``high`` make it a searched number (an integer when the default is an int; log-uniform when ``log``);
     ``choices`` a categorical one; neither keeps it fixed at ``default`` unless a study's space searches it.
+    A knob that sizes memory or time names the operator's limit that bounds it (``limit``: ``width`` or ``depth``,
+    see ``tuner.limits``) and may set a ``maximum`` of its own; a study's space is checked against both at launch.
     """
 
     default: KnobValue
@@ -32,6 +36,8 @@ class Knob:
     log: bool = False
     choices: tuple[KnobValue, ...] | None = None
     help: str = ""
+    limit: str | None = None
+    maximum: float | None = None
 
     @property
     def searched(self) -> bool:

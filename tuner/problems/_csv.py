@@ -84,8 +84,8 @@ class CsvProblem(Problem):
     )
     Options = CsvOptions
     model_knobs: ClassVar[Mapping[str, Knob]] = {
-        "hidden": Knob(64, help="width of the shared ReLU layers"),
-        "depth": Knob(2, help="number of shared layers"),
+        "hidden": Knob(64, help="width of the shared ReLU layers", limit="width"),
+        "depth": Knob(2, help="number of shared layers", limit="depth"),
     }
 
     def __post_init__(self) -> None:

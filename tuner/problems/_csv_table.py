@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tuner.limits import Limits
 from tuner.problems._task import ProblemError
 
 PREFIX = "problem 'csv'"
@@ -43,15 +44,23 @@ class Rows:
     test: np.ndarray
 
 
-def read_table(path: Path) -> Table:
-    """Read the file once; rows whose every cell is blank are skipped."""
+def read_table(path: Path, limits: Limits | None = None) -> Table:
+    """Read the file once; rows whose every cell is blank are skipped. A file over the operator's limits on columns,
+    rows or cells is refused as soon as reading reaches the limit."""
+    limits = limits or Limits.from_env()
     if not path.is_file():
         raise ProblemError(f"{PREFIX}: data file {str(path)!r} not found")
     try:
         with path.open(newline="") as fh:
             reader = csv.reader(fh)
             header = [h.strip() for h in next(reader, [])]
-            rows = [row for row in reader if any(cell.strip() for cell in row)]
+            _check_size(path, limits, len(header), 0)
+            rows: list[list[str]] = []
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    rows.append(row)
+                    if len(rows) > limits.samples or len(rows) * len(header) > limits.csv_cells:
+                        _check_size(path, limits, len(header), len(rows))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ProblemError(f"{PREFIX}: {path} is not a readable CSV file ({exc})") from None
     if not header or not rows:
@@ -68,6 +77,13 @@ def read_table(path: Path) -> Table:
     cells_by_column = zip(*rows, strict=True)
     columns = {name: [cell.strip() for cell in cells] for name, cells in zip(header, cells_by_column, strict=True)}
     return Table(path, header, columns, len(rows))
+
+
+def _check_size(path: Path, limits: Limits, n_columns: int, n_rows: int) -> None:
+    where = ("problem_options", "data")
+    limits.check(where, "csv_columns", n_columns, what=f"{path.name}: columns")
+    limits.check(where, "samples", n_rows, what=f"{path.name}: data rows")
+    limits.check(where, "csv_cells", n_rows * n_columns, what=f"{path.name}: cells (rows x columns)")
 
 
 def missing_cells(cells: list[str]) -> np.ndarray:

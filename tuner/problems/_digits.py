@@ -12,7 +12,7 @@ from pydantic import Field
 from torch import nn
 
 from tuner.config import Chain
-from tuner.problems._base import Defaults, Knob, Problem, ProblemOptions
+from tuner.problems._base import SAMPLES, Defaults, Knob, Problem, ProblemOptions
 from tuner.problems._data import Dataset, Split
 from tuner.problems._sharing import SharedBottom
 from tuner.problems._task import Task
@@ -22,9 +22,9 @@ OFFSET = 4  # the right digit starts 4 pixels right and 4 down of the left one, 
 
 
 class MultiDigitsOptions(ProblemOptions):
-    n_train: int = Field(3000, ge=10)
-    n_val: int = Field(600, ge=10)
-    n_test: int = Field(1000, ge=10)
+    n_train: int = Field(3000, ge=10, json_schema_extra=SAMPLES)
+    n_val: int = Field(600, ge=10, json_schema_extra=SAMPLES)
+    n_test: int = Field(1000, ge=10, json_schema_extra=SAMPLES)
 
 
 class MultiDigits(Problem):
@@ -38,8 +38,10 @@ class MultiDigits(Problem):
     description: ClassVar[str] = "MultiMNIST-style overlaid 8x8 digits: left, right (classes) and their sum"
     Options = MultiDigitsOptions
     model_knobs: ClassVar[Mapping[str, Knob]] = {
-        "hidden": Knob(64, help="width of the shared representation"),
-        "depth": Knob(2, help="number of conv blocks"),
+        "hidden": Knob(64, help="width of the shared representation", limit="width"),
+        # Each block doubles the channels (16 * 2**i): past 6 blocks a 12x12 canvas is one pixel and the last
+        # convolution alone holds over 10M weights.
+        "depth": Knob(2, help="number of conv blocks", limit="depth", maximum=6),
     }
 
     @property

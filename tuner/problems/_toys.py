@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import nn
 
 from tuner.config import Chain
-from tuner.problems._base import Defaults, Knob, Problem, ProblemOptions
+from tuner.problems._base import SAMPLES, Defaults, Knob, Problem, ProblemOptions
 from tuner.problems._data import Dataset, Split
 from tuner.problems._sharing import SharedBottom, mlp
 from tuner.problems._task import Task
@@ -22,9 +22,9 @@ TEN_TASK_SIGMAS = (1.0, 100.0, 2.0, 50.0, 5.0, 20.0, 10.0, 70.0, 3.0, 35.0)
 
 class GradNormToyOptions(ProblemOptions):
     tasks: int = Field(2, ge=2, le=10, description="number of tasks: 2 uses sigma=(1, 100); 10 a fixed wide list")
-    n_train: int = Field(4000, ge=10)
-    n_val: int = Field(500, ge=10)
-    n_test: int = Field(1000, ge=10)
+    n_train: int = Field(4000, ge=10, json_schema_extra=SAMPLES)
+    n_val: int = Field(500, ge=10, json_schema_extra=SAMPLES)
+    n_test: int = Field(1000, ge=10, json_schema_extra=SAMPLES)
 
 
 class GradNormToy(Problem):
@@ -38,8 +38,8 @@ class GradNormToy(Problem):
     description: ClassVar[str] = "GradNorm's synthetic regression tasks of very different scales (Chen et al. 2018)"
     Options = GradNormToyOptions
     model_knobs: ClassVar[Mapping[str, Knob]] = {
-        "hidden": Knob(100, help="width of the shared ReLU layers"),
-        "depth": Knob(4, help="number of shared layers"),
+        "hidden": Knob(100, help="width of the shared ReLU layers", limit="width"),
+        "depth": Knob(4, help="number of shared layers", limit="depth"),
     }
     in_dim: ClassVar[int] = 250
     out_dim: ClassVar[int] = 100
@@ -87,9 +87,9 @@ class GradNormToy(Problem):
 
 
 class UncertaintyToyOptions(ProblemOptions):
-    n_train: int = Field(2000, ge=10)
-    n_val: int = Field(500, ge=10)
-    n_test: int = Field(1000, ge=10)
+    n_train: int = Field(2000, ge=10, json_schema_extra=SAMPLES)
+    n_val: int = Field(500, ge=10, json_schema_extra=SAMPLES)
+    n_test: int = Field(1000, ge=10, json_schema_extra=SAMPLES)
 
 
 class UncertaintyToy(Problem):
@@ -102,8 +102,8 @@ class UncertaintyToy(Problem):
     description: ClassVar[str] = "two regressions with noise 10 and 1 (Kendall, Gal & Cipolla 2018)"
     Options = UncertaintyToyOptions
     model_knobs: ClassVar[Mapping[str, Knob]] = {
-        "hidden": Knob(64, help="width of the shared ReLU layers"),
-        "depth": Knob(1, help="number of shared layers"),
+        "hidden": Knob(64, help="width of the shared ReLU layers", limit="width"),
+        "depth": Knob(1, help="number of shared layers", limit="depth"),
     }
 
     @property

@@ -130,6 +130,22 @@ class SearchSpace(BaseModel):
     def _known_precision(cls, value: str | list[str]) -> str | list[str]:
         return _known(value, PRECISIONS, "precision")
 
+    @model_validator(mode="after")
+    def _trainable_values(self) -> SearchSpace:
+        # Every value a trial can draw must be one training accepts (``TrainConfig``), or every trial would fail.
+        knobs: list[tuple[str, FloatKnob | None]] = [
+            (name, getattr(self, name)) for name in ("lr_shared", "lr_heads", "lr_weighting", "weight_decay", "warmup")
+        ]
+        knobs += [(f"lr_head.{task}", knob) for task, knob in (self.lr_head or {}).items()]
+        for name, knob in knobs:
+            _within(name, knob, low=0.0)
+        _within("warmup", self.warmup, high=1.0)
+        _within("clip_grad", self.clip_grad, low=0.0, open_low=True)
+        weights = self.weights.items() if isinstance(self.weights, dict) else [(None, self.weights)]
+        for task, knob in weights:
+            _within("weights" if task is None else f"weights.{task}", knob, low=0.0, open_low=True)
+        return self
+
     @field_validator("batch_size")
     @classmethod
     def _positive_batch(cls, value: int | list[int] | None) -> int | list[int] | None:
@@ -141,6 +157,19 @@ class SearchSpace(BaseModel):
     @property
     def strategy_names(self) -> list[str]:
         return [self.strategy] if isinstance(self.strategy, str) else list(self.strategy)
+
+
+def _within(
+    name: str, knob: FloatKnob | None, *, low: float | None = None, high: float | None = None, open_low: bool = False
+) -> None:
+    """A fixed value or a range inside ``[low, high)`` (``(low, high)`` with ``open_low``); the message names it."""
+    if knob is None:
+        return
+    lowest, highest = (knob.low, knob.high) if isinstance(knob, Range) else (knob, knob)
+    if low is not None and (lowest < low or (open_low and lowest == low)):
+        raise ValueError(f"{name}: must be {'>' if open_low else '>='} {low:g}, got {lowest:g}")
+    if high is not None and highest >= high:
+        raise ValueError(f"{name}: must be below {high:g}, got {highest:g}")
 
 
 def default_strategies() -> list[str]:
@@ -230,7 +259,8 @@ def _explain(exc: ValidationError) -> str:
     err = telling[0]
     members = ("Range", "float", "int", "str", "list[str]", "list[int]", "dict[str,union[float,Range]]")
     where = ".".join(str(p) for p in err["loc"] if str(p) not in members and not str(p).startswith("function-"))
-    return f"{where or 'space'}: {err['msg'].removeprefix('Value error, ')}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message  # the space's own checks name their knob
 
 
 def load_space(path: Path) -> SearchSpace:

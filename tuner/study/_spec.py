@@ -19,13 +19,17 @@ class StudySpec(BaseModel):
     name: str | None = Field(None, pattern=NAME_PATTERN, description="study name; generated when absent")
     problem: str = Field(description="a registered problem name")
     problem_options: dict[str, Any] = Field(default_factory=dict, description='e.g. {"tasks": 10}')
-    n_trials: int = Field(20, ge=1, le=1_000_000, description="finished (complete or pruned) trials to reach")
+    n_trials: int = Field(
+        20, ge=1, le=1_000_000, strict=True, description="finished (complete or pruned) trials to reach"
+    )
     space: dict[str, Any] | None = Field(None, description="search space; the problem's default when absent")
     objective: Objective = "scalar"
     sampler: SamplerName = "tpe"
     pruner: PrunerName | None = Field(None, description="default: hyperband (scalar), none (pareto)")
-    epochs: int | None = Field(None, ge=1, le=10_000, description="epochs per trial; the problem's default")
-    seed: int = 0
+    epochs: int | None = Field(
+        None, ge=1, le=10_000, strict=True, description="epochs per trial; the problem's default"
+    )
+    seed: int = Field(0, strict=True)
 
     @property
     def effective_pruner(self) -> str:
