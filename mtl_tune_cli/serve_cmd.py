@@ -61,13 +61,15 @@ def serve(
     with user_errors():
         url = resolve_storage(storage_url)
         settings = Settings(storage=url)
+        if no_token and settings.api_token is not None:
+            raise fail("--no-token contradicts MTL_TUNE_API_TOKEN; unset one of them")
+        for device in dict.fromkeys(device_list) if workers else ():
+            check_device(device)
+        wait_for_database(url)  # an outdated schema stops here, before any worker starts
         token, source = _token(settings, no_token)
         settings = settings.model_copy(
             update={"api_token": token, "allowed_hosts": trusted_hosts(host, settings.allowed_hosts)}
         )
-        for device in dict.fromkeys(device_list) if workers else ():
-            check_device(device)
-        wait_for_database(url)  # an outdated schema stops here, before any worker starts
         if demo:
             launch_demo(url)
     pool = WorkerPool(url, count=workers, devices=device_list)
@@ -85,15 +87,13 @@ def serve(
 
 
 def _token(settings: Settings, no_token: bool) -> tuple[Any, str]:
-    """The token changes need, and where it came from: ``MTL_TUNE_API_TOKEN``, else the token file (made on the
-    first start); none with ``--no-token``."""
+    """The token changes need, and where it came from: none with ``--no-token``, else ``MTL_TUNE_API_TOKEN``, else
+    the token file (made on the first start)."""
     from pydantic import SecretStr
 
     from api.auth import load_or_create_token
 
     if no_token:
-        if settings.api_token is not None:
-            raise fail("--no-token contradicts MTL_TUNE_API_TOKEN; unset one of them")
         return None, "none"
     if settings.api_token is not None:
         return settings.api_token, "MTL_TUNE_API_TOKEN"

@@ -44,9 +44,11 @@ def test_a_token_from_the_environment_wins_and_no_token_must_be_asked_for(tmp_pa
     assert _token(Settings(storage="sqlite://", token_file=tmp_path / "t"), no_token=True) == (None, "none")
 
 
-def test_no_token_contradicting_a_set_token_is_refused() -> None:
-    result = CliRunner().invoke(app, ["serve", "--no-token"], env={"MTL_TUNE_API_TOKEN": "x"})
+def test_no_token_contradicting_a_set_token_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = CliRunner().invoke(app, ["serve", "--no-token", "--storage", url], env={"MTL_TUNE_API_TOKEN": "x"})
     assert result.exit_code == 2 and "--no-token" in result.stderr
+    assert not (tmp_path / "s.db").exists()  # refused before anything else
 
 
 def test_a_worker_refuses_a_device_this_machine_lacks(tmp_path: Path) -> None:

@@ -57,7 +57,8 @@ class Launch:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.env = {k: v for k, v in os.environ.items() if k != "MTL_TUNE_API_TOKEN"} | {"COLUMNS": "200"}
+        self.env = {k: v for k, v in os.environ.items() if k != "MTL_TUNE_API_TOKEN"} | {
+            "COLUMNS": "200", "MTL_TUNE_TOKEN_FILE": str(log_dir / "api-token")}  # fmt: skip
 
     def start(self, name: str, *args: str) -> None:
         with (self.log_dir / f"{name}.log").open("wb") as log:

@@ -164,6 +164,8 @@ def test_serve_refuses_an_outdated_schema(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mtl_tune_cli.main", "serve", "--storage", url, "--port", str(free_port())],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "MTL_TUNE_TOKEN_FILE": str(tmp_path / "api-token")},
     )  # fmt: skip
     assert result.returncode != 0
     assert "mtl-tune db upgrade" in result.stderr
+    assert not (tmp_path / "api-token").exists()  # a server that did not start made no token
