@@ -85,6 +85,16 @@ def test_duplicate_name_is_409(client: TestClient) -> None:
         (launch_body(seed=-1), ["body", "seed"]),
         (launch_body(extra=1), ["body", "extra"]),
         ({"n_trials": 3}, ["body", "problem"]),
+        (launch_body(n_trials=True), ["body", "n_trials"]),
+        (launch_body(n_trials=50_000), ["body", "n_trials"]),
+        (launch_body(epochs=5_000), ["body", "epochs"]),
+        (
+            launch_body(problem="gradnorm-toy", problem_options={"n_train": 3_000_000}),
+            ["body", "problem_options", "n_train"],
+        ),
+        (launch_body(space={"model": {"hidden": {"low": 8, "high": 10**6}}}), ["body", "space", "model", "hidden"]),
+        (launch_body(space={"batch_size": [32, 10**6]}), ["body", "space", "batch_size"]),
+        (launch_body(space={"lr_shared": {"low": -0.1, "high": 0.1, "log": False}}), ["body", "space", "lr_shared"]),
     ],
 )
 def test_invalid_launch_is_422_naming_the_field(
@@ -157,6 +167,48 @@ def test_missing_csv_file_is_422(make_client: Callable[..., TestClient], sqlite_
     response = client.post("/api/studies", json=body)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "problem_options", "data"]
+
+
+def test_a_refused_csv_launch_leaves_nothing_and_the_corrected_one_succeeds(
+    make_client: Callable[..., TestClient], sqlite_url: str, data_dir: Path
+) -> None:
+    client = make_client(sqlite_url, data_dir=data_dir)
+    bad = launch_body(
+        name="table", problem="csv", problem_options={"data": "sub/table.csv", "target": ["z:regression"]}
+    )
+    response = client.post("/api/studies", json=bad)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "problem_options", "target"]
+    assert client.get("/api/studies").json() == {"studies": []}
+    assert optuna.get_all_study_names(storage.optuna_storage(sqlite_url)) == []
+
+    good = {**bad, "problem_options": {"data": "sub/table.csv", "target": ["y:regression"]}}
+    assert client.post("/api/studies", json=good).status_code == 201
+
+
+def test_a_task_name_the_database_cannot_hold_is_422(
+    make_client: Callable[..., TestClient], sqlite_url: str, data_dir: Path
+) -> None:
+    long = "y" * 129
+    (data_dir / "long.csv").write_text(CSV.replace("x1,x2,y", f"x1,x2,{long}"))
+    client = make_client(sqlite_url, data_dir=data_dir)
+    body = launch_body(problem="csv", problem_options={"data": "long.csv", "target": [f"{long}:regression"]})
+    response = client.post("/api/studies", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["body", "problem_options", "target"] and "at most 128" in detail["msg"]
+
+
+def test_a_csv_over_the_column_limit_is_422(
+    make_client: Callable[..., TestClient], sqlite_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MTL_TUNE_MAX_CSV_COLUMNS", "2")
+    client = make_client(sqlite_url, data_dir=data_dir)
+    body = launch_body(problem="csv", problem_options={"data": "sub/table.csv", "target": ["y:regression"]})
+    response = client.post("/api/studies", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["body", "problem_options", "data"] and "MTL_TUNE_MAX_CSV_COLUMNS" in detail["msg"]
 
 
 def test_stop_and_resume(client: TestClient) -> None:

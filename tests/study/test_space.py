@@ -22,6 +22,13 @@ from tuner.weighting import STRATEGIES
         ({"batch_size": [0, 32]}, "batch_size", "batch size must be >= 1"),
         ({"strategies": {"magic": {"x": 1}}}, "strategies", "unknown strategy 'magic'"),
         ({"strategies": {"gradnorm": {"beta": 1}}}, "strategies", "gradnorm.beta: 'gradnorm' has no such knob"),
+        ({"lr_shared": {"low": -0.1, "high": 0.1, "log": False}}, "lr_shared", "must be >= 0, got -0.1"),
+        ({"lr_weighting": -1e-3}, "lr_weighting", "must be >= 0, got -0.001"),
+        ({"lr_head": {"t0": {"low": -1, "high": 1, "log": False}}}, "lr_head.t0", "must be >= 0, got -1"),
+        ({"weight_decay": -0.1}, "weight_decay", "must be >= 0"),
+        ({"warmup": {"low": 0.0, "high": 1.0, "log": False}}, "warmup", "must be below 1, got 1"),
+        ({"weights": {"low": 0.0, "high": 1.0, "log": False}}, "weights", "must be > 0, got 0"),
+        ({"clip_grad": 0.0}, "clip_grad", "must be > 0, got 0"),
     ],
 )
 def test_invalid_space_names_the_field(data: dict, field: str, problem_text: str) -> None:

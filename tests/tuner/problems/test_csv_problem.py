@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tuner.config import Chain, ConfigError, TrainConfig
+from tuner.limits import LimitError
 from tuner.problems import Masked, Problem, ProblemError, Split, create_problem
 from tuner.problems._csv_columns import encode_feature
 from tuner.problems._csv_table import Rows, read_table
@@ -329,3 +330,22 @@ def test_bad_input_names_the_problem_and_the_column(tmp_path: Path, case: str) -
 def test_a_target_is_required() -> None:
     with pytest.raises(ProblemError, match="problem 'csv': target"):
         create_problem("csv", {"data": "x.csv"})
+
+
+@pytest.mark.parametrize(
+    ("limit", "value", "phrase"),
+    [
+        ("MTL_TUNE_MAX_CSV_COLUMNS", "3", "columns: 4 exceeds the maximum of 3"),
+        ("MTL_TUNE_MAX_SAMPLES", "50", "data rows: 51 exceeds the maximum of 50"),
+        ("MTL_TUNE_MAX_CSV_CELLS", "100", "cells (rows x columns): 104 exceeds the maximum of 100"),
+    ],
+)
+def test_a_table_over_the_operators_limits_is_refused_while_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, value: str, phrase: str
+) -> None:
+    good = write_table(tmp_path / "good.csv")
+    monkeypatch.setenv(limit, value)
+    with pytest.raises(LimitError) as info:
+        create_problem("csv", {"data": good, "target": ["price:regression"]}).tasks  # noqa: B018
+    assert info.value.loc == ("problem_options", "data")
+    assert phrase in str(info.value) and "good.csv" in str(info.value) and limit in str(info.value)
