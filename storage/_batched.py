@@ -21,6 +21,7 @@ import functools
 import json
 import threading
 from collections.abc import Callable, Container, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +41,9 @@ from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, Insert, Select, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
 
+from storage._engine import get_engine
 from storage._pipeline import pipeline_supported, run_transaction
 
 FINISHED_KEPT = 64
@@ -162,8 +165,21 @@ class BatchedRDBStorage(RDBStorage):
         return study_id
 
     def delete_study(self, study_id: int) -> None:
-        self._study_ids = {name: i for name, i in self._study_ids.items() if i != study_id}
+        self.forget_study_id(study_id)
         super().delete_study(study_id)
+
+    def forget_study(self, study_name: str) -> None:
+        """Forget what this process kept of a study of that name and of its id: another process may have deleted
+        it and created another under the same name, or under the same id (SQLite hands a deleted row's id out
+        again)."""
+        self._study_ids.pop(study_name, None)
+        with suppress(KeyError):
+            self.forget_study_id(self.get_study_id_from_name(study_name))
+
+    def forget_study_id(self, study_id: int) -> None:
+        with self._held_lock:
+            self._study_ids = {name: i for name, i in self._study_ids.items() if i != study_id}
+            self._distributions = {key: d for key, d in self._distributions.items() if key[0] != study_id}
 
     def record_heartbeat(self, trial_id: int) -> None:
         # Optuna's version reads the row, locks it and reads the clock before writing: one upsert does the same.
@@ -194,6 +210,7 @@ class BatchedRDBStorage(RDBStorage):
             trial = self._create_running_trial(study_id)
         else:  # enqueued and retried trials: Optuna's own path copies everything the template holds
             trial = super()._create_new_trial(study_id, template_trial)
+        self._forget_finished(trial._trial_id)
         if trial.state == TrialState.RUNNING:
             with self._held_lock:
                 self._created = {trial._trial_id: trial}  # only the latest: older ones are held or gone
@@ -231,6 +248,13 @@ class BatchedRDBStorage(RDBStorage):
             with self._held_lock:
                 self._created.pop(trial_id, None)
                 self._created_read.pop(trial_id, None)
+
+    def _forget_finished(self, trial_id: int) -> None:
+        """A trial this process starts is a new trial, even under an id it saw finish: SQLite hands a deleted
+        trial's id out again."""
+        with self._held_lock:
+            self._finished.pop(trial_id, None)
+            self._created_read.pop(trial_id, None)
 
     def release(self, trial_id: int) -> None:
         with self._held_lock:
@@ -317,6 +341,7 @@ class BatchedRDBStorage(RDBStorage):
         """
         values = None if values is None else [float(v) for v in values]
         if (held := self._holding(trial_id)) is None or not state.is_finished():
+            self._forget_finished(trial_id)  # ``ask`` starting a waiting trial whose id was a deleted trial's
             return super().set_trial_state_values(trial_id, state, values)
         finished = _copy(held.known) if held.known is not None else held.view(self._load_one(trial_id))
         finished.state, finished.values = state, values
@@ -415,8 +440,9 @@ class BatchedRDBStorage(RDBStorage):
             rows = connection.execute(query).all()
             if not rows:
                 raise KeyError(f"No study with study_id {study_id} exists.")
-            covered = {trial_id: state for trial_id, state in rows if trial_id is not None and state is not None}
-            from_memory = {t for t, state in covered.items() if t in memory and memory[t].state == state}
+            covered = {row[0]: row[1:] for row in rows if row[0] is not None}
+            # The same id, state, number and start: the same trial, not one that took a deleted trial's id.
+            from_memory = {t for t, seen in covered.items() if t in memory and _identity(memory[t]) == seen}
             trials = [_copy(memory[t]) for t in from_memory]
             loaded = _load_trials(connection, sorted(set(covered) - from_memory))
         trials += [held.view(t) if (held := self._held.get(t._trial_id)) else t for t in loaded]
@@ -437,6 +463,38 @@ class BatchedRDBStorage(RDBStorage):
         if trial_id not in self._held:
             return super().get_trial_system_attrs(trial_id)
         return self.get_trial(trial_id).system_attrs
+
+
+@dataclass(frozen=True)
+class LostTrial:
+    """An Optuna trial still running whose claim was lost: its worker went silent past the grace period."""
+
+    job_id: int
+    study_name: str
+    trial_id: int
+    number: int
+
+
+def lost_trials(url: str) -> list[LostTrial]:
+    """Trials running in Optuna whose claim is lost and that no running claim holds, oldest first."""
+    from storage.claims import LOST
+    from storage.models import StudyJob, TrialClaim
+
+    other = aliased(TrialClaim)
+    live = select(other.id).where(
+        other.job_id == StudyJob.id, other.trial_number == TRIALS.c.number, other.state == "running"
+    )
+    query = (
+        select(StudyJob.id, StudyJob.study_name, TRIALS.c.trial_id, TRIALS.c.number)
+        .join(TrialClaim, TrialClaim.job_id == StudyJob.id)
+        .join(_STUDIES, _STUDIES.c.study_name == StudyJob.study_name)
+        .join(TRIALS, and_(TRIALS.c.study_id == _STUDIES.c.study_id, TRIALS.c.number == TrialClaim.trial_number))
+        .where(TrialClaim.state == LOST, TRIALS.c.state == TrialState.RUNNING, ~live.exists())
+        .distinct()
+        .order_by(TRIALS.c.trial_id)
+    )
+    with get_engine(url).connect() as connection:
+        return [LostTrial(*row) for row in connection.execute(query)]
 
 
 def _running_trial(trial_id: int, number: int, start: datetime) -> FrozenTrial:
@@ -465,6 +523,10 @@ _PG_CREATE_TRIAL = (
     "SELECT (SELECT count(*) FROM trials WHERE study_id = s.study_id), s.study_id, 'RUNNING', %(start)s::timestamp "
     "FROM studies s WHERE s.study_id = %(study_id)s RETURNING trial_id, number"
 )
+
+
+def _identity(trial: FrozenTrial) -> tuple[TrialState, int, datetime | None]:
+    return trial.state, trial.number, _utc_naive(trial.datetime_start) if trial.datetime_start else None
 
 
 def _copy(trial: FrozenTrial) -> FrozenTrial:
@@ -552,7 +614,7 @@ def _heartbeat_statement(dialect_name: str) -> Insert:
 
 def _trials_query(
     study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int], trial_id_greater_than: int
-) -> Select[int | None, TrialState | None]:
+) -> Select[int | None, TrialState | None, int | None, datetime | None]:
     """The ids and states of the trials ``RDBStorage._get_trials`` returns for these arguments.
 
     One row with nulls when the study has none of them, and no row when there is no such study.
@@ -566,7 +628,7 @@ def _trials_query(
     elif trial_id_greater_than > -1:
         on = and_(on, TRIALS.c.trial_id > trial_id_greater_than)
     return (
-        select(TRIALS.c.trial_id, TRIALS.c.state)
+        select(TRIALS.c.trial_id, TRIALS.c.state, TRIALS.c.number, TRIALS.c.datetime_start)
         .select_from(_STUDIES)
         .outerjoin(TRIALS, on)
         .where(_STUDIES.c.study_id == study_id)

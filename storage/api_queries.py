@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, func, literal_column, select, table
 from sqlalchemy import column as col
 from sqlalchemy.orm import Session
 
+from storage.claims import counted_state
 from storage.models import EpochMetric, StudyJob, TrialClaim, TrialSummary
 
 #: ``order`` values of a trial page: a column and whether it sorts descending.
@@ -45,7 +46,8 @@ def claim_counts_by_job(session: Session, *, job_ids: Sequence[int] | None = Non
         query = query.where(TrialClaim.job_id.in_(job_ids))
     counts: dict[int, dict[str, int]] = {}
     for job_id, state, n in session.execute(query):
-        counts.setdefault(job_id, {})[state] = n
+        per_state = counts.setdefault(job_id, {})
+        per_state[counted_state(state)] = per_state.get(counted_state(state), 0) + n
     return counts
 
 

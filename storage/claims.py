@@ -18,6 +18,12 @@ from storage.models import StudyJob, TrialClaim, utcnow
 
 CLAIM_STATES = ("running", "complete", "pruned", "failed")
 FINISHED_STATES = ("complete", "pruned")
+# A claim whose worker went silent past the grace period (killed, out of memory, machine lost): counted as failed,
+# and its trial is failed and retried (``storage.lost_trials``).
+LOST = "lost"
+# A job whose trials took this many workers down in a row (no trial finished in between) is failed with the reason:
+# its trials would otherwise keep killing the workers every other study needs.
+MAX_LOST_IN_A_ROW = 5
 
 
 def _counted(cutoff: datetime) -> ColumnElement[bool]:
@@ -151,10 +157,12 @@ def _set_job_status(session: Session | Connection, job_id: int, status: str) -> 
 
 
 def reap_stale_claims(session: Session, *, grace_seconds: float) -> int:
-    """Fail running claims whose worker went silent for ``grace_seconds`` (killed, machine lost); returns how many.
+    """Mark lost the running claims whose worker went silent for ``grace_seconds`` (killed, machine lost); returns
+    how many.
 
-    Their slots were already free for ``claim_slot``; this makes counts truthful and lets a ``stopping`` job whose
-    last running claims died become ``stopped``.
+    Their slots were already free for ``claim_slot``; this makes counts truthful, lets a ``stopping`` job whose
+    last running claims died become ``stopped`` and a ``running`` one with no live trial left ``queued``, and fails
+    a job whose last ``MAX_LOST_IN_A_ROW`` trials were all lost, with the reason.
     """
     cutoff = utcnow() - timedelta(seconds=grace_seconds)
     stale = and_(TrialClaim.state == "running", TrialClaim.heartbeat_at <= cutoff)
@@ -168,11 +176,31 @@ def reap_stale_claims(session: Session, *, grace_seconds: float) -> int:
     job_ids = set(session.scalars(select(TrialClaim.job_id).where(stale)))
     if not job_ids:
         return 0
-    result = session.execute(update(TrialClaim).where(stale).values(state="failed", finished_at=utcnow()))
-    for job in session.scalars(select(StudyJob).where(StudyJob.id.in_(job_ids), StudyJob.status == "stopping")):
-        if not running_claims(session, job.id):
-            job.status = "stopped"
+    result = session.execute(update(TrialClaim).where(stale).values(state=LOST, finished_at=utcnow()))
+    for job in session.scalars(select(StudyJob).where(StudyJob.id.in_(job_ids))):
+        lost = _lost_in_a_row(session, job.id)
+        if job.status in ("queued", "running") and len(lost) >= MAX_LOST_IN_A_ROW:
+            job.status = "failed"
+            trials = ", ".join(str(n) for n in lost if n is not None) or "none started"
+            job.last_error = (
+                f"{len(lost)} trials in a row lost their worker (killed, out of memory or crashed; trials {trials}); "
+                f"resume the study once the cause is fixed"
+            )
+        elif not running_claims(session, job.id):
+            job.status = {"stopping": "stopped", "running": "queued"}.get(job.status, job.status)
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _lost_in_a_row(session: Session, job_id: int) -> list[int | None]:
+    """The trial numbers of the job's lost claims since its last finished one."""
+    last_finished = (
+        select(func.max(TrialClaim.finished_at))
+        .where(TrialClaim.job_id == job_id, TrialClaim.state.in_(FINISHED_STATES))
+        .scalar_subquery()
+    )
+    since = or_(last_finished.is_(None), TrialClaim.finished_at > last_finished)
+    query = select(TrialClaim.trial_number).where(TrialClaim.job_id == job_id, TrialClaim.state == LOST, since)
+    return list(session.scalars(query.order_by(TrialClaim.id)))
 
 
 def claim_counts(session: Session, study_name: str) -> dict[str, int]:
@@ -180,5 +208,11 @@ def claim_counts(session: Session, study_name: str) -> dict[str, int]:
     job = get_job(session, study_name)
     query = select(TrialClaim.state, func.count()).where(TrialClaim.job_id == job.id).group_by(TrialClaim.state)
     counts = dict.fromkeys(CLAIM_STATES, 0)
-    counts.update({state: n for state, n in session.execute(query)})
+    for state, n in session.execute(query):
+        counts[counted_state(state)] += n
     return counts
+
+
+def counted_state(state: str) -> str:
+    """The state a claim is counted in: a lost claim is a failed one."""
+    return "failed" if state == LOST else state

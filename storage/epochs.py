@@ -225,6 +225,11 @@ def record_finished(db: Session | Connection, *, job_id: int, claim_id: int, tri
         write_summary(db, job_id=job_id, state=state, **_summary_fields(trial))
 
 
+def record_lost(db: Session | Connection, *, job_id: int, trial: FrozenTrial) -> None:
+    """The summary of a trial failed because its worker was lost (its claim stays lost, as the reaper left it)."""
+    write_summary(db, job_id=job_id, state="failed", **_summary_fields(trial))
+
+
 def _summary_fields(trial: FrozenTrial) -> dict[str, Any]:
     duration = trial.duration.total_seconds() if trial.duration else None
     return {

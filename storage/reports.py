@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from storage._engine import session_scope
+from storage._errors import StudyNotFound
 from storage._optuna import optuna_storage
 from storage._schema import ensure_schema
 from storage.jobs import delete_job, get_job
@@ -38,7 +40,13 @@ def _load(url: str, name: str) -> tuple[StudyJob, optuna.Study]:
     with session_scope(url) as session:
         job = get_job(session, name)
         session.expunge(job)
-    return job, optuna.load_study(study_name=name, storage=optuna_storage(url))
+    try:
+        return job, optuna.load_study(study_name=name, storage=optuna_storage(url))
+    except KeyError:  # Optuna's "Record does not exist": deleted with Optuna's own tools
+        raise StudyNotFound(
+            f"study {name!r} has no Optuna study any more (deleted with Optuna's own tools?); "
+            f"`mtl-tune study delete {name}` removes the rest"
+        ) from None
 
 
 def _row(trial: FrozenTrial) -> dict[str, Any]:
@@ -195,9 +203,14 @@ def _to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def delete_study(url: str, name: str) -> None:
+    """Optuna's study, then the job (its claims, metrics and summaries go by cascade); raises ``StudyNotFound``.
+
+    A job whose Optuna study is already gone (deleted with Optuna's own tools) is still deleted.
+    """
     ensure_schema(url)
     with session_scope(url) as session:
         get_job(session, name)
-    optuna.delete_study(study_name=name, storage=optuna_storage(url))
+    with suppress(KeyError):
+        optuna.delete_study(study_name=name, storage=optuna_storage(url))
     with session_scope(url) as session:
         delete_job(session, name)

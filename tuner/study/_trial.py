@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from storage._batched import BatchedRDBStorage
 
 STOPPING = ("stopping", "stopped")
+JobKey = tuple[int, datetime]
 
 
 class StopRequested(Exception):
@@ -39,6 +41,13 @@ class JobInfo:
     epochs: int
     n_trials: int
     seed: int
+    created_at: datetime
+
+    @property
+    def key(self) -> JobKey:
+        """This job and no other: a study deleted and created again under its name (or under a job id the
+        database hands out again) is another job."""
+        return (self.id, self.created_at)
 
     @classmethod
     def of(cls, job: storage.StudyJob) -> JobInfo:
@@ -54,6 +63,7 @@ class JobInfo:
             epochs=job.epochs,
             n_trials=job.n_trials,
             seed=job.seed,
+            created_at=job.created_at,
         )
 
 

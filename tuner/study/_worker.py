@@ -27,11 +27,12 @@ from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 import storage
-from storage.epochs import CLAIM_STATE, record_finished
+from storage._batched import LostTrial, lost_trials
+from storage.epochs import CLAIM_STATE, record_finished, record_lost
 from tuner.problems import Problem, available_problems, broken_problems, create_problem
 from tuner.study._samplers import make_pruner, make_sampler, prune_steps
 from tuner.study._space import SearchSpace
-from tuner.study._trial import JobInfo, TrialRunner
+from tuner.study._trial import JobInfo, JobKey, TrialRunner
 
 if TYPE_CHECKING:
     from storage._batched import BatchedRDBStorage
@@ -69,15 +70,17 @@ class Worker:
         self.settings = settings
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.trials_run = 0
-        self._failures: dict[str, int] = {}
-        self._samplers: dict[str, optuna.samplers.BaseSampler] = {}
-        self._studies: dict[str, optuna.Study] = {}
-        self._problems: dict[str, Problem] = {}
-        self._spaces: dict[str, SearchSpace] = {}
-        self._stale_checked: dict[str, float] = {}
+        # Per job, keyed by ``JobInfo.key``: a study deleted and created again under its name is another job.
+        self._failures: dict[JobKey, int] = {}
+        self._samplers: dict[JobKey, optuna.samplers.BaseSampler] = {}
+        self._studies: dict[JobKey, optuna.Study] = {}
+        self._problems: dict[JobKey, Problem] = {}
+        self._spaces: dict[JobKey, SearchSpace] = {}
+        self._stale_checked: dict[JobKey, float] = {}
+        self._reaped_at = -math.inf
         self._current: JobInfo | None = None  # the job of the last trial, tried first for the next one
         # Jobs of problems this worker does not have (a plugin installed on other machines): left to the others.
-        self._elsewhere: set[str] = set()
+        self._elsewhere: set[JobKey] = set()
 
     def run(self) -> int:
         """Loop until idle (with ``exit_when_idle``), ``max_trials``, the deadline, or SIGTERM/SIGINT."""
@@ -102,6 +105,8 @@ class Worker:
         (done, stopped, or every slot taken) does it look for work again, reaping dead workers' claims first.
         """
         s = self.settings
+        if self._current is not None and time.monotonic() - self._reaped_at >= s.heartbeat_seconds:
+            self._reap()  # a worker busy with one job still fails the trials dead workers left in any other
         job, self._current = self._current or self._next_job(), None
         if job is None:
             if s.exit_when_idle and not self._study_active():
@@ -130,15 +135,44 @@ class Worker:
             job = storage.find_job(session, self.settings.study_name)
             return job is not None and job.status in storage.ACTIVE_STATUSES
 
-    def _next_job(self) -> JobInfo | None:
+    def _reap(self) -> None:
+        """Claims of workers that died (kill -9, out of memory, lost machine) are marked lost, so stop requests
+        settle and a study whose trials keep killing their workers is failed; their trials, still running in
+        Optuna, are failed (with the reason) and retried, whatever the state of their study."""
+        self._reaped_at = time.monotonic()
         with storage.session_scope(self.settings.url) as session:
-            # Claims of workers that died (kill -9, lost machine) are closed, so stop requests can settle.
             storage.reap_stale_claims(session, grace_seconds=self.settings.grace_seconds)
+        for lost in lost_trials(self.settings.url):
+            self._fail_lost_trial(lost)
+
+    def _fail_lost_trial(self, lost: LostTrial) -> None:
+        rdb = self._rdb()
+        reason = (
+            f"lost: its worker stopped sending heartbeats for {self.settings.grace_seconds} s (killed, out of memory?)"
+        )
+        try:
+            rdb.set_trial_user_attr(lost.trial_id, "fail_reason", reason)
+            trial = rdb.get_trial(lost.trial_id)
+            with storage.session_scope(self.settings.url) as session:  # first: failing the trial ends the search
+                record_lost(session, job_id=lost.job_id, trial=trial)
+            rdb.set_trial_state_values(lost.trial_id, TrialState.FAIL)
+        except (ValueError, KeyError, optuna.exceptions.UpdateFinishedTrialError):
+            return  # failed by another worker meanwhile, or its study deleted
+        log.warning("trial %d of %s %s; retrying it", lost.number, lost.study_name, reason)
+        trial.user_attrs.pop("fail_reason")
+        retry = rdb.get_heartbeat_stale_trial_callback()
+        with suppress(KeyError):  # the study deleted meanwhile
+            if retry is not None:
+                retry(optuna.load_study(study_name=lost.study_name, storage=rdb), trial)
+
+    def _next_job(self) -> JobInfo | None:
+        self._reap()
+        with storage.session_scope(self.settings.url) as session:
             jobs = storage.jobs_needing_trials(
                 session, study_name=self.settings.study_name, grace_seconds=self.settings.grace_seconds
             )
-            runnable = [job for job in jobs if job.study_name not in self._elsewhere]
-            return JobInfo.of(runnable[0]) if runnable else None
+            runnable = [info for info in map(JobInfo.of, jobs) if info.key not in self._elsewhere]
+            return runnable[0] if runnable else None
 
     def _readable(self, job: JobInfo) -> bool:
         """Whether this worker can read the job's study, problem, space, sampler and pruner.
@@ -149,7 +183,7 @@ class Worker:
         job to them and says so once.
         """
         if job.problem not in available_problems():
-            self._elsewhere.add(job.study_name)
+            self._elsewhere.add(job.key)
             log.warning(
                 "study %s: problem %r is not available on this worker (%s); leaving the study to workers that have it",
                 job.study_name,
@@ -177,7 +211,7 @@ class Worker:
         s = self.settings
         study = self._study(job)
         rdb = self._rdb()
-        self._fail_stale_trials(study)
+        self._fail_stale_trials(job, study)
         with warnings.catch_warnings():
             # Optuna expects heartbeats from ``optimize``'s thread; here ``_heartbeats`` sends them.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -189,11 +223,12 @@ class Worker:
             self._space(job),
             claim_id,
             rdb,
-            rdb.get_study_id_from_name(job.study_name),  # cached by the storage
+            study._study_id,  # Optuna's ``Study`` keeps its id private
             s.device,
             prune_steps(job.pruner, epochs=job.epochs, objective=job.objective),
         )
         finished: optuna.trial.FrozenTrial | None = None
+        started = time.monotonic()
         try:
             with _heartbeats(s.url, claim_id, rdb, trial._trial_id, s.heartbeat_seconds):
                 finished = self._train_and_tell(study, trial, runner)
@@ -213,6 +248,7 @@ class Worker:
             with suppress(storage.StorageError):  # what mattered was written when the trial was told, or is lost
                 runner.close()
         self.trials_run += 1
+        _log_trial(job, trial, finished, time.monotonic() - started)
         self._record(job, claim_id, finished, recorded=runner.recorded)
 
     @staticmethod
@@ -226,19 +262,22 @@ class Worker:
         except KeyboardInterrupt:
             with suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
                 study.tell(trial, state=TrialState.FAIL)
+                _retry_baseline(study, trial)
             raise
         except Exception:
             log.warning("trial %d of %s failed", trial.number, study.study_name, exc_info=True)
-            return _tell(study, trial, state=TrialState.FAIL)
+            failed = _tell(study, trial, state=TrialState.FAIL)
+            _retry_baseline(study, trial)
+            return failed
         return _tell(study, trial, values)
 
-    def _fail_stale_trials(self, study: optuna.Study) -> None:
+    def _fail_stale_trials(self, job: JobInfo, study: optuna.Study) -> None:
         """Optuna's stale-trial check (fail and re-enqueue trials whose worker went silent), at most once per
         heartbeat interval: it reads every running trial of the study."""
         now = time.monotonic()
-        if now - self._stale_checked.get(study.study_name, -math.inf) < self.settings.heartbeat_seconds:
+        if now - self._stale_checked.get(job.key, -math.inf) < self.settings.heartbeat_seconds:
             return
-        self._stale_checked[study.study_name] = now
+        self._stale_checked[job.key] = now
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
@@ -249,26 +288,36 @@ class Worker:
 
     def _problem(self, job: JobInfo) -> Problem:
         """One problem instance per job, so its data is built or read once, not once per trial."""
-        if job.study_name not in self._problems:
-            self._problems[job.study_name] = create_problem(job.problem, job.problem_options)
-        return self._problems[job.study_name]
+        if job.key not in self._problems:
+            self._problems[job.key] = create_problem(job.problem, job.problem_options)
+        return self._problems[job.key]
 
     def _space(self, job: JobInfo) -> SearchSpace:
-        if job.study_name not in self._spaces:
-            self._spaces[job.study_name] = SearchSpace.model_validate(job.space or {})
-        return self._spaces[job.study_name]
+        if job.key not in self._spaces:
+            self._spaces[job.key] = SearchSpace.model_validate(job.space or {})
+        return self._spaces[job.key]
 
     def _study(self, job: JobInfo) -> optuna.Study:
         """Loaded once per job: its sampler's state then advances from trial to trial."""
-        if job.study_name not in self._studies:
+        if job.key not in self._studies:
+            self._forget_other_jobs_named(job)
             sampler, rdb = self._sampler(job), self._rdb()
+            rdb.forget_study(job.study_name)  # what the storage remembers of an earlier study of that name
             pruner = make_pruner(job.pruner, epochs=job.epochs, objective=job.objective)
             try:
                 study = optuna.load_study(study_name=job.study_name, storage=rdb, sampler=sampler, pruner=pruner)
             except KeyError:  # Optuna's "Record does not exist."
                 raise UnreadableStudy(f"the Optuna storage has no study named {job.study_name!r}") from None
-            self._studies[job.study_name] = study
-        return self._studies[job.study_name]
+            self._studies[job.key] = study
+        return self._studies[job.key]
+
+    def _forget_other_jobs_named(self, job: JobInfo) -> None:
+        """Drop what this worker kept of deleted jobs of the same name (and of the same job id)."""
+        others = {k for k in self._studies if k != job.key and k[0] == job.id}
+        others |= {k for k, study in self._studies.items() if study.study_name == job.study_name and k != job.key}
+        for kept in (self._failures, self._samplers, self._studies, self._problems, self._spaces, self._stale_checked):
+            for key in others:
+                kept.pop(key, None)
 
     def _sampler(self, job: JobInfo) -> optuna.samplers.BaseSampler:
         """One sampler per job for the worker's lifetime, so its random state advances from trial to trial.
@@ -276,19 +325,19 @@ class Worker:
         The seed mixes in the worker's index and the trials already recorded, so parallel workers and a resumed
         study do not repeat earlier suggestions, while one worker on a fresh study stays reproducible.
         """
-        if job.study_name not in self._samplers:
+        if job.key not in self._samplers:
             with storage.session_scope(self.settings.url) as session:
                 recorded = sum(storage.claim_counts(session, job.study_name).values())
             seed = job.seed + 7919 * self.settings.worker_index + recorded
-            self._samplers[job.study_name] = make_sampler(job.sampler, seed=seed, objective=job.objective)
-        return self._samplers[job.study_name]
+            self._samplers[job.key] = make_sampler(job.sampler, seed=seed, objective=job.objective)
+        return self._samplers[job.key]
 
     def _record(self, job: JobInfo, claim_id: int, trial: optuna.trial.FrozenTrial | None, *, recorded: bool) -> None:
         """A trial told through its recorder had its claim closed and its summary written with its final state;
         any other (lost to another worker, or told before its recorder existed) is recorded here."""
         state = CLAIM_STATE.get(trial.state, "failed") if trial is not None else "failed"
-        failures = self._failures.get(job.study_name, 0) + 1 if state == "failed" else 0
-        self._failures[job.study_name] = failures
+        failures = self._failures.get(job.key, 0) + 1 if state == "failed" else 0
+        self._failures[job.key] = failures
         if recorded and failures < MAX_CONSECUTIVE_FAILURES:
             return
         with storage.session_scope(self.settings.url) as session:
@@ -309,6 +358,20 @@ class Worker:
         storage.set_status(
             session, job.study_name, "failed", error=f"{failures} consecutive trials failed; last: {reason}"
         )
+
+
+def _retry_baseline(study: optuna.Study, trial: optuna.Trial) -> None:
+    """A failed baseline is queued again, as its study's first trial was: every study compares with it."""
+    if trial.user_attrs.get(storage.BASELINE_ATTR):
+        study.enqueue_trial({}, user_attrs={storage.BASELINE_ATTR: True})
+
+
+def _log_trial(job: JobInfo, trial: optuna.Trial, finished: optuna.trial.FrozenTrial | None, seconds: float) -> None:
+    """One line per trial: its number, the state it ended in, its objective and how long it took."""
+    state = finished.state.name.lower() if finished is not None else "lost"
+    values = finished.values if finished is not None else None
+    objective = ", ".join(f"{v:.6g}" for v in values) if values else "-"
+    log.info("study %s trial %d %s objective %s %.1f s", job.study_name, trial.number, state, objective, seconds)
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> optuna.trial.FrozenTrial:
