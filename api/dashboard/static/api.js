@@ -1,6 +1,8 @@
-// The REST client: JSON in and out, the optional bearer token, and readable error messages.
+// The REST client: JSON in and out, the token (the server's cookie, or a bearer token typed in the launch form),
+// and readable error messages.
 
 const TOKEN_KEY = "mtl-tune.api-token";
+const TOKEN_HINT = "open the address `mtl-tune serve` printed (it carries the token), or set it in the launch form";
 
 export const apiBase = document.body.dataset.api || "/api";
 
@@ -48,7 +50,7 @@ async function request(method, path, body) {
   const data = await response.json().catch(() => null);
   if (!response.ok) {
     let message = formatDetail(data && data.detail) || `${response.status} ${response.statusText}`;
-    if (response.status === 401) message = `${message} — set the API token in the launch form`;
+    if (response.status === 401) message = `${message} — ${TOKEN_HINT}`;
     throw new ApiError(response.status, message);
   }
   return data;
