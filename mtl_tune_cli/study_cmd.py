@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,7 +47,19 @@ def run(
         int,
         typer.Option(help="Finished (complete or pruned) trials to reach; failed ones are retried and do not count."),
     ] = 20,
-    study: Annotated[str | None, typer.Option(help="Study name; running again with the same name resumes it.")] = None,
+    study: Annotated[
+        str | None,
+        typer.Option(
+            help="Study name; running again with the same name and settings continues it (other settings are "
+            "refused, naming each difference, unless --resume)."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the --study as it was created, whatever other settings are given (but --trials)."
+        ),
+    ] = False,
     storage_url: StorageOption = None,
     space: Annotated[Path | None, typer.Option(help="Search-space file (YAML or JSON).")] = None,
     sampler: Annotated[str, typer.Option(help="tpe, random, cmaes, gp, nsga2 or qmc.")] = "tpe",
@@ -104,28 +119,69 @@ def run(
                 "seed": seed,
             }
         )
-        launched = create_or_resume(url, spec, source="cli")
+        launched = create_or_resume(url, spec, source="cli", resume=resume)
     verb = "created" if launched.created else "resumed"
     console.print(f"study [bold]{launched.study_name}[/] {verb} in {storage.redact(url)}")
     if detach:
         return
     deadline = time.time() + timeout if timeout else None
     threads = threads or max(1, (os.cpu_count() or 1) // max(workers, 1))
+    name = launched.study_name
     try:
-        if workers == 1:  # no second interpreter to start: the worker runs here
-            _run_here(url, launched.study_name, launched.n_trials, device, deadline, threads)
-        else:
-            procs = [_spawn_worker(url, launched.study_name, i, device, deadline, threads) for i in range(workers)]
-            try:
-                _follow(url, launched.study_name, launched.n_trials, procs)
-            except KeyboardInterrupt:
-                for p in procs:
-                    p.wait(timeout=60)
-                raise
+        with _hangup_as_interrupt():
+            if workers == 1:  # no second interpreter to start: the worker runs here
+                _run_here(url, name, launched.n_trials, device, deadline, threads)
+            else:
+                procs = [_spawn_worker(url, name, i, device, deadline, threads) for i in range(workers)]
+                try:
+                    _follow(url, name, launched.n_trials, procs)
+                except KeyboardInterrupt:
+                    for p in procs:
+                        p.wait(timeout=60)
+                    raise
     except KeyboardInterrupt:
-        console.print("interrupted: no trial is left running; run the same command again to resume")
+        _stopped(url, name)
+        with suppress(OSError):  # a closed terminal cannot be written to
+            console.print(f"interrupted: study {name} stopped; run the same command again to resume")
         raise typer.Exit(130) from None
-    show(launched.study_name, storage_url=url)
+    show(name, storage_url=url)
+    _exit_if_failed(url, name)
+
+
+@contextmanager
+def _hangup_as_interrupt() -> Iterator[None]:
+    """A closed terminal (SIGHUP) ends the run as Ctrl-C does: trials told FAIL, the study marked stopped."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGHUP, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _stopped(url: str, name: str) -> None:
+    """The interrupted study shows ``stopped`` (``stopping`` while workers elsewhere finish their epoch), never
+    ``running``: its trials here were told FAIL and their claims released before the interrupt reached this."""
+    import storage
+
+    with suppress(storage.StorageError), storage.session_scope(url) as session:
+        storage.request_stop(session, name)
+
+
+def _exit_if_failed(url: str, name: str) -> None:
+    import storage
+
+    with storage.session_scope(url) as session:
+        job = storage.get_job(session, name)
+        status, error = job.status, job.last_error
+    if status == "failed":
+        raise fail(f"study {name} failed: {error or 'no reason recorded'}", code=1)
 
 
 def parse_options(items: list[str] | None, flag: str = "--option") -> dict[str, Any]:

@@ -151,6 +151,8 @@ def test_ctrl_c_leaves_nothing_running_and_the_same_command_resumes(tmp_path: Pa
     trials = optuna.load_study(study_name="intr", storage=url).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert sum(t.state in FINISHED for t in trials) < 4
+    with storage_session(url) as session:
+        assert storage.get_job(session, "intr").status == "stopped"
 
     subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
     trials = optuna.load_study(study_name="intr", storage=url).get_trials()
@@ -196,3 +198,63 @@ def test_one_local_worker_runs_in_the_launching_process_more_run_in_their_own(tm
     with storage_session(url) as session:
         pids = {int(c.worker.rsplit(":", 1)[1]) for c in session.scalars(select(TrialClaim))}
     assert (pids == {proc.pid}) if workers == 1 else (proc.pid not in pids and len(pids) >= 1)
+
+
+def test_a_request_over_a_limit_exits_2_naming_the_field(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'limit.db'}"
+    _, err = cli("study", "run", "--problem", "gradnorm-toy", "--option", "n_train=3000000", "--storage", url, code=2)
+    assert "problem_options.n_train" in err and "MTL_TUNE_MAX_SAMPLES" in err
+
+
+def _detached(url: str, *args: str, code: int = 0) -> tuple[str, str]:
+    base = ("--problem", "uncertainty-toy", "--option", "n_train=100", "--study", "again", "--storage", url)
+    return cli("study", "run", *base, "--epochs", "2", "--trials", "2", "--detach", *args, code=code)
+
+
+def test_running_a_study_again_with_other_settings_needs_resume(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'again.db'}"
+    assert "created" in _detached(url)[0]
+    assert "resumed" in _detached(url, "--trials", "3")[0]  # the same settings, a higher target
+
+    _, err = _detached(url, "--epochs", "3", "--sampler", "random", code=2)
+    assert "epochs: 2 (requested: 3)" in err and "sampler: tpe (requested: random)" in err and "--resume" in err
+    assert "resumed" in _detached(url, "--epochs", "3", "--sampler", "random", "--resume")[0]
+    with storage_session(url) as session:
+        job = storage.get_job(session, "again")
+        assert (job.epochs, job.sampler, job.n_trials) == (2, "tpe", 3)
+
+
+def test_a_run_whose_study_fails_exits_non_zero(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fails.db'}"
+    _detached(url)
+    with storage_session(url) as session:  # options no worker can build the problem from (as after an upgrade)
+        storage.get_job(session, "again").problem_options = {"bogus": 1}
+    out = mtl(
+        "study", "run", "--problem", "uncertainty-toy", "--study", "again", "--storage", url, "--resume", check=False
+    )
+    assert out.returncode == 1, out.stderr
+    assert "study again failed" in out.stderr and "bogus" in out.stderr
+
+
+def test_a_closed_terminal_leaves_the_study_stopped(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hup.db'}"
+    cmd = [*MTL, "study", "run", "--problem", "gradnorm-toy", "--option", "n_train=400", "--epochs", "50"]
+    cmd += ["--trials", "3", "--study", "hup", "--storage", url, "--pruner", "none"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name="hup", storage=url).get_trials()
+        except Exception:  # the study may not exist yet
+            continue
+        if any(t.state == TrialState.RUNNING for t in trials):
+            break
+    assert proc.poll() is None, "the study finished before its terminal closed"
+    os.killpg(proc.pid, signal.SIGHUP)
+    proc.wait(timeout=120)
+    assert proc.returncode == 130
+    trials = optuna.load_study(study_name="hup", storage=url).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    with storage_session(url) as session:
+        assert storage.get_job(session, "hup").status == "stopped"
