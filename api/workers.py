@@ -70,8 +70,7 @@ class WorkerPool:
         return cmd + (["--device", slot.device] if slot.device else [])
 
     def environment(self) -> dict[str, str]:
-        """This process's environment plus the storage URL and this process's pid (see ``follow_parent``)."""
-        return {**os.environ, STORAGE_ENV: self.url, PARENT_PID_ENV: str(os.getpid())}
+        return worker_environment(self.url)
 
     def start(self) -> None:
         """Start the workers; returns once each has been started (or has failed to start and awaits a retry)."""
@@ -152,6 +151,12 @@ class WorkerPool:
                 log.warning("worker %d did not stop within %.0f s; killing it", process.pid, timeout)
                 process.kill()
                 process.wait()
+
+
+def worker_environment(url: str) -> dict[str, str]:
+    """The environment of a worker process this process starts: its own, plus the storage URL (not on the command
+    line, where ``ps`` would show a password) and this process's pid, which the worker must not outlive."""
+    return {**os.environ, STORAGE_ENV: url, PARENT_PID_ENV: str(os.getpid())}
 
 
 def follow_parent() -> None:
