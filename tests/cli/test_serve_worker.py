@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 import storage
 from api.settings import Settings
+from mtl_tune_cli import _common
+from mtl_tune_cli._common import wait_for_database
 from mtl_tune_cli.main import app
 from mtl_tune_cli.serve_cmd import _token
 from tests.pg import ADMIN_DSN, require_postgres
@@ -95,3 +97,29 @@ def test_a_worker_waits_for_a_database_that_is_not_there_yet() -> None:
         storage.dispose_engines()
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_serve_and_worker_wait_for_a_database_server_with_bounded_back_off(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "postgresql+psycopg://user:pa55word@db-host/studies"
+    attempts: list[str] = []
+    waits: list[float] = []
+
+    def ensure_schema(given: str) -> str:
+        attempts.append(given)
+        if len(attempts) < 8:
+            raise storage.StorageUnavailable(f"storage unavailable at {storage.redact(given)}: connection refused")
+        return storage.head_revision()
+
+    monkeypatch.setattr(storage, "ensure_schema", ensure_schema)
+    monkeypatch.setattr(_common.time, "sleep", waits.append)
+    _common.wait_for_database(url)
+    assert len(attempts) == 8 and waits == [1, 2, 4, 8, 16, 30, 30]
+    err = capsys.readouterr().err
+    assert err.count("waiting for the database") == 7 and "pa55word" not in err
+
+
+def test_an_unreachable_sqlite_file_is_not_waited_for(tmp_path: Path) -> None:
+    with pytest.raises(storage.StorageUnavailable):
+        wait_for_database(f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
