@@ -7,7 +7,6 @@ it; opening that URL once gives the browser an HttpOnly, SameSite=Strict cookie 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 from collections.abc import Sequence
@@ -64,12 +63,3 @@ def host_name(host_header: str) -> str:
     if host.count(":") > 1:  # a bare IPv6 address
         return host
     return host.partition(":")[0]
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
