@@ -123,3 +123,11 @@ def test_serve_and_worker_wait_for_a_database_server_with_bounded_back_off(
 def test_an_unreachable_sqlite_file_is_not_waited_for(tmp_path: Path) -> None:
     with pytest.raises(storage.StorageUnavailable):
         wait_for_database(f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
+
+
+def test_serve_refuses_devices_this_machine_lacks_before_starting_workers(tmp_path: Path) -> None:
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda:0"
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = CliRunner().invoke(app, ["serve", "--storage", url, "--devices", f"cpu,{missing}"])
+    assert result.exit_code == 2 and f"'{missing}'" in result.stderr, (result.stdout, result.stderr)
+    assert not (tmp_path / "s.db").exists()
