@@ -13,6 +13,7 @@ from mtl_tune_cli.worker_cmd import check_device
 
 if TYPE_CHECKING:
     import uvicorn
+    from pydantic import SecretStr
 
     from api.settings import Settings
 
@@ -86,7 +87,7 @@ def serve(
         raise typer.Exit(1)
 
 
-def _token(settings: Settings, no_token: bool) -> tuple[Any, str]:
+def _token(settings: Settings, no_token: bool) -> tuple[SecretStr | None, str]:
     """The token changes need, and where it came from: none with ``--no-token``, else ``MTL_TUNE_API_TOKEN``, else
     the token file (made on the first start)."""
     from pydantic import SecretStr
@@ -103,10 +104,10 @@ def _token(settings: Settings, no_token: bool) -> tuple[Any, str]:
 def _announce(settings: Settings, *, host: str, port: int, workers: int, token_source: str) -> None:
     """The address to open, with the token when it is this machine's own (a token from the environment is not
     printed: logs of containers are read by others). The database URL is printed without its password."""
-    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else (f"[{host}]" if ":" in host else host)
-    base = f"http://{shown}:{port}/"
     import storage
 
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else (f"[{host}]" if ":" in host else host)
+    base = f"http://{shown}:{port}/"
     console.print(f"mtl-tune serving {storage.redact(settings.storage)} with {workers} local worker(s)",
                   soft_wrap=True, highlight=False, markup=False)  # fmt: skip
     if settings.api_token is None:

@@ -36,8 +36,9 @@ def prepare_worker(threads: int | None, verbose: bool = False) -> None:
 
 
 def check_device(name: str | None) -> None:
-    """Refuse (exit 2) a device this machine does not have, before the worker looks for work: a tensor is made on
-    it, so a CUDA index past the last GPU is refused as well as CUDA on a machine without it."""
+    """Refuse (exit 2) a device this machine does not have, before anything looks for work: CUDA on a machine
+    without it, a GPU index past the last one (counted without opening a CUDA context: ``serve`` checks its
+    workers' devices too, and must not hold GPU memory), any other device by making a tensor on it."""
     if not name:
         return
     import torch
@@ -46,12 +47,19 @@ def check_device(name: str | None) -> None:
     from tuner.device import resolve_device
 
     try:
-        torch.empty(1, device=resolve_device(name))
+        device = resolve_device(name)
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    except (RuntimeError, AssertionError) as exc:  # torch's own errors: an invalid ordinal, a build without CUDA
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise fail(f"device: {name!r} is not usable on this machine: {first_line}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if (device.index or 0) >= count:
+            raise fail(f"device: {name!r} requested but this machine has {count} CUDA device(s)")
+        return
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as exc:  # torch's own errors, e.g. a build without MPS
+        first_sentence = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise fail(f"device: {name!r} is not usable on this machine: {first_sentence}") from None
 
 
 def worker(

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import torch
+import typer
 from psycopg import sql
 from typer.testing import CliRunner
 
@@ -22,6 +23,7 @@ from mtl_tune_cli import _common
 from mtl_tune_cli._common import wait_for_database
 from mtl_tune_cli.main import app
 from mtl_tune_cli.serve_cmd import _token
+from mtl_tune_cli.worker_cmd import check_device
 from tests.pg import ADMIN_DSN, require_postgres
 
 MTL = [sys.executable, "-m", "mtl_tune_cli.main"]
@@ -131,3 +133,15 @@ def test_serve_refuses_devices_this_machine_lacks_before_starting_workers(tmp_pa
     result = CliRunner().invoke(app, ["serve", "--storage", url, "--devices", f"cpu,{missing}"])
     assert result.exit_code == 2 and f"'{missing}'" in result.stderr, (result.stdout, result.stderr)
     assert not (tmp_path / "s.db").exists()
+
+
+def test_a_gpu_index_past_the_last_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with one GPU, on any machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_device("cuda:0")
+    check_device("cuda")
+    with pytest.raises(typer.Exit) as refused:
+        check_device("cuda:1")
+    assert refused.value.exit_code == 2 and "'cuda:1'" in capsys.readouterr().err
