@@ -128,6 +128,8 @@ def test_running_a_study_again_with_other_settings_is_refused_naming_each(tmp_pa
     with storage.session_scope(url) as session:
         job = storage.get_job(session, "again")
         assert (job.epochs, job.sampler, job.problem_options) == (2, "tpe", {"n_train": 100})  # as stored
+    with pytest.raises(LimitError, match="MTL_TUNE_MAX_TRIALS"):
+        create_or_resume(url, changed.model_copy(update={"n_trials": 10**5}), source="cli", resume=True)
     with pytest.raises(ValueError, match="no study 'other' to resume"):
         create_or_resume(url, _spec(name="other"), source="cli", resume=True)
     assert optuna.get_all_study_names(storage.optuna_storage(url)) == ["again"]

@@ -30,7 +30,7 @@ def check_limits(spec: StudySpec, problem: Problem, space: SearchSpace, epochs: 
         kind = extra.get("limit") if isinstance(extra, dict) else None
         if isinstance(kind, str):
             limits.check(("problem_options", name), kind, getattr(options, name))
-    for size in _values(space.batch_size):
+    for size in _values(space.batch_size, problem.defaults.batch_size):  # the default: the baseline's
         limits.check(("space", "batch_size"), "batch_size", size)
     for name, knob in problem.model_knobs.items():
         where = ("space", "model", name)

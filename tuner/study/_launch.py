@@ -121,7 +121,9 @@ def create_or_resume(url: str, spec: StudySpec, *, source: str, resume: bool = F
         if resume:
             raise ValueError(f"--resume: there is no study {spec.name!r} to resume")
         return create_study(url, spec, source=source)
-    if not resume:
+    if resume:  # the stored settings were checked when the study was created; its new target is checked here
+        Limits.from_env().check(("n_trials",), "trials", spec.n_trials)
+    else:
         changed = differences(stored, requested_settings(spec, stored))
         if changed:
             raise ValueError(
