@@ -61,14 +61,22 @@ class StudyCreate(BaseModel):
         description='e.g. {"tasks": 10}; for csv, "data" is a path inside the server\'s data directory',
     )
     n_trials: int = Field(
-        20, ge=1, le=1_000_000, strict=True, description="finished (complete or pruned) trials to reach"
+        20,
+        ge=1,
+        le=1_000_000,
+        strict=True,
+        description="finished (complete or pruned) trials to reach; at most MTL_TUNE_MAX_TRIALS (default 10000)",
     )
     space: dict[str, Any] | None = Field(None, description="search space; the problem's default when absent")
     objective: Objective = "scalar"
     sampler: SamplerName = "tpe"
     pruner: PrunerName | None = Field(None, description="default: hyperband (scalar), none (pareto)")
     epochs: int | None = Field(
-        None, ge=1, le=10_000, strict=True, description="epochs per trial; the problem's default"
+        None,
+        ge=1,
+        le=10_000,
+        strict=True,
+        description="epochs per trial (the problem's default); at most MTL_TUNE_MAX_EPOCHS (default 1000)",
     )
     seed: int = Field(0, ge=0, le=INT32_MAX, strict=True)
 

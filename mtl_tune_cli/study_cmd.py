@@ -45,7 +45,10 @@ def run(
     ] = None,
     trials: Annotated[
         int,
-        typer.Option(help="Finished (complete or pruned) trials to reach; failed ones are retried and do not count."),
+        typer.Option(
+            help="Finished (complete or pruned) trials to reach; failed ones are retried and do not count "
+            "(at most MTL_TUNE_MAX_TRIALS, 10000 unless the operator sets it)."
+        ),
     ] = 20,
     study: Annotated[
         str | None,
@@ -57,7 +60,8 @@ def run(
     resume: Annotated[
         bool,
         typer.Option(
-            "--resume", help="Continue the --study as it was created, whatever other settings are given (but --trials)."
+            "--resume",
+            help="Continue the --study as it was created, whatever other settings are given (--trials excepted).",
         ),
     ] = False,
     storage_url: StorageOption = None,
