@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import logging
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -15,6 +18,10 @@ from storage import api_queries as q
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
+
+    from tuner.problems import Problem
+
+log = logging.getLogger("mtl_tune.api")
 
 _STATES = {"RUNNING": "running", "WAITING": "waiting", "COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
 
@@ -33,7 +40,7 @@ def trial_detail(url: str, session: Session, job: StudyJob, number: int, *, afte
     epochs = views.epoch_rows(q.epochs(session, job_id=job.id, number=number, after_epoch=after_epoch))
     return TrialDetail(
         **row.model_dump(),
-        config=attrs.get("config") or {},
+        config=as_trained(job, attrs.get("config") or {}),
         fail_reason=attrs.get("fail_reason"),
         epochs=epochs,
     )
@@ -56,3 +63,30 @@ def frozen_row(trial: FrozenTrial) -> TrialRow:
         started_at=views.as_utc(trial.datetime_start), finished_at=views.as_utc(trial.datetime_complete),
         baseline=bool(trial.user_attrs.get(views.BASELINE_ATTR)),
     )  # fmt: skip
+
+
+def as_trained(job: StudyJob, config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as training resolved it: where the recorded one leaves a value to the problem (``None``: the
+    baseline's learning rates and batch size, a model knob not searched), the problem's default that training used.
+
+    Resolved by training's own rule (``tuner.train.resolve_config``; imports torch on first use, as the problem
+    list does). A configuration it cannot resolve (a plugin gone, options no longer valid) is shown as recorded.
+    """
+    if not config:
+        return config
+    from tuner.config import TrainConfig
+    from tuner.train import resolve_config
+
+    try:
+        problem = _problem(job.problem, json.dumps(job.problem_options or {}, sort_keys=True))
+        return resolve_config(problem, TrainConfig.model_validate(config)).model_dump(mode="json")
+    except Exception:
+        log.warning("trial config of study %r shown as recorded: it does not resolve", job.study_name, exc_info=True)
+        return config
+
+
+@lru_cache(maxsize=32)
+def _problem(name: str, options: str) -> Problem:
+    from tuner.problems import create_problem
+
+    return create_problem(name, json.loads(options))

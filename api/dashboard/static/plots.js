@@ -20,6 +20,14 @@ export function countAxis(title, n) {
   return { title: { text: title }, tickformat: "d", dtick: n <= 12 ? 1 : undefined, zeroline: false };
 }
 
+/**
+ * A second y axis on the right. Its margin grows to fit its tick labels and title (automargin): a fixed margin
+ * lets wide tick labels run into the title.
+ */
+export function rightAxis(title, extra = {}) {
+  return { title: { text: title, standoff: 8 }, overlaying: "y", side: "right", automargin: true, ...extra };
+}
+
 /** Draw (or redraw in place) `traces` into the element with id `id`; an empty list shows `empty` instead. */
 export function draw(id, traces, layout = {}, empty = "nothing to plot yet") {
   const node = document.getElementById(id);

@@ -2,7 +2,7 @@
 
 import { ApiError, getJSON, path, postJSON, query } from "./api.js";
 import { el, fmtTime, showMessage } from "./dom.js";
-import { countAxis, draw } from "./plots.js";
+import { countAxis, draw, rightAxis } from "./plots.js";
 import { isActive, poller } from "./poll.js";
 import { objectiveNames, renderBest, renderComparison, renderHeader } from "./summary.js";
 import { historyCursor, historyTraces, importanceTraces, mergeBy, parallelTraces, paretoTraces } from "./traces.js";
@@ -47,8 +47,7 @@ function drawHistory() {
   const newest = state.history.length ? state.history[state.history.length - 1].number + 1 : 0;
   const layout = { xaxis: countAxis("trial", newest), yaxis: { title: { text: names[0] } } };
   if (s.objective === "pareto" && names.length > 1) {
-    layout.yaxis2 = { title: { text: names[1] }, overlaying: "y", side: "right" };
-    layout.margin = { r: 56 };
+    layout.yaxis2 = rightAxis(names[1]);
   }
   draw("history-plot", historyTraces(state.history, { objective: s.objective, directions: s.directions, names }),
     layout, "no finished trial yet");
@@ -93,7 +92,7 @@ async function loadParallel() {
 function drawParallel() {
   const s = state.study;
   const options = { direction: s.directions[0], objectiveName: objectiveNames(s)[0],
-    importances: state.importance?.importances };
+    importances: state.importance?.importances, space: s.space };
   draw("parallel-plot", parallelTraces(state.parallelRows, options), { margin: { l: 64, r: 64, t: 48, b: 24 } },
     "no complete trial yet");
 }

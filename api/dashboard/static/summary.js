@@ -56,7 +56,8 @@ export function renderBest(study) {
         (t.values || []).map((v) => el("td", { class: "num" }, fmtNumber(v)))));
     target.replaceChildren(
       el("p", { class: "hint" }, `${study.best.length} trials on the Pareto front`),
-      el("table", { class: "grid compact" }, el("thead", {}, head), el("tbody", {}, rows)),
+      el("div", { class: "table-scroll" },
+        el("table", { class: "grid compact" }, el("thead", {}, head), el("tbody", {}, rows))),
     );
     return;
   }
@@ -89,5 +90,5 @@ export function renderComparison(study) {
       `trial #${study.baseline.number}`), " (equal weights, default learning rates)")
     : null;
   const table = el("table", { class: "grid compact" }, el("thead", {}, head), el("tbody", {}, body));
-  target.replaceChildren(table, baseline);
+  target.replaceChildren(el("div", { class: "table-scroll" }, table), baseline);
 }

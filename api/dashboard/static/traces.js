@@ -103,33 +103,71 @@ function fmtTick(v) {
   return Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-2) ? v.toExponential(1) : String(Number(v.toPrecision(3)));
 }
 
-/** Ticks for a numeric axis over [lo, hi]; on a log10 axis they sit on powers of ten. */
+/** Ticks for a numeric axis over [lo, hi]; on a log10 axis at powers of ten (and 2 and 5 times them when the powers
+ * alone give fewer than three ticks), and at each end that no such tick is near. */
 function numericTicks(lo, hi, log) {
   if (log) {
-    const tickvals = [];
-    for (let k = Math.ceil(lo); k <= Math.floor(hi); k += 1) tickvals.push(k);
-    return { tickvals, ticktext: tickvals.map((k) => `1e${k}`) };
+    const at = (steps) => {
+      const out = [];
+      for (let k = Math.floor(lo); k <= Math.ceil(hi); k += 1) {
+        for (const m of steps) if (k + Math.log10(m) >= lo - 1e-9 && k + Math.log10(m) <= hi + 1e-9) out.push([m, k]);
+      }
+      return out;
+    };
+    let picked = at([1]);
+    if (picked.length < 3) picked = at([1, 2, 5]);
+    const ticks = picked.map(([m, k]) => [k + Math.log10(m), `${m}e${k}`]);
+    // Plotly draws a parcoords axis from its lowest to its highest tick: the ends get one unless a tick is near.
+    const near = (v) => ticks.some(([t]) => Math.abs(t - v) <= 0.15 * (hi - lo));
+    for (const end of hi === lo ? [lo] : [lo, hi]) if (!near(end)) ticks.push([end, fmtTick(10 ** end)]);
+    ticks.sort((x, y) => x[0] - y[0]);
+    return { tickvals: ticks.map(([v]) => v), ticktext: ticks.map(([, text]) => text) };
   }
   const tickvals = hi === lo ? [lo] : [0, 1, 2, 3, 4].map((i) => lo + ((hi - lo) * i) / 4);
   return { tickvals, ticktext: tickvals.map(fmtTick) };
 }
 
+const isRange = (knob) => knob !== null && typeof knob === "object" && "low" in knob && "high" in knob;
+
 /**
- * One parcoords dimension per parameter: categories become integers, wide positive ranges a log10 axis. Trials
- * without the parameter (conditional spaces) get an "n/a" position below the others: parcoords drops NaN lines.
+ * The search space's entry for an Optuna parameter, named as the study layer names them: `lr_shared`,
+ * `<strategy>.<knob>`, `weight_<task>`, `lr_head_<task>`, `model_<knob>`; undefined when the space does not say.
  */
-export function paramDimension(name, values) {
+export function spaceKnob(space, name) {
+  if (!space) return undefined;
+  const dot = name.indexOf(".");
+  if (dot > 0) return space.strategies?.[name.slice(0, dot)]?.[name.slice(dot + 1)];
+  if (name in space) return space[name];
+  for (const [prefix, key] of [["lr_head_", "lr_head"], ["weight_", "weights"], ["model_", "model"]]) {
+    if (!name.startsWith(prefix) || !space[key]) continue;
+    return isRange(space[key]) ? space[key] : space[key][name.slice(prefix.length)];
+  }
+  return undefined;
+}
+
+/** Whether a parameter was sampled log-uniformly, as its study's space says; undefined when the space does not. */
+export function sampledOnLog(space, name) {
+  const knob = spaceKnob(space, name);
+  return isRange(knob) ? Boolean(knob.log) : undefined;
+}
+
+/**
+ * One parcoords dimension per parameter: categories become integers; a log10 axis for a parameter sampled
+ * log-uniformly (`log`), or, when that is not known, for a wide positive range. Trials without the parameter
+ * (conditional spaces) get an "n/a" position below the others: parcoords drops NaN lines.
+ */
+export function paramDimension(name, values, log = undefined) {
   const present = values.filter((v) => v !== undefined && v !== null);
   const missing = present.length < values.length;
   if (present.length && present.every(isNum)) {
     const lo = Math.min(...present);
     const hi = Math.max(...present);
-    const log = lo > 0 && hi / lo >= 100;
-    const f = log ? Math.log10 : (v) => v;
+    const logAxis = lo > 0 && (log ?? hi / lo >= 100);
+    const f = logAxis ? Math.log10 : (v) => v;
     const [a, b] = [f(lo), f(hi)];
-    const ticks = numericTicks(a, b, log);
-    const label = log ? `${name} (log)` : name;
-    if (!missing) return { label, values: values.map(f), ...(log ? ticks : {}) };
+    const ticks = numericTicks(a, b, logAxis);
+    const label = logAxis ? `${name} (log)` : name;
+    if (!missing) return { label, values: values.map(f), ...(logAxis ? ticks : {}) };
     const gap = (b - a || 1) * 0.2;
     return {
       label, values: values.map((v) => (isNum(v) ? f(v) : a - gap)), range: [a - gap, b],
@@ -147,16 +185,18 @@ export function paramDimension(name, values) {
 
 /**
  * Parallel coordinates over the parameters of finished trials, coloured by the first objective. Parameters come in
- * `importances` order (most important first) when given, the others alphabetically after them.
+ * `importances` order (most important first) when given, the others alphabetically after them; those the study's
+ * `space` samples log-uniformly get log axes.
  */
-export function parallelTraces(rows, { direction = "minimize", objectiveName = "objective", importances = {} } = {}) {
+export function parallelTraces(rows, { direction = "minimize", objectiveName = "objective", importances = {},
+  space = null } = {}) {
   const scored = rows.filter((r) => isNum(r.objective ?? r.values?.[0]));
   if (!scored.length) return [];
   const weight = (n) => (isNum(importances[n]) ? importances[n] : -1);
   const names = [...new Set(scored.flatMap((r) => Object.keys(r.params || {})))]
     .sort((a, b) => weight(b) - weight(a) || a.localeCompare(b));
   const objective = scored.map((r) => r.objective ?? r.values[0]);
-  const dimensions = names.map((n) => paramDimension(n, scored.map((r) => r.params?.[n])));
+  const dimensions = names.map((n) => paramDimension(n, scored.map((r) => r.params?.[n]), sampledOnLog(space, n)));
   dimensions.push({ label: objectiveName, values: objective });
   return [{
     type: "parcoords", dimensions,

@@ -3,7 +3,7 @@
 
 import { ApiError, getJSON, path, query } from "./api.js";
 import { badge, el, fmtDuration, fmtNumber, fmtTime, kvTable, showMessage } from "./dom.js";
-import { countAxis, draw, plotSlot } from "./plots.js";
+import { countAxis, draw, plotSlot, rightAxis } from "./plots.js";
 import { isActive, poller } from "./poll.js";
 import { trialUrl } from "./summary.js";
 import { curveTraces, epochTasks, mergeBy, seriesNames, weightingTraces } from "./traces.js";
@@ -80,8 +80,7 @@ function drawCurves() {
       xaxis: countAxis("epoch", state.epochs.length), yaxis: { title: { text: "loss" } }, ...LEGEND_TOP,
     };
     if (traces.some((t) => t.yaxis === "y2")) {
-      layout.yaxis2 = { title: { text: metric }, overlaying: "y", side: "right", showgrid: false };
-      layout.margin = { ...LEGEND_TOP.margin, r: 64 };
+      layout.yaxis2 = rightAxis(metric, { showgrid: false });
     }
     draw(`curve-${i}`, traces, layout);
   });
