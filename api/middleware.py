@@ -70,7 +70,9 @@ class RequestGuard:
       (DNS rebinding) reads nothing.
     - A change (POST, PUT, PATCH, DELETE) carrying an ``Origin`` other than this server's own is refused (403), and a
       POST, PUT or PATCH must declare ``Content-Type: application/json`` (415): that is a type no cross-site form or
-      ``no-cors`` fetch may send without the permission of a CORS preflight, which this server never grants.
+      ``no-cors`` fetch may send without the permission of a CORS preflight, which this server never grants. An
+      ``Authorization`` header needs that permission as well, so a request carrying one (a script's bearer token,
+      the docs page's "Try it out") may leave a body-less change untyped.
     """
 
     def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
@@ -101,8 +103,8 @@ class RequestGuard:
         if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
             return 403, "cross-origin request refused: changes are accepted from this server's own pages only"
         media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
-        if method in _BODY_METHODS and media_type != "application/json":
-            return 415, f"{method} requests need 'Content-Type: application/json'"
+        if method in _BODY_METHODS and media_type != "application/json" and "authorization" not in headers:
+            return 415, f"{method} requests need 'Content-Type: application/json' (or an Authorization header)"
         return None
 
 

@@ -225,6 +225,12 @@ def test_a_change_without_a_json_body_is_415(sqlite_client: TestClient, request_
     assert sqlite_client.get("/api/studies/s").json()["status"] == "queued"
 
 
+def test_a_change_with_an_authorization_header_may_have_no_body(guarded: TestClient) -> None:
+    # No web page can send an Authorization header elsewhere without a CORS preflight: curl and the docs page may.
+    assert guarded.post("/api/studies/guarded/stop", headers=AUTHORIZED).status_code == 200
+    assert guarded.post("/api/studies/guarded/resume", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
 @pytest.mark.parametrize(
     ("bound", "host", "status"),
     [
