@@ -139,7 +139,10 @@ def run(
                 procs = [_spawn_worker(url, name, i, device, deadline, threads) for i in range(workers)]
                 try:
                     _follow(url, name, launched.n_trials, procs)
-                except KeyboardInterrupt:
+                except KeyboardInterrupt as exc:
+                    for p in procs:
+                        if isinstance(exc, _Hangup):  # Ctrl-C reaches them too; a closed terminal does not
+                            p.terminate()  # SIGTERM: the worker fails its trial and releases its claim
                     for p in procs:
                         p.wait(timeout=60)
                     raise
@@ -152,6 +155,10 @@ def run(
     _exit_if_failed(url, name)
 
 
+class _Hangup(KeyboardInterrupt):
+    """The terminal was closed (SIGHUP)."""
+
+
 @contextmanager
 def _hangup_as_interrupt() -> Iterator[None]:
     """A closed terminal (SIGHUP) ends the run as Ctrl-C does: trials told FAIL, the study marked stopped."""
@@ -160,9 +167,23 @@ def _hangup_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise _Hangup(f"signal {signum}")
 
     previous = signal.signal(signal.SIGHUP, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+@contextmanager
+def _hangup_ignored() -> Iterator[None]:
+    """Processes started here ignore a closed terminal (the disposition is inherited): this one stops them instead,
+    as Ctrl-C would, rather than the hangup killing them in the middle of a trial."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         yield
     finally:
@@ -227,7 +248,8 @@ def _spawn_worker(
         cmd += ["--device", device]
     if deadline:
         cmd += ["--deadline", str(deadline)]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    with _hangup_ignored():
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
 
 
 def _follow(

@@ -236,10 +236,11 @@ def test_a_run_whose_study_fails_exits_non_zero(tmp_path: Path) -> None:
     assert "study again failed" in out.stderr and "bogus" in out.stderr
 
 
-def test_a_closed_terminal_leaves_the_study_stopped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_closed_terminal_leaves_the_study_stopped(tmp_path: Path, workers: int) -> None:
     url = f"sqlite:///{tmp_path / 'hup.db'}"
     cmd = [*MTL, "study", "run", "--problem", "gradnorm-toy", "--option", "n_train=400", "--epochs", "50"]
-    cmd += ["--trials", "3", "--study", "hup", "--storage", url, "--pruner", "none"]
+    cmd += ["--trials", "3", "--study", "hup", "--storage", url, "--pruner", "none", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:
@@ -258,3 +259,4 @@ def test_a_closed_terminal_leaves_the_study_stopped(tmp_path: Path) -> None:
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     with storage_session(url) as session:
         assert storage.get_job(session, "hup").status == "stopped"
+        assert not session.scalars(select(TrialClaim).where(TrialClaim.state == "running")).all()
