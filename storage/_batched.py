@@ -44,7 +44,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
 from storage._engine import get_engine
-from storage._pipeline import pipeline_supported, run_transaction
 
 FINISHED_KEPT = 64
 _MEMORY = ("_held", "_held_lock", "_distributions", "_study_ids", "_created", "_created_read", "_finished")
@@ -224,12 +223,6 @@ class BatchedRDBStorage(RDBStorage):
         a statement after the lock, so it sees every trial committed before it: numbers stay unique.
         """
         start = datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as Optuna stores it
-        if pipeline_supported(self.engine):  # the same two statements, in one round trip
-            params = {"study_id": study_id, "start": start}
-            row = run_transaction(self.engine, [(_PG_LOCK_STUDY, params), (_PG_CREATE_TRIAL, params)])
-            if row is None:
-                raise KeyError(f"No study with study_id {study_id} exists.")
-            return _running_trial(int(str(row[0])), int(str(row[1])), start)
         with self.engine.begin() as connection:
             lock = select(_STUDIES.c.study_id).where(_STUDIES.c.study_id == study_id).with_for_update()
             if connection.execute(lock).scalar_one_or_none() is None:
@@ -264,7 +257,7 @@ class BatchedRDBStorage(RDBStorage):
         """Write the held trial's pending writes in ``connection``'s transaction, which the caller commits.
 
         The caller makes sure the trial is still running (``storage.epochs.record_epoch`` reads its state in
-        the same transaction; on PostgreSQL ``TrialRecorder`` writes them itself, see ``take_pending``).
+        the same transaction).
         """
         held = self._held.get(trial_id)
         if held is None:
@@ -275,17 +268,6 @@ class BatchedRDBStorage(RDBStorage):
         except BaseException:
             held.put_back(taken)
             raise
-
-    def take_pending(self, trial_id: int) -> _Writes:
-        """Hand the held trial's pending writes to a caller that writes them itself (``postgresql_writes``);
-        it gives them back with ``put_back_pending`` if its transaction fails."""
-        held = self._held.get(trial_id)
-        return _Writes() if held is None else held.take()
-
-    def put_back_pending(self, trial_id: int, writes: _Writes) -> None:
-        held = self._held.get(trial_id)
-        if held is not None:
-            held.put_back(writes)
 
     # -- writes of held trials -----------------------------------------------------------------------------
 
@@ -515,16 +497,6 @@ def _running_trial(trial_id: int, number: int, start: datetime) -> FrozenTrial:
     )
 
 
-# ``_create_running_trial`` on PostgreSQL: the study row's lock, then an insert numbered by a count the lock
-# orders after every trial committed before it; no row when there is no such study.
-_PG_LOCK_STUDY = "SELECT study_id FROM studies WHERE study_id = %(study_id)s FOR UPDATE"
-_PG_CREATE_TRIAL = (
-    "INSERT INTO trials (number, study_id, state, datetime_start) "
-    "SELECT (SELECT count(*) FROM trials WHERE study_id = s.study_id), s.study_id, 'RUNNING', %(start)s::timestamp "
-    "FROM studies s WHERE s.study_id = %(study_id)s RETURNING trial_id, number"
-)
-
-
 def _identity(trial: FrozenTrial) -> tuple[TrialState, int, datetime | None]:
     return trial.state, trial.number, _utc_naive(trial.datetime_start) if trial.datetime_start else None
 
@@ -710,53 +682,3 @@ def _local(moment: datetime | None) -> datetime | None:
 def _utc_naive(moment: datetime) -> datetime:
     """A naive local time handed out by Optuna, as Optuna stores it: naive UTC."""
     return moment.astimezone(UTC).replace(tzinfo=None)
-
-
-# PostgreSQL's one-statement epoch (``storage.epochs``): the same writes as ``_write``, as data-modifying CTEs
-# over arrays, each guarded so that nothing is written to a trial that is no longer running.
-RUNNING_GUARD = "WHERE EXISTS (SELECT 1 FROM trials WHERE trial_id = %(trial_id)s AND state = 'RUNNING')"
-_CTE_PARAMS = (
-    "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) "
-    "SELECT %(trial_id)s, n, v, d FROM unnest(%(p_name)s::varchar[], %(p_value)s::float8[], %(p_dist)s::text[]) "
-    "AS u(n, v, d) {guard}"
-)
-_CTE_INTERMEDIATE = (
-    "INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type) "
-    "SELECT %(trial_id)s, s, v, k::trialintermediatevaluetype "
-    "FROM unnest(%(i_step)s::int[], %(i_value)s::float8[], %(i_kind)s::text[]) AS u(s, v, k) {guard} "
-    "ON CONFLICT (trial_id, step) DO UPDATE SET intermediate_value = EXCLUDED.intermediate_value, "
-    "intermediate_value_type = EXCLUDED.intermediate_value_type"
-)
-_CTE_ATTRS = (
-    "INSERT INTO {table} (trial_id, key, value_json) "
-    "SELECT %(trial_id)s, k, v FROM unnest(%({p}_key)s::varchar[], %({p}_value)s::text[]) AS u(k, v) {guard} "
-    "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = EXCLUDED.value_json"
-)
-
-
-def postgresql_writes(writes: _Writes, guard: str = RUNNING_GUARD) -> tuple[list[str], dict[str, Any]]:
-    """The trial's pending writes as data-modifying CTE bodies and their array parameters (with ``trial_id``
-    bound by the caller), each written only if ``guard`` (a ``WHERE`` clause) holds."""
-    ctes: list[str] = []
-    params: dict[str, Any] = {}
-    if writes.params:
-        ctes.append(_CTE_PARAMS.format(guard=guard))
-        params["p_name"] = list(writes.params)
-        params["p_value"] = [float(v) for v, _ in writes.params.values()]  # a float8 array: no ints among them
-        params["p_dist"] = [distribution_to_json(d) for _, d in writes.params.values()]
-    if writes.intermediate:
-        to_stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-        stored = [to_stored(v) for v in writes.intermediate.values()]
-        ctes.append(_CTE_INTERMEDIATE.format(guard=guard))
-        params["i_step"] = list(writes.intermediate)
-        params["i_value"] = [number for number, _ in stored]
-        params["i_kind"] = [kind.name for _, kind in stored]
-    for table, prefix, attrs in (
-        ("trial_user_attributes", "ua", writes.user_attrs),
-        ("trial_system_attributes", "sa", writes.system_attrs),
-    ):
-        if attrs:
-            ctes.append(_CTE_ATTRS.format(table=table, p=prefix, guard=guard))
-            params[f"{prefix}_key"] = list(attrs)
-            params[f"{prefix}_value"] = [json.dumps(v) for v in attrs.values()]
-    return ctes, params

@@ -78,7 +78,7 @@ def ping_when_idle(engine: Engine) -> None:
     ``pool_pre_ping`` pings at every checkout: a round trip each time, several per trial for a worker. Here a
     connection back in the pool for less than ``PING_AFTER_IDLE_S`` is handed out as it is; one that dies within
     that second fails its next statement (as it would if it died mid-statement), after which SQLAlchemy replaces
-    the pool's connections. A trial's pipelined connection checks itself the same way (``storage.epochs``).
+    the pool's connections.
     """
 
     def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:

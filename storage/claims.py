@@ -11,8 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from storage._engine import get_engine, translate_errors, write_lock, write_transaction
-from storage._pipeline import pipeline_supported, run_transaction
+from storage._engine import write_lock, write_transaction
 from storage.jobs import ACTIVE_STATUSES, check_choice, get_job, running_claims
 from storage.models import StudyJob, TrialClaim, utcnow
 
@@ -51,16 +50,6 @@ def claim_slot(url: str, *, study_name: str, worker: str, grace_seconds: float) 
     counts are read by a later statement, whose snapshot then includes every claim committed before the lock.
     Core statements, not ORM objects: a worker claims before every trial.
     """
-    engine = get_engine(url)
-    if pipeline_supported(engine):
-        # The common case, a slot free, in one round trip: the lock and an insert guarded by the same counts.
-        # Any other outcome (no slot, the job done or gone) is settled by the general path below.
-        now = utcnow()
-        params = {"name": study_name, "worker": worker, "now": now, "cutoff": now - timedelta(seconds=grace_seconds)}
-        with translate_errors(url):
-            row = run_transaction(engine, [(_PG_LOCK_JOB, params), (_PG_CLAIM, params)])
-        if row is not None:
-            return int(str(row[0]))
     with write_transaction(url) as connection:
         query = select(StudyJob.id, StudyJob.status, StudyJob.n_trials).where(StudyJob.study_name == study_name)
         job = connection.execute(query.with_for_update()).one_or_none()
@@ -84,20 +73,6 @@ def claim_slot(url: str, *, study_name: str, worker: str, grace_seconds: float) 
         if job.status != "running":
             _set_job_status(connection, job.id, "running")
         return claim_id
-
-
-_PG_LOCK_JOB = "SELECT id FROM study_jobs WHERE study_name = %(name)s FOR UPDATE"
-_PG_CLAIM = (
-    "WITH job AS (SELECT j.id FROM study_jobs j WHERE j.study_name = %(name)s "
-    "AND j.status IN ('queued', 'running') AND (SELECT count(*) FROM trial_claims c WHERE c.job_id = j.id "
-    "AND (c.state IN ('complete', 'pruned') OR (c.state = 'running' AND c.heartbeat_at > %(cutoff)s::timestamptz))) "
-    "< j.n_trials), "
-    "claim AS (INSERT INTO trial_claims (job_id, worker, state, claimed_at, heartbeat_at) "
-    "SELECT id, %(worker)s, 'running', %(now)s::timestamptz, %(now)s::timestamptz FROM job RETURNING id, job_id), "
-    "started AS (UPDATE study_jobs SET status = 'running', updated_at = %(now)s::timestamptz "
-    "WHERE id IN (SELECT job_id FROM claim) AND status = 'queued') "
-    "SELECT id FROM claim"
-)
 
 
 def attach_trial(session: Session | Connection, claim_id: int, trial_number: int) -> None:

@@ -110,8 +110,6 @@ def test_writes_before_the_hold_are_not_lost(storage_url: str) -> None:
 
 
 def test_one_commit_per_epoch_with_the_metrics_and_the_intermediate_value(storage_url: str, make_job: Callable) -> None:
-    if storage_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL sends each epoch as one statement through the driver, which SQLAlchemy does not see")
     job = make_job(study_name="s")
     rdb, study, trial = _held_trial(storage_url)
     trial.suggest_float("x", 0.0, 1.0)
@@ -240,21 +238,6 @@ def test_reads_build_the_same_trials_as_optunas_storage(storage_url: str) -> Non
                 reader.get_all_trials(10_000)
     finally:
         plain.engine.dispose()
-
-
-@pytest.mark.postgres
-def test_on_postgresql_the_epoch_commit_does_not_wait_for_the_disk(pg_url: str) -> None:
-    from storage.epochs import _PG_CHECK
-
-    storage.ensure_schema(pg_url)
-    storage.optuna_storage(pg_url)  # Optuna's tables
-    with storage.get_engine(pg_url).connect() as connection:
-        driver = connection.connection.driver_connection
-        driver.execute(_PG_CHECK, {"job_id": 0, "trial_id": 0})
-        assert driver.execute("SHOW synchronous_commit").fetchone()[0] == "off"
-        driver.commit()
-        assert driver.execute("SHOW synchronous_commit").fetchone()[0] == "on"  # the next one commits durably
-        driver.rollback()
 
 
 def test_an_epoch_is_all_or_nothing(storage_url: str, make_job: Callable) -> None:

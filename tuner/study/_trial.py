@@ -138,11 +138,6 @@ class TrialRunner:
         """Its final state was written with its claim and summary."""
         return self.recorder is not None and self.recorder.finished
 
-    def close(self) -> None:
-        """After the trial was told: the recorder's connection goes back to the pool."""
-        if self.recorder is not None:
-            self.recorder.close()
-
     def _epoch(self, trial: optuna.Trial, report: EpochReport, last: list[EpochReport]) -> None:
         last[:] = [report]
         step = report.epoch + 1  # epochs trained so far: the pruners' resource
@@ -167,10 +162,8 @@ class TrialRunner:
         if self.prunable and asks and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {step}")
 
-    def _check(self, trial: optuna.Trial, outcome: EpochOutcome | None) -> None:
+    def _check(self, trial: optuna.Trial, outcome: EpochOutcome) -> None:
         """Stop when the trial was failed by another worker or the study was asked to stop."""
-        if outcome is None:
-            return  # no reply read yet
         if not outcome.trial_running:
             self._lost(trial)
         if outcome.job_status is None or outcome.job_status in STOPPING:

@@ -245,8 +245,6 @@ class Worker:
             log.warning("trial %s of %s was finished elsewhere or deleted", trial.number, job.study_name)
         finally:
             rdb.release(trial._trial_id)
-            with suppress(storage.StorageError):  # what mattered was written when the trial was told, or is lost
-                runner.close()
         self.trials_run += 1
         _log_trial(job, trial, finished, time.monotonic() - started)
         self._record(job, claim_id, finished, recorded=runner.recorded)
