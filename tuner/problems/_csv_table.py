@@ -57,17 +57,19 @@ def read_table(path: Path, limits: Limits | None = None) -> Table:
             _check_size(path, limits, len(header), 0)
             rows: list[list[str]] = []
             for row in reader:
-                if any(cell.strip() for cell in row):
-                    rows.append(row)
-                    if len(rows) > limits.samples or len(rows) * len(header) > limits.csv_cells:
-                        _check_size(path, limits, len(header), len(rows))
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):  # refused at once: a row never holds more cells than the header
+                    raise ProblemError(
+                        f"{PREFIX}: {path} line {reader.line_num} has {len(row)} fields, the header has {len(header)}"
+                    )
+                rows.append(row)
+                if len(rows) > limits.samples or len(rows) * len(header) > limits.csv_cells:
+                    _check_size(path, limits, len(header), len(rows))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ProblemError(f"{PREFIX}: {path} is not a readable CSV file ({exc})") from None
     if not header or not rows:
         raise ProblemError(f"{PREFIX}: {path} is empty (it needs a header row and at least one data row)")
-    for i, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise ProblemError(f"{PREFIX}: {path} line {i} has {len(row)} fields, the header has {len(header)}")
     seen: set[str] = set()
     for name in header:
         if name in seen:

@@ -349,3 +349,10 @@ def test_a_table_over_the_operators_limits_is_refused_while_reading(
         create_problem("csv", {"data": good, "target": ["price:regression"]}).tasks  # noqa: B018
     assert info.value.loc == ("problem_options", "data")
     assert phrase in str(info.value) and "good.csv" in str(info.value) and limit in str(info.value)
+
+
+def test_a_row_with_another_number_of_fields_is_refused_naming_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text("x,y\n1,2\n\n3,4,5\n")
+    with pytest.raises(ProblemError, match=r"ragged\.csv line 4 has 3 fields, the header has 2"):
+        read_table(path)
