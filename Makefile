@@ -28,8 +28,9 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# One pytest process per core: most tests wait on subprocesses, servers and databases more than they compute.
 pytest: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 test: lint typecheck pytest
 
