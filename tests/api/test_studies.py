@@ -170,9 +170,9 @@ def test_missing_csv_file_is_422(make_client: Callable[..., TestClient], sqlite_
 
 
 def test_a_refused_csv_launch_leaves_nothing_and_the_corrected_one_succeeds(
-    make_client: Callable[..., TestClient], sqlite_url: str, data_dir: Path
+    make_client: Callable[..., TestClient], url: str, data_dir: Path
 ) -> None:
-    client = make_client(sqlite_url, data_dir=data_dir)
+    client = make_client(url, data_dir=data_dir)
     bad = launch_body(
         name="table", problem="csv", problem_options={"data": "sub/table.csv", "target": ["z:regression"]}
     )
@@ -180,23 +180,24 @@ def test_a_refused_csv_launch_leaves_nothing_and_the_corrected_one_succeeds(
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["body", "problem_options", "target"]
     assert client.get("/api/studies").json() == {"studies": []}
-    assert optuna.get_all_study_names(storage.optuna_storage(sqlite_url)) == []
+    assert optuna.get_all_study_names(storage.optuna_storage(url)) == []
 
     good = {**bad, "problem_options": {"data": "sub/table.csv", "target": ["y:regression"]}}
     assert client.post("/api/studies", json=good).status_code == 201
 
 
-def test_a_task_name_the_database_cannot_hold_is_422(
-    make_client: Callable[..., TestClient], sqlite_url: str, data_dir: Path
+def test_a_task_name_the_database_cannot_hold_is_422_on_every_backend(
+    make_client: Callable[..., TestClient], url: str, data_dir: Path
 ) -> None:
     long = "y" * 129
     (data_dir / "long.csv").write_text(CSV.replace("x1,x2,y", f"x1,x2,{long}"))
-    client = make_client(sqlite_url, data_dir=data_dir)
+    client = make_client(url, data_dir=data_dir)
     body = launch_body(problem="csv", problem_options={"data": "long.csv", "target": [f"{long}:regression"]})
     response = client.post("/api/studies", json=body)
     assert response.status_code == 422, response.text
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", "problem_options", "target"] and "at most 128" in detail["msg"]
+    assert client.get("/api/studies").json() == {"studies": []}
 
 
 def test_a_csv_over_the_column_limit_is_422(
