@@ -171,3 +171,11 @@ def test_problems_lists_the_built_ins() -> None:
     assert result.exit_code == 0
     for name in ("gradnorm-toy", "uncertainty-toy", "multi-digits", "csv"):
         assert name in result.stdout
+
+
+def test_train_takes_problem_options_as_study_run_does() -> None:
+    out = json_out(*SMALL, "--option", "n_train=30", "--option", "n_val=20")
+    assert out["problem_options"] == {"n_train": 30, "n_val": 20}
+    result = mtl(*SMALL, "--option", "n_trian=30")
+    assert result.exit_code == 2
+    assert "n_trian" in error_line(result)
