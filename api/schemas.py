@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tuner.limits import Limits  # no torch: the limits module imports nothing of tuner
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # tuner.study._spec.NAME_PATTERN
 Objective = Literal["scalar", "pareto"]
 SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2", "qmc"]
@@ -65,7 +67,8 @@ class StudyCreate(BaseModel):
         ge=1,
         le=1_000_000,
         strict=True,
-        description="finished (complete or pruned) trials to reach; at most MTL_TUNE_MAX_TRIALS (default 10000)",
+        description="finished (complete or pruned) trials to reach; at most MTL_TUNE_MAX_TRIALS "
+        f"(default {Limits().trials})",
     )
     space: dict[str, Any] | None = Field(None, description="search space; the problem's default when absent")
     objective: Objective = "scalar"
@@ -76,7 +79,8 @@ class StudyCreate(BaseModel):
         ge=1,
         le=10_000,
         strict=True,
-        description="epochs per trial (the problem's default); at most MTL_TUNE_MAX_EPOCHS (default 1000)",
+        description="epochs per trial (the problem's default); at most MTL_TUNE_MAX_EPOCHS "
+        f"(default {Limits().epochs})",
     )
     seed: int = Field(0, ge=0, le=INT32_MAX, strict=True)
 

@@ -27,6 +27,7 @@ from rich.table import Table
 from mtl_tune_cli._common import console, fail, print_table, user_errors
 from mtl_tune_cli._options import StorageOption, resolve_storage
 from mtl_tune_cli.worker_cmd import prepare_worker, worker_command
+from tuner.limits import Limits
 
 app = typer.Typer(help="Launch, follow and inspect studies.", no_args_is_help=True)
 
@@ -47,7 +48,7 @@ def run(
         int,
         typer.Option(
             help="Finished (complete or pruned) trials to reach; failed ones are retried and do not count "
-            "(at most MTL_TUNE_MAX_TRIALS, 10000 unless the operator sets it)."
+            f"(at most MTL_TUNE_MAX_TRIALS, {Limits().trials} unless the operator sets it)."
         ),
     ] = 20,
     study: Annotated[

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from tuner.config import Chain
+from tuner.limits import Limits
 from tuner.problems._data import Dataset
 from tuner.problems._task import ProblemError, Task
 
@@ -18,6 +19,11 @@ from tuner.problems._task import ProblemError, Task
 KnobValue = int | float | str | bool
 #: ``json_schema_extra`` of a problem option that counts samples: bounded by the operator's ``samples`` limit.
 SAMPLES: dict[str, Any] = {"limit": "samples"}
+
+
+def samples_help(split: str) -> str:
+    """The description of a sample-count option, with its maximum."""
+    return f"{split} samples; at most MTL_TUNE_MAX_SAMPLES ({Limits().samples} unless the operator sets it)"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from tuner.config import Chain
+from tuner.limits import Limits
 from tuner.problems._base import Defaults, Knob, Problem, ProblemOptions
 from tuner.problems._csv_columns import Encoded, encode_feature
 from tuner.problems._csv_table import MISSING, PREFIX, Rows, Table, read_table, split_rows
@@ -20,11 +21,16 @@ from tuner.problems._data import Dataset, Split
 from tuner.problems._sharing import SharedBottom, mlp
 from tuner.problems._task import ProblemError, Task
 
+_LIMITS = Limits()  # the defaults, for the options' help
 _METRIC_HELP = "; ".join(f"{kind}: {', '.join(metrics)}" for kind, metrics in METRICS.items())
 
 
 class CsvOptions(ProblemOptions):
-    data: Path = Field(description="path of the CSV file (header row, one sample per row)")
+    data: Path = Field(
+        description="path of the CSV file (header row, one sample per row); at most MTL_TUNE_MAX_SAMPLES rows, "
+        "MTL_TUNE_MAX_CSV_COLUMNS columns and MTL_TUNE_MAX_CSV_CELLS cells "
+        f"({_LIMITS.samples}, {_LIMITS.csv_columns} and {_LIMITS.csv_cells} unless the operator sets them)"
+    )
     target: list[str] = Field(
         description="target columns as COLUMN:KIND[:METRIC], KIND one of regression, classification, binary; "
         f"METRIC (default first) {_METRIC_HELP}. A binary target's positive class is the value spelled "

@@ -12,7 +12,7 @@ from pydantic import Field
 from torch import nn
 
 from tuner.config import Chain
-from tuner.problems._base import SAMPLES, Defaults, Knob, Problem, ProblemOptions
+from tuner.problems._base import SAMPLES, Defaults, Knob, Problem, ProblemOptions, samples_help
 from tuner.problems._data import Dataset, Split
 from tuner.problems._sharing import SharedBottom
 from tuner.problems._task import Task
@@ -20,11 +20,15 @@ from tuner.problems._task import Task
 CANVAS = 12
 OFFSET = 4  # the right digit starts 4 pixels right and 4 down of the left one, so they overlap
 
+_N_TRAIN = samples_help("training")
+_N_VAL = samples_help("validation")
+_N_TEST = samples_help("test")
+
 
 class MultiDigitsOptions(ProblemOptions):
-    n_train: int = Field(3000, ge=10, json_schema_extra=SAMPLES)
-    n_val: int = Field(600, ge=10, json_schema_extra=SAMPLES)
-    n_test: int = Field(1000, ge=10, json_schema_extra=SAMPLES)
+    n_train: int = Field(3000, ge=10, json_schema_extra=SAMPLES, description=_N_TRAIN)
+    n_val: int = Field(600, ge=10, json_schema_extra=SAMPLES, description=_N_VAL)
+    n_test: int = Field(1000, ge=10, json_schema_extra=SAMPLES, description=_N_TEST)
 
 
 class MultiDigits(Problem):

@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import nn
 
 from tuner.config import Chain
-from tuner.problems._base import SAMPLES, Defaults, Knob, Problem, ProblemOptions
+from tuner.problems._base import SAMPLES, Defaults, Knob, Problem, ProblemOptions, samples_help
 from tuner.problems._data import Dataset, Split
 from tuner.problems._sharing import SharedBottom, mlp
 from tuner.problems._task import Task
@@ -19,12 +19,16 @@ from tuner.problems._task import Task
 # Task scales for ``--tasks 10``: a wide, fixed spread so that the loss scales differ by four orders of magnitude.
 TEN_TASK_SIGMAS = (1.0, 100.0, 2.0, 50.0, 5.0, 20.0, 10.0, 70.0, 3.0, 35.0)
 
+_N_TRAIN = samples_help("training")
+_N_VAL = samples_help("validation")
+_N_TEST = samples_help("test")
+
 
 class GradNormToyOptions(ProblemOptions):
     tasks: int = Field(2, ge=2, le=10, description="number of tasks: 2 uses sigma=(1, 100); 10 a fixed wide list")
-    n_train: int = Field(4000, ge=10, json_schema_extra=SAMPLES)
-    n_val: int = Field(500, ge=10, json_schema_extra=SAMPLES)
-    n_test: int = Field(1000, ge=10, json_schema_extra=SAMPLES)
+    n_train: int = Field(4000, ge=10, json_schema_extra=SAMPLES, description=_N_TRAIN)
+    n_val: int = Field(500, ge=10, json_schema_extra=SAMPLES, description=_N_VAL)
+    n_test: int = Field(1000, ge=10, json_schema_extra=SAMPLES, description=_N_TEST)
 
 
 class GradNormToy(Problem):
@@ -87,9 +91,9 @@ class GradNormToy(Problem):
 
 
 class UncertaintyToyOptions(ProblemOptions):
-    n_train: int = Field(2000, ge=10, json_schema_extra=SAMPLES)
-    n_val: int = Field(500, ge=10, json_schema_extra=SAMPLES)
-    n_test: int = Field(1000, ge=10, json_schema_extra=SAMPLES)
+    n_train: int = Field(2000, ge=10, json_schema_extra=SAMPLES, description=_N_TRAIN)
+    n_val: int = Field(500, ge=10, json_schema_extra=SAMPLES, description=_N_VAL)
+    n_test: int = Field(1000, ge=10, json_schema_extra=SAMPLES, description=_N_TEST)
 
 
 class UncertaintyToy(Problem):

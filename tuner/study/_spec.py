@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuner.limits import Limits
 from tuner.study._samplers import Objective, PrunerName, SamplerName
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -24,7 +25,8 @@ class StudySpec(BaseModel):
         ge=1,
         le=1_000_000,
         strict=True,
-        description="finished (complete or pruned) trials to reach; at most MTL_TUNE_MAX_TRIALS (default 10000)",
+        description="finished (complete or pruned) trials to reach; at most MTL_TUNE_MAX_TRIALS "
+        f"(default {Limits().trials})",
     )
     space: dict[str, Any] | None = Field(None, description="search space; the problem's default when absent")
     objective: Objective = "scalar"
@@ -35,7 +37,8 @@ class StudySpec(BaseModel):
         ge=1,
         le=10_000,
         strict=True,
-        description="epochs per trial (the problem's default); at most MTL_TUNE_MAX_EPOCHS (default 1000)",
+        description="epochs per trial (the problem's default); at most MTL_TUNE_MAX_EPOCHS "
+        f"(default {Limits().epochs})",
     )
     seed: int = Field(0, strict=True)
 
