@@ -125,12 +125,24 @@ def compute(job: Job, *, max_trials: int) -> tuple[dict[str, float] | None, int,
     study.add_trials(trials)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    note = f"computed from the {len(trials)} most recent complete trials" if len(rows) == max_trials else None
+        raw = optuna.importance.PedAnovaImportanceEvaluator().evaluate(study)
+    importances, note = normalised(raw)
+    if len(rows) == max_trials:
+        note = "; ".join(filter(None, [note, f"computed from the {len(trials)} most recent complete trials"]))
     if job.objective == "pareto":
         note = "importance for the first objective" + (f"; {note}" if note else "")
-    return {name: float(value) for name, value in importances.items()}, len(trials), note
+    return importances, len(trials), note
+
+
+def normalised(raw: dict[str, float]) -> tuple[dict[str, float], str | None]:
+    """Importances summing to 1, the largest first. When none stands out (every one 0: the best trials' parameters
+    spread as all trials' do, or too few trials to tell), none is drawn: Optuna would report them all equal, which
+    reads as "all matter alike"."""
+    total = sum(raw.values())
+    if not total > 0:
+        return {}, "no parameter stands out yet: the best trials' values spread as all trials' do"
+    ranked = sorted(raw.items(), key=lambda item: item[1], reverse=True)
+    return {name: float(value) / total for name, value in ranked}, None
 
 
 def _trial(values: Any, params: dict[str, Any], distributions: dict[str, Any]) -> Any:
