@@ -47,6 +47,5 @@ def launch_demo(url: str) -> None:
     )
     create_study(url, spec, source="cli")
     console.print(
-        f"launched the demo study {DEMO_STUDY} ({DEMO_PROBLEM}, {DEMO_TRIALS} trials of {DEMO_EPOCHS} epochs): "
-        "the default configuration against tuned ones"
+        f"launched the demo study {DEMO_STUDY} ({DEMO_PROBLEM}, {DEMO_TRIALS} trials of {DEMO_EPOCHS} epochs)"
     )
