@@ -3,10 +3,9 @@
 A 20-epoch, 3-task trial whose training is replaced by a stub that reports 20 epochs instantly, run through the
 real worker step (claim a slot, ask, suggest, the trial's start, one transaction per epoch with the stop check,
 the pruner at its rungs, tell with the claim and summary) on SQLite and PostgreSQL. Also: one epoch's transaction
-alone, waited for (``record_epoch``; a PostgreSQL worker does not wait for it, see ``storage.epochs``), and
-Optuna alone for reference: ask + 4 suggestions + 20 reports + tell. Target: <= 20 ms per trial. Then worker
-scaling, steady-state trials per minute with 1 and 2 worker processes, beside plain training loops without
-storage (the machine's ceiling).
+alone (``record_epoch``), and Optuna alone for reference: ask + 4 suggestions + 20 reports + tell. Target: <= 20 ms
+per trial. Then worker scaling, steady-state trials per minute with 1 and 2 worker processes, beside plain
+training loops without storage (the machine's ceiling).
 
     python bench/storage_bookkeeping.py [--trials 40] [--scaling-trials 24] [--rounds 3] [--pg URL]
 """
@@ -83,7 +82,7 @@ def epoch_transaction_ms(url: str, n_epochs: int) -> list[float]:
     check."""
     name = f"epoch-{uuid.uuid4().hex[:6]}"
     create_study(url, StudySpec(name=name, problem="multi-digits", n_trials=1, epochs=EPOCHS), source="cli")
-    rdb = storage.optuna_storage(url)
+    rdb = storage.worker_storage(url)
     study = optuna.load_study(study_name=name, storage=rdb)
     trial = study.ask()
     rdb.hold(trial._trial_id, rdb.get_study_id_from_name(name))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from storage._engine import dispose_engines, get_engine, session_scope
 from storage._errors import SchemaOutdated, StorageError, StorageUnavailable, StudyExists, StudyNotFound
-from storage._optuna import optuna_storage
+from storage._optuna import MAX_RETRY, optuna_storage, worker_storage
 from storage._schema import current_revision, ensure_schema, head_revision, upgrade
 from storage._url import default_url, normalize_url, redact
 from storage.claims import (
@@ -43,6 +43,7 @@ __all__ = [
     "BASELINE_ATTR",
     "CLAIM_STATES",
     "JOB_STATUSES",
+    "MAX_RETRY",
     "EpochMetric",
     "SchemaOutdated",
     "StorageError",
@@ -82,6 +83,7 @@ __all__ = [
     "study_progress",
     "trial_curves",
     "upgrade",
+    "worker_storage",
     "write_epoch",
     "write_summary",
 ]

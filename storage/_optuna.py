@@ -1,4 +1,4 @@
-"""Optuna's RDB storage over the same URL, with heartbeats and retry of trials whose worker died."""
+"""Optuna's RDB storage over the same URL, and a worker's storage wrapping it (``storage._worker_storage``)."""
 
 from __future__ import annotations
 
@@ -13,46 +13,53 @@ from storage._schema import create_missing
 from storage._url import is_sqlite, normalize_url
 
 if TYPE_CHECKING:
-    from storage._batched import BatchedRDBStorage
+    import optuna
 
-# How often Optuna re-runs a trial whose worker stopped sending heartbeats before giving up on it.
+    from storage._worker_storage import WorkerStorage
+
+# How often a trial whose worker was lost is run again before giving up on its parameters.
 MAX_RETRY = 3
 
-_storages: dict[tuple[str, int, int | None], BatchedRDBStorage] = {}
+_storages: dict[str, optuna.storages.RDBStorage] = {}
+_worker_storages: dict[str, WorkerStorage] = {}
 _lock = threading.Lock()
 
 
-def optuna_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int | None = None) -> BatchedRDBStorage:
-    """Optuna's ``RDBStorage`` for ``url``, cached per (URL, heartbeat settings).
-
-    It is a ``BatchedRDBStorage``: a plain ``RDBStorage`` except for the trials a worker holds, whose writes
-    join the worker's per-epoch transactions (see ``storage._batched``).
-
-    A running trial whose heartbeat is older than ``grace_period`` (default ``2 * heartbeat_interval``) is
-    failed by the next ``ask`` and re-enqueued with the same parameters
-    (``RetryHeartbeatStaleTrialCallback``, Optuna 5's name for the former ``RetryFailedTrialCallback``).
-    """
+def optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's own ``RDBStorage`` for ``url``, one per URL and process."""
     url = normalize_url(url)
-    key = (url, heartbeat_interval, grace_period)
     with _lock:
-        storage = _storages.get(key)
-        if storage is None:
-            storage = _storages[key] = _create(url, heartbeat_interval, grace_period)
-    return storage
+        rdb = _storages.get(url)
+        if rdb is None:
+            rdb = _storages[url] = _create(url)
+    return rdb
+
+
+def worker_storage(url: str) -> WorkerStorage:
+    """What a worker runs its trials on: ``optuna_storage(url)`` wrapped, with the trials it runs held (see
+    ``storage._worker_storage``); refused when Optuna's tables are of a schema version mtl-tune does not know."""
+    from storage._worker_storage import WorkerStorage
+
+    url = normalize_url(url)
+    rdb = optuna_storage(url)
+    with _lock:
+        wrapped = _worker_storages.get(url)
+        if wrapped is None:
+            wrapped = _worker_storages[url] = WorkerStorage(url, rdb)
+    return wrapped
 
 
 def clear_optuna_storages() -> None:
     with _lock:
         storages = list(_storages.values())
         _storages.clear()
-    for storage in storages:
-        storage.engine.dispose()
+        _worker_storages.clear()
+    for rdb in storages:
+        rdb.engine.dispose()
 
 
-def _create(url: str, heartbeat_interval: int, grace_period: int | None) -> BatchedRDBStorage:
+def _create(url: str) -> optuna.storages.RDBStorage:
     import optuna
-
-    from storage._batched import BatchedRDBStorage
 
     # Our engine connects first: an unreachable server is reported as StorageUnavailable and, on SQLite, the
     # file is switched to WAL (a persistent setting Optuna's own connections then share). Optuna's tables are
@@ -60,14 +67,7 @@ def _create(url: str, heartbeat_interval: int, grace_period: int | None) -> Batc
     create_missing(url)
     with translate_errors(url), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = BatchedRDBStorage(
-            url,
-            engine_kwargs=engine_kwargs(url),
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-            skip_table_creation=True,
-        )
+        rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True)
     if is_sqlite(url):
         # Optuna's connections keep pysqlite's own transaction handling; they only get the durability setting.
         event.listen(rdb.engine, "connect", _sqlite_synchronous_normal)

@@ -15,8 +15,9 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from storage._batched import TRIALS, BatchedRDBStorage, _Writes, finish_trial
-from storage._engine import write_transaction
+from storage._engine import get_engine, translate_errors, write_transaction
+from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost_trials
+from storage._worker_storage import WorkerStorage
 from storage.claims import attach_trial, finish_claim
 from storage.metrics import write_epoch, write_summary
 from storage.models import StudyJob
@@ -34,7 +35,7 @@ CLAIM_STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", Tri
 
 class TrialRecorder:
     """The writes of one trial a worker runs and holds in ``rdb``: ``start``, ``epoch`` per epoch, then ``finish``
-    (``rdb`` calls it with the trial's final state, see ``BatchedRDBStorage.hold``). Each is one transaction,
+    (``rdb`` calls it with the trial's final state, see ``WorkerStorage.hold``). Each is one transaction,
     the same Core statements on SQLite and PostgreSQL, committed before it returns.
 
     This recorder is the trial's one owner in the database: ``lost`` (the trial was finished elsewhere: failed as
@@ -42,7 +43,7 @@ class TrialRecorder:
     """
 
     def __init__(
-        self, url: str, rdb: BatchedRDBStorage, *, job_id: int, claim_id: int, trial_id: int, trial_number: int
+        self, url: str, rdb: WorkerStorage, *, job_id: int, claim_id: int, trial_id: int, trial_number: int
     ) -> None:
         self.url, self.rdb = url, rdb
         self.job_id, self.claim_id, self.trial_id, self.trial_number = job_id, claim_id, trial_id, trial_number
@@ -50,12 +51,11 @@ class TrialRecorder:
         self.finished = False
 
     def start(self) -> None:
-        """Before training: the claim's trial number, the trial's parameters and attributes so far, and Optuna's
-        first heartbeat for it."""
+        """Before training: the claim's trial number (from then on, a worker that dies leaves a lost trial that
+        other workers fail and retry) and the trial's parameters and attributes so far."""
         with write_transaction(self.url) as connection:
             attach_trial(connection, self.claim_id, self.trial_number)
             self.rdb.flush(self.trial_id, connection)
-            self.rdb.write_heartbeat(self.trial_id, connection)
 
     def epoch(self, epoch: int, rows: Sequence[Mapping[str, Any]]) -> EpochOutcome:
         """Every task's metric row and the trial's pending Optuna writes (its intermediate value, the pruner's
@@ -72,8 +72,8 @@ class TrialRecorder:
         self.lost = self.lost or not outcome.trial_running
         return outcome
 
-    def finish(self, writes: _Writes, trial: FrozenTrial) -> bool:
-        """``BatchedRDBStorage``'s finisher: the trial's final state and values, its pending writes, the claim
+    def finish(self, writes: Writes, trial: FrozenTrial) -> bool:
+        """``WorkerStorage``'s finisher: the trial's final state and values, its pending writes, the claim
         closed and the trial's summary, in one transaction; False (nothing written) if it was not running."""
         with write_transaction(self.url) as connection:
             written = finish_trial(connection, trial, writes)
@@ -117,7 +117,7 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 def record_epoch(
     url: str,
-    rdb: BatchedRDBStorage,
+    rdb: WorkerStorage,
     *,
     job_id: int,
     trial_id: int,
@@ -143,3 +143,9 @@ _CHECK = select(
     select(StudyJob.status).where(StudyJob.id == bindparam("job_id")).scalar_subquery(),
     select(TRIALS.c.state).where(TRIALS.c.trial_id == bindparam("trial_id")).scalar_subquery(),
 )
+
+
+def find_lost_trials(url: str) -> list[LostTrial]:
+    """Trials running in Optuna whose worker was lost (their claim reaped) and that no running claim holds."""
+    with translate_errors(url), get_engine(url).connect() as connection:
+        return lost_trials(connection)

@@ -13,6 +13,8 @@ from optuna.trial import TrialState
 from sqlalchemy import event
 
 import storage
+from storage._optuna_tables import Writes, finish_trial
+from storage._worker_storage import WorkerStorage
 from storage.epochs import record_epoch
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1.0}]
@@ -21,9 +23,6 @@ ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight
 @pytest.fixture(autouse=True)
 def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
 
 
 def _outside(url: str, name: str) -> optuna.trial.FrozenTrial:
@@ -35,15 +34,15 @@ def _outside(url: str, name: str) -> optuna.trial.FrozenTrial:
         plain.engine.dispose()
 
 
-def _held_trial(url: str, name: str = "s") -> tuple[storage._batched.BatchedRDBStorage, optuna.Study, optuna.Trial]:
-    rdb = storage.optuna_storage(url)
+def _held_trial(url: str, name: str = "s") -> tuple[WorkerStorage, optuna.Study, optuna.Trial]:
+    rdb = storage.worker_storage(url)
     study = optuna.create_study(study_name=name, storage=rdb)
     trial = study.ask()
     rdb.hold(trial._trial_id, rdb.get_study_id_from_name(name))
     return rdb, study, trial
 
 
-def _epoch(url: str, rdb: storage._batched.BatchedRDBStorage, job_id: int, trial: optuna.Trial, epoch: int = 0):
+def _epoch(url: str, rdb: WorkerStorage, job_id: int, trial: optuna.Trial, epoch: int = 0):
     return record_epoch(url, rdb, job_id=job_id, trial_id=trial._trial_id, trial_number=0, epoch=epoch, rows=ROWS)
 
 
@@ -97,7 +96,7 @@ def test_held_writes_wait_for_a_flush_but_reads_here_see_them(storage_url: str, 
 
 def test_writes_before_the_hold_are_not_lost(storage_url: str) -> None:
     """A sampler may tag a new trial before the worker holds it (NSGA-II records its generation)."""
-    rdb = storage.optuna_storage(storage_url)
+    rdb = storage.worker_storage(storage_url)
     study = optuna.create_study(study_name="s", storage=rdb)
     trial = study.ask()
     rdb.set_trial_system_attr(trial._trial_id, "generation", 3)
@@ -138,12 +137,12 @@ def test_a_trial_finished_elsewhere_is_reported_and_not_written(storage_url: str
 
 
 def test_a_held_parameter_keeps_optunas_distribution_check(storage_url: str) -> None:
-    rdb = storage.optuna_storage(storage_url)
+    rdb = storage.worker_storage(storage_url)
     study = optuna.create_study(study_name="s", storage=rdb)
     study.optimize(lambda t: t.suggest_categorical("opt", ["adam", "sgd"]) == "adam", n_trials=1)
     # A fresh process: nothing cached, so the recorded distribution is looked up.
     storage.dispose_engines()
-    rdb = storage.optuna_storage(storage_url)
+    rdb = storage.worker_storage(storage_url)
     study = optuna.load_study(study_name="s", storage=rdb)
     trial = study.ask()
     rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
@@ -172,7 +171,7 @@ def test_successive_halving_decides_as_on_optunas_own_storage(storage_url: str) 
     def pruner() -> optuna.pruners.BasePruner:
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
 
-    rdb = storage.optuna_storage(storage_url)
+    rdb = storage.worker_storage(storage_url)
     held = decide(
         optuna.create_study(study_name="s", storage=rdb, pruner=pruner()),
         lambda t: rdb.hold(t._trial_id, rdb.get_study_id_from_name("s")),
@@ -188,7 +187,7 @@ def test_successive_halving_decides_as_on_optunas_own_storage(storage_url: str) 
 def test_reads_build_the_same_trials_as_optunas_storage(storage_url: str) -> None:
     """Every state, every distribution kind, odd values: ``get_trial`` and ``get_all_trials`` agree with
     Optuna's own ``RDBStorage``, field by field, and a missing trial or study is a ``KeyError`` on both."""
-    rdb = storage.optuna_storage(storage_url)
+    rdb = storage.worker_storage(storage_url)
     study = optuna.create_study(study_name="s", storage=rdb, directions=["minimize", "maximize"])
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -248,7 +247,7 @@ def test_an_epoch_is_all_or_nothing(storage_url: str, make_job: Callable) -> Non
     trial.report(0.7, 1)
     # Someone else recorded parameter x of this trial already: the epoch's insert of x must fail.
     plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
-    plain._set_trial_param(trial._trial_id, "x", 0.1, optuna.distributions.FloatDistribution(0.0, 1.0), None)
+    plain.set_trial_param(trial._trial_id, "x", 0.1, optuna.distributions.FloatDistribution(0.0, 1.0))
     plain.engine.dispose()
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         _epoch(storage_url, rdb, job.id, trial)
@@ -269,10 +268,10 @@ def test_a_holders_finisher_writes_the_final_state(storage_url: str) -> None:
     def broken(writes: object, finished: optuna.trial.FrozenTrial) -> bool:
         raise RuntimeError("the summary could not be written")
 
-    def finisher(writes: storage._batched._Writes, finished: optuna.trial.FrozenTrial) -> bool:
+    def finisher(writes: Writes, finished: optuna.trial.FrozenTrial) -> bool:
         seen.append(finished)
-        with rdb.engine.begin() as connection:
-            return storage._batched.finish_trial(connection, finished, writes)
+        with storage.get_engine(storage_url).begin() as connection:
+            return finish_trial(connection, finished, writes)
 
     rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=broken)
     with pytest.raises(RuntimeError, match="summary"):
@@ -301,20 +300,20 @@ def test_a_finisher_that_finds_the_trial_finished_elsewhere_is_refused(storage_u
 
 def test_trials_created_at_once_get_unique_consecutive_numbers(storage_url: str) -> None:
     """Trial creation locks the study row, as Optuna's does: workers asking at once never share a number."""
-    optuna.create_study(study_name="s", storage=storage.optuna_storage(storage_url))
+    optuna.create_study(study_name="s", storage=storage.worker_storage(storage_url))
     url = storage.normalize_url(storage_url)
 
     def ask_five() -> list[int]:
-        own = storage._batched.BatchedRDBStorage(url, engine_kwargs=storage._engine.engine_kwargs(url))
+        own = WorkerStorage(url, optuna.storages.RDBStorage(url, engine_kwargs=storage._engine.engine_kwargs(url)))
         try:
             study = optuna.load_study(study_name="s", storage=own)
             return [study.ask().number for _ in range(5)]
         finally:
-            own.engine.dispose()
+            own.rdb.engine.dispose()
 
     with ThreadPoolExecutor(4) as pool:
         numbers = [n for batch in pool.map(lambda _: ask_five(), range(4)) for n in batch]
     assert sorted(numbers) == list(range(20))
-    trials = optuna.load_study(study_name="s", storage=storage.optuna_storage(storage_url)).trials
+    trials = optuna.load_study(study_name="s", storage=storage.worker_storage(storage_url)).trials
     assert [t.number for t in trials] == list(range(20))
     assert all(t.state == TrialState.RUNNING and t.datetime_start is not None for t in trials)

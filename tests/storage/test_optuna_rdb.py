@@ -1,8 +1,9 @@
-"""Optuna's RDB storage on the same database: heartbeat on, stale trials retried, tables side by side."""
+"""Optuna's RDB storage on the same database, tables side by side; a worker's storage wraps it and knows Optuna's
+schema version."""
 
 from __future__ import annotations
 
-import time
+from unittest import mock
 
 import optuna
 import pytest
@@ -10,6 +11,7 @@ from optuna.trial import TrialState
 from sqlalchemy import inspect
 
 import storage
+from storage._worker_storage import WorkerStorage
 
 
 @pytest.fixture(autouse=True)
@@ -17,12 +19,17 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def test_optuna_storage_is_cached_with_heartbeat_and_retry(storage_url: str) -> None:
+def test_optuna_storage_and_the_worker_storage_are_cached(storage_url: str) -> None:
     rdb = storage.optuna_storage(storage_url)
     assert storage.optuna_storage(storage_url) is rdb
-    assert storage.optuna_storage(storage_url, heartbeat_interval=5) is not rdb
-    assert rdb.heartbeat_interval == 30 and rdb.grace_period is None
-    assert isinstance(rdb.heartbeat_stale_trial_callback, optuna.storages.RetryHeartbeatStaleTrialCallback)
+    assert storage.worker_storage(storage_url) is storage.worker_storage(storage_url)
+    assert storage.worker_storage(storage_url).rdb is rdb
+
+
+def test_a_worker_refuses_optuna_tables_of_an_unknown_schema_version(storage_url: str) -> None:
+    unknown = mock.patch.object(optuna.storages.RDBStorage, "get_current_version", return_value="v9.9.9.z")
+    with unknown, pytest.raises(storage.StorageError, match=r"schema version 'v9\.9\.9\.z'.*v3\.2\.0\.a"):
+        WorkerStorage(storage_url, storage.optuna_storage(storage_url))
 
 
 def test_studies_run_beside_our_tables(storage_url: str) -> None:
@@ -38,15 +45,3 @@ def test_studies_run_beside_our_tables(storage_url: str) -> None:
         tables = set(inspect(connection).get_table_names())
     assert {"studies", "trials", "alembic_version", "study_jobs", "mtl_tune_alembic_version"} <= tables
     assert storage.ensure_schema(storage_url) == storage.head_revision()
-
-
-def test_a_stale_trial_fails_and_is_retried(storage_url: str) -> None:
-    rdb = storage.optuna_storage(storage_url, heartbeat_interval=1, grace_period=1)
-    study = optuna.create_study(study_name="stale", storage=rdb)
-    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    rdb.record_heartbeat(trial._trial_id)  # a worker that beat once, then died
-    time.sleep(2.2)
-    optuna.storages.fail_stale_trials(study)
-    states = [t.state for t in study.get_trials()]
-    assert states == [TrialState.FAIL, TrialState.WAITING]
-    assert study.get_trials()[1].params == {"x": trial.params["x"]}

@@ -17,7 +17,6 @@ from storage import api_queries
 from storage.epochs import TrialRecorder
 from tests.storage.helpers import JOB_DEFAULTS
 
-pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}]
 
 
@@ -33,7 +32,7 @@ def _running(
     made = make_job(study_name="s", **job)
     claim = storage.claim_slot(url, study_name="s", worker="w", grace_seconds=60)
     assert claim is not None
-    rdb = storage.optuna_storage(url)
+    rdb = storage.worker_storage(url)
     study = optuna.create_study(study_name="s", storage=rdb)
     trial = study.ask()
     rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
@@ -154,7 +153,7 @@ def test_a_stop_request_is_seen_at_the_end_of_a_long_epoch(storage_url: str, mak
         storage.request_stop(session, "s")
     outcome = recorder.epoch(1, ROWS)
     assert outcome.job_status == "stopping"
-    storage.optuna_storage(storage_url).release(trial._trial_id)
+    storage.worker_storage(storage_url).release(trial._trial_id)
 
 
 def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, make_job: Callable) -> None:
@@ -168,7 +167,7 @@ def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, 
     assert not outcome.trial_running and recorder.lost
     assert _outside(storage_url).intermediate_values == {}
     assert _curve_epochs(storage_url, job.id) == [0]  # mtl-tune's own rows record what was trained
-    storage.optuna_storage(storage_url).release(trial._trial_id)
+    storage.worker_storage(storage_url).release(trial._trial_id)
 
 
 def test_a_trial_whose_study_job_was_deleted_still_finishes(storage_url: str, make_job: Callable) -> None:

@@ -16,7 +16,7 @@ from tuner.study._suggest import suggest_config
 from tuner.train import EpochReport, train
 
 if TYPE_CHECKING:
-    from storage._batched import BatchedRDBStorage
+    from storage._worker_storage import WorkerStorage
 
 STOPPING = ("stopping", "stopped")
 JobKey = tuple[int, datetime]
@@ -89,7 +89,7 @@ class TrialRunner:
     problem: Problem
     space: SearchSpace
     claim_id: int
-    rdb: BatchedRDBStorage
+    rdb: WorkerStorage
     study_id: int
     device: str | None = None
     prune_steps: frozenset[int] | None = None

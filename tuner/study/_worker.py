@@ -2,7 +2,8 @@
 
 Any number of workers, on any machines that reach the same database, share a job: each slot is claimed in a
 transaction (no overshoot), a failed trial frees its slot, and a worker killed mid-trial leaves a claim whose
-heartbeat goes stale; Optuna's heartbeat then fails that trial and re-enqueues its parameters.
+heartbeat goes stale; another worker then marks the claim lost, fails that trial with the reason and re-enqueues
+its parameters.
 """
 
 from __future__ import annotations
@@ -27,15 +28,14 @@ from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 import storage
-from storage._batched import LostTrial, lost_trials
-from storage.epochs import CLAIM_STATE, record_finished, record_lost
+from storage.epochs import CLAIM_STATE, LostTrial, find_lost_trials, record_finished, record_lost
 from tuner.problems import Problem, available_problems, broken_problems, create_problem
 from tuner.study._samplers import make_pruner, make_sampler, prune_steps
 from tuner.study._space import SearchSpace
 from tuner.study._trial import JobInfo, JobKey, TrialRunner
 
 if TYPE_CHECKING:
-    from storage._batched import BatchedRDBStorage
+    from storage._worker_storage import WorkerStorage
 
 log = logging.getLogger("mtl_tune.worker")
 
@@ -76,7 +76,6 @@ class Worker:
         self._studies: dict[JobKey, optuna.Study] = {}
         self._problems: dict[JobKey, Problem] = {}
         self._spaces: dict[JobKey, SearchSpace] = {}
-        self._stale_checked: dict[JobKey, float] = {}
         self._reaped_at = -math.inf
         self._current: JobInfo | None = None  # the job of the last trial, tried first for the next one
         # Jobs of problems this worker does not have (a plugin installed on other machines): left to the others.
@@ -93,7 +92,7 @@ class Worker:
                         break
                 except DB_ERRORS as exc:
                     # A restarted database or a dropped connection: wait and carry on; engines pre-ping and
-                    # reconnect, and a trial that was cut off is failed by the heartbeat and retried.
+                    # reconnect, and a trial that was cut off is failed as lost and retried.
                     log.warning("storage error, retrying in %.0f s: %s", s.poll_seconds, exc)
                     time.sleep(s.poll_seconds)
         return self.trials_run
@@ -142,7 +141,7 @@ class Worker:
         self._reaped_at = time.monotonic()
         with storage.session_scope(self.settings.url) as session:
             storage.reap_stale_claims(session, grace_seconds=self.settings.grace_seconds)
-        for lost in lost_trials(self.settings.url):
+        for lost in find_lost_trials(self.settings.url):
             self._fail_lost_trial(lost)
 
     def _fail_lost_trial(self, lost: LostTrial) -> None:
@@ -160,10 +159,11 @@ class Worker:
             return  # failed by another worker meanwhile, or its study deleted
         log.warning("trial %d of %s %s; retrying it", lost.number, lost.study_name, reason)
         trial.user_attrs.pop("fail_reason")
-        retry = rdb.get_heartbeat_stale_trial_callback()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=storage.MAX_RETRY)
         with suppress(KeyError):  # the study deleted meanwhile
-            if retry is not None:
-                retry(optuna.load_study(study_name=lost.study_name, storage=rdb), trial)
+            retry(optuna.load_study(study_name=lost.study_name, storage=rdb), trial)
 
     def _next_job(self) -> JobInfo | None:
         self._reap()
@@ -211,11 +211,7 @@ class Worker:
         s = self.settings
         study = self._study(job)
         rdb = self._rdb()
-        self._fail_stale_trials(job, study)
-        with warnings.catch_warnings():
-            # Optuna expects heartbeats from ``optimize``'s thread; here ``_heartbeats`` sends them.
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            trial = study.ask()
+        trial = study.ask()
         runner = TrialRunner(
             s.url,
             job,
@@ -223,21 +219,21 @@ class Worker:
             self._space(job),
             claim_id,
             rdb,
-            study._study_id,  # Optuna's ``Study`` keeps its id private
+            rdb.get_study_id_from_name(job.study_name),  # remembered by the storage
             s.device,
             prune_steps(job.pruner, epochs=job.epochs, objective=job.objective),
         )
         finished: optuna.trial.FrozenTrial | None = None
         started = time.monotonic()
         try:
-            with _heartbeats(s.url, claim_id, rdb, trial._trial_id, s.heartbeat_seconds):
+            with _heartbeats(s.url, claim_id, s.heartbeat_seconds):
                 finished = self._train_and_tell(study, trial, runner)
         except KeyboardInterrupt:
             with storage.session_scope(s.url) as session:
                 storage.finish_claim(session, claim_id, state="failed", missing_ok=True)
             raise
         except (ValueError, KeyError, optuna.exceptions.UpdateFinishedTrialError):
-            # Optuna refuses to tell a trial that is no longer running: another worker failed it as stale (this
+            # Optuna refuses to tell a trial that is no longer running: another worker failed it as lost (this
             # one was too slow to send heartbeats) and its parameters were re-enqueued, or the study was deleted.
             # The claim is given up.
             if not runner.lost:
@@ -269,20 +265,8 @@ class Worker:
             return failed
         return _tell(study, trial, values)
 
-    def _fail_stale_trials(self, job: JobInfo, study: optuna.Study) -> None:
-        """Optuna's stale-trial check (fail and re-enqueue trials whose worker went silent), at most once per
-        heartbeat interval: it reads every running trial of the study."""
-        now = time.monotonic()
-        if now - self._stale_checked.get(job.key, -math.inf) < self.settings.heartbeat_seconds:
-            return
-        self._stale_checked[job.key] = now
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-
-    def _rdb(self) -> BatchedRDBStorage:
-        s = self.settings
-        return storage.optuna_storage(s.url, heartbeat_interval=s.heartbeat_seconds, grace_period=s.grace_seconds)
+    def _rdb(self) -> WorkerStorage:
+        return storage.worker_storage(self.settings.url)
 
     def _problem(self, job: JobInfo) -> Problem:
         """One problem instance per job, so its data is built or read once, not once per trial."""
@@ -313,7 +297,7 @@ class Worker:
         """Drop what this worker kept of deleted jobs of the same name (and of the same job id)."""
         others = {k for k in self._studies if k != job.key and k[0] == job.id}
         others |= {k for k, study in self._studies.items() if study.study_name == job.study_name and k != job.key}
-        for kept in (self._failures, self._samplers, self._studies, self._problems, self._spaces, self._stale_checked):
+        for kept in (self._failures, self._samplers, self._studies, self._problems, self._spaces):
             for key in others:
                 kept.pop(key, None)
 
@@ -388,9 +372,9 @@ def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -
 
 
 @contextmanager
-def _heartbeats(url: str, claim_id: int, rdb: BatchedRDBStorage, trial_id: int, every: float) -> Iterator[None]:
-    """Keep the claim and Optuna's trial alive while a long epoch runs: one transaction beats for both, so no
-    other worker takes the slot or fails the trial as stale."""
+def _heartbeats(url: str, claim_id: int, every: float) -> Iterator[None]:
+    """Keep the claim alive while a long epoch runs, so no other worker takes its slot or fails its trial as
+    lost."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -398,7 +382,6 @@ def _heartbeats(url: str, claim_id: int, rdb: BatchedRDBStorage, trial_id: int, 
             try:
                 with storage.session_scope(url) as session:
                     storage.heartbeat(session, claim_id)
-                    rdb.write_heartbeat(trial_id, session.connection())
             except storage.StorageError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
