@@ -34,7 +34,11 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
     demo: Annotated[
-        bool, typer.Option(help="Launch a demo gradnorm-toy study when the database has no study yet.")
+        bool,
+        typer.Option(
+            help="Launch a demo study (multi-digits, 30 short trials: a few minutes on a CPU) when the database has "
+            "no study yet."
+        ),
     ] = False,
     no_token: Annotated[
         bool,
