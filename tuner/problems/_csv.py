@@ -14,7 +14,7 @@ from torch import nn
 from tuner.config import Chain
 from tuner.limits import Limits
 from tuner.problems._base import Defaults, Knob, Problem, ProblemOptions
-from tuner.problems._csv_columns import Encoded, encode_feature
+from tuner.problems._csv_columns import Encoded, encode_feature, over_cells
 from tuner.problems._csv_table import MISSING, PREFIX, Rows, Table, read_table, split_rows
 from tuner.problems._csv_targets import METRICS, Target, encode_target, parse_target
 from tuner.problems._data import Dataset, Split
@@ -154,10 +154,16 @@ class CsvProblem(Problem):
         rows = split_rows(table, opts.val_fraction, opts.test_fraction, opts.seed)
         targets = [encode_target(table, spec, rows) for spec in self._targets]
         declared = set(opts.categorical)
-        encoded = [
-            encode_feature(table, c, rows, categorical=c in declared, max_categories=opts.max_categories)
-            for c in self._feature_columns(table)
-        ]
+        left = Limits.from_env().csv_cells  # cells the model's inputs may hold, one-hot categories included
+        encoded: list[Encoded] = []
+        for c in self._feature_columns(table):
+            block = encode_feature(
+                table, c, rows, categorical=c in declared, max_categories=opts.max_categories, max_cells=left
+            )
+            left -= block.block.size
+            if left < 0:
+                raise over_cells(table, block.block.size, block.block.size + left, c)
+            encoded.append(block)
         used = [block for block in encoded if block.width]
         if not used:
             raise ProblemError(f"{PREFIX}: {table.path} has no usable feature column (every one is empty)")

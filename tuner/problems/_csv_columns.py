@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tuner.limits import LimitError, Limits, variable
 from tuner.problems._csv_table import Rows, Table, check_finite, mean_std, missing_cells, parse_numbers
 
 #: The category a categorical column's missing cells form.
@@ -27,17 +28,21 @@ class Encoded:
         return int(self.block.shape[1])
 
 
-def encode_feature(table: Table, column: str, rows: Rows, *, categorical: bool, max_categories: int) -> Encoded:
-    """A declared categorical column is one-hot; so is one with a non-missing cell that is not a number."""
+def encode_feature(
+    table: Table, column: str, rows: Rows, *, categorical: bool, max_categories: int, max_cells: int | None = None
+) -> Encoded:
+    """A declared categorical column is one-hot; so is one with a non-missing cell that is not a number.
+
+    A one-hot block of more than ``max_cells`` cells is refused before it is made (``LimitError``)."""
     cells = table.require(column, "feature")
     missing = missing_cells(cells)
     if categorical:
-        return _one_hot(column, cells, missing, rows, max_categories, "declared categorical")
+        return _one_hot(table, column, missing, rows, max_categories, "declared categorical", max_cells)
     values, bad = parse_numbers(cells, missing)
     if bad is not None:
         row, cell = bad
         reason = f"detected categorical: {cell!r} in data row {row} is not a number"
-        return _one_hot(column, cells, missing, rows, max_categories, reason)
+        return _one_hot(table, column, missing, rows, max_categories, reason, max_cells)
     check_finite(table, column, "feature", values)
     return _numeric(column, values, missing, rows)
 
@@ -60,16 +65,25 @@ def _numeric(column: str, values: np.ndarray, missing: np.ndarray, rows: Rows) -
 
 
 def _one_hot(
-    column: str, cells: list[str], missing: np.ndarray, rows: Rows, max_categories: int, reason: str
+    table: Table,
+    column: str,
+    missing: np.ndarray,
+    rows: Rows,
+    max_categories: int,
+    reason: str,
+    max_cells: int | None,
 ) -> Encoded:
     """One column per kept category: the ``max_categories`` most frequent in the training rows (ties by name).
 
     Any other value (a rarer one, or one no training row has) is "other": all zeros.
     """
+    cells = table.columns[column]
     values = [MISSING_CATEGORY if gone else cell for cell, gone in zip(cells, missing, strict=True)]
     counts = Counter(values[i] for i in rows.train)
     ranked = sorted(counts, key=lambda v: (-counts[v], v))
     index = {value: i for i, value in enumerate(ranked[:max_categories])}
+    if max_cells is not None and len(values) * len(index) > max_cells:
+        raise over_cells(table, len(values) * len(index), max_cells, column)
     block = np.zeros((len(values), len(index)))
     positions = np.array([index.get(v, -1) for v in values])
     hit = np.flatnonzero(positions >= 0)
@@ -84,3 +98,14 @@ def _one_hot(
     if n_missing:
         parts.append(f"{n_missing} missing values as the category {MISSING_CATEGORY!r}")
     return Encoded(block, ", ".join(parts))
+
+
+def over_cells(table: Table, cells: int, left: int, column: str) -> LimitError:
+    """The model's inputs would hold more cells than the operator allows (``MTL_TUNE_MAX_CSV_CELLS``)."""
+    limits = Limits.from_env()
+    return LimitError(
+        ("problem_options", "data"),
+        f"{table.path.name}: column {column!r} would bring the model's inputs (rows x input columns, one-hot "
+        f"categories included) {cells - left} cells over the maximum of {limits.csv_cells} "
+        f"(set by {variable('csv_cells')}); lower max_categories or one-hot fewer columns",
+    )

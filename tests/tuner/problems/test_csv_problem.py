@@ -356,3 +356,16 @@ def test_a_row_with_another_number_of_fields_is_refused_naming_its_line(tmp_path
     path.write_text("x,y\n1,2\n\n3,4,5\n")
     with pytest.raises(ProblemError, match=r"ragged\.csv line 4 has 3 fields, the header has 2"):
         read_table(path)
+
+
+def test_one_hot_inputs_over_the_cell_limit_are_refused_before_they_are_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    survey = write_survey(tmp_path / "survey.csv")  # 160 rows x 5 columns; age as 2 inputs, city one-hot
+    options = {"data": survey, "target": ["score:regression"], "features": ["age", "city"]}
+    monkeypatch.setenv("MTL_TUNE_MAX_CSV_CELLS", "900")
+    with pytest.raises(LimitError, match="column 'city' would bring the model's inputs") as info:
+        create_problem("csv", options).tasks  # noqa: B018
+    assert info.value.loc == ("problem_options", "data")
+    assert "MTL_TUNE_MAX_CSV_CELLS" in str(info.value) and "max_categories" in str(info.value)
+    assert create_problem("csv", {**options, "max_categories": 2}).tasks  # 160 x (2 + 2) inputs fit
