@@ -31,6 +31,7 @@ import psycopg
 from sqlalchemy import select
 
 import storage
+from api.workers import worker_environment
 from mtl_tune_cli.worker_cmd import worker_command
 from storage.epochs import record_epoch
 from tuner.study import StudySpec, Worker, WorkerSettings, create_study
@@ -141,8 +142,10 @@ def scaling(url: str, trials: int) -> dict[int, float]:
         name = f"scale-{workers}-{uuid.uuid4().hex[:4]}"
         spec = StudySpec(name=name, problem="gradnorm-toy", n_trials=trials, sampler="random", pruner="none")
         create_study(url, spec, source="cli")
-        cmd = worker_command(url, name, "--exit-when-idle", "--threads", "1", "--poll", "0.2")
-        procs = [subprocess.Popen([*cmd, "--worker-index", str(i)], stdout=subprocess.DEVNULL) for i in range(workers)]
+        cmd = worker_command(name, "--exit-when-idle", "--threads", "1", "--poll", "0.2")
+        env = worker_environment(url)
+        procs = [subprocess.Popen([*cmd, "--worker-index", str(i)], stdout=subprocess.DEVNULL, env=env)
+                 for i in range(workers)]  # fmt: skip
         for p in procs:
             p.wait()
         with storage.session_scope(url) as session:

@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from api.workers import worker_environment
 from mtl_tune_cli._common import console, fail, print_table, user_errors
 from mtl_tune_cli._options import StorageOption, resolve_storage
 from mtl_tune_cli.worker_cmd import prepare_worker, worker_command
@@ -42,7 +43,10 @@ def run(
     ] = None,
     option: Annotated[
         list[str] | None,
-        typer.Option(help="Another problem option KEY=VALUE, e.g. n_train=500 (repeatable; see `mtl-tune problems`)."),
+        typer.Option(
+            help="Another problem option KEY=VALUE, e.g. n_train=500 (repeatable; "
+            "`mtl-tune problems --options PROBLEM` lists them)."
+        ),
     ] = None,
     trials: Annotated[
         int,
@@ -244,13 +248,13 @@ def _spawn_worker(
     url: str, name: str, index: int, device: str | None, deadline: float | None, threads: int
 ) -> subprocess.Popen[bytes]:
     # Local workers split the cores between them instead of each taking all of them.
-    cmd = worker_command(url, name, "--exit-when-idle", "--worker-index", str(index), "--threads", str(threads))
+    cmd = worker_command(name, "--exit-when-idle", "--worker-index", str(index), "--threads", str(threads))
     if device:
         cmd += ["--device", device]
     if deadline:
         cmd += ["--deadline", str(deadline)]
     with _hangup_ignored():
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=worker_environment(url))
 
 
 def _follow(

@@ -145,3 +145,18 @@ def test_a_gpu_index_past_the_last_one_is_refused(
     with pytest.raises(typer.Exit) as refused:
         check_device("cuda:1")
     assert refused.value.exit_code == 2 and "'cuda:1'" in capsys.readouterr().err
+
+
+def test_study_run_workers_get_the_password_through_their_environment(tmp_path: Path) -> None:
+    from mtl_tune_cli.study_cmd import _spawn_worker
+
+    url = "postgresql+psycopg://tuner:s3cret-pw@127.0.0.1:9/nowhere"  # nothing listens: the worker waits
+    proc = _spawn_worker(url, "some-study", 0, None, None, 1)
+    try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+        assert b"s3cret-pw" not in cmdline and b"--study" in cmdline
+        assert b"s3cret-pw" in environ
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -36,13 +36,14 @@ def test_stop_ends_the_running_trial_at_an_epoch_boundary_and_resume_finishes(tm
 
 
 @pytest.mark.slow
-def test_sigterm_marks_the_running_trial_failed_and_frees_its_slot(tmp_path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "closed-terminal"])
+def test_sigterm_marks_the_running_trial_failed_and_frees_its_slot(tmp_path, signum: signal.Signals) -> None:
     url = f"sqlite:///{tmp_path / 'term.db'}"
     launch(url, "term", n_trials=2, epochs=40, problem="gradnorm-toy", options={"n_train": 300, "n_val": 100})
     worker = start_worker(url, "term")
     running = _wait_for_running_trial(url, "term", min_epochs=1)
-    worker.send_signal(signal.SIGTERM)
-    worker.wait(timeout=60)
+    worker.send_signal(signum)
+    assert worker.wait(timeout=60) != -signum  # handled, not killed by the signal
     trial = optuna.load_study(study_name="term", storage=url).get_trials()[running]
     assert trial.state == TrialState.FAIL
     with storage.session_scope(url) as session:

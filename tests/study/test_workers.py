@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from sqlalchemy import func, select
 
 import storage
+from api.workers import worker_environment
 from mtl_tune_cli.worker_cmd import worker_command
 from tests.pg import ADMIN_DSN, fresh_database
 from tests.study.helpers import QUICK_SPACE
@@ -30,8 +31,8 @@ def pg_url() -> Iterator[str]:
 
 
 def start_worker(url: str, study: str, *extra: str) -> subprocess.Popen[bytes]:
-    cmd = worker_command(url, study, "--threads", "1", "--poll", "0.5", *extra)
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = worker_command(study, "--threads", "1", "--poll", "0.5", *extra)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=worker_environment(url))
 
 
 def launch(
