@@ -6,11 +6,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import storage
 from api.auth import default_token_file
+from tuner.limits import Limits
 
 
 class Settings(BaseSettings):
@@ -59,6 +60,13 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None
+
+    @model_validator(mode="after")
+    def _limits_readable(self) -> Settings:
+        """A malformed ``MTL_TUNE_MAX_*`` stops the server at its start, naming the variable, rather than failing
+        every launch later."""
+        Limits.from_env()
+        return self
 
 
 @lru_cache

@@ -160,3 +160,12 @@ def test_study_run_workers_get_the_password_through_their_environment(tmp_path: 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serve_refuses_a_malformed_limit_at_its_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MTL_TUNE_MAX_EPOCHS", "many")
+    monkeypatch.setenv("MTL_TUNE_TOKEN_FILE", str(tmp_path / "token"))
+    result = CliRunner().invoke(app, ["serve", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--workers", "0"])
+    assert result.exit_code == 2
+    assert "MTL_TUNE_MAX_EPOCHS" in result.output and "'many'" in result.output
+    assert not (tmp_path / "token").exists()  # refused before anything was made
