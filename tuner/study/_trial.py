@@ -22,6 +22,11 @@ STOPPING = ("stopping", "stopped")
 JobKey = tuple[int, datetime]
 
 
+class TrialLost(Exception):
+    """The trial was finished elsewhere while this worker ran it: failed as lost by another worker (this one was too
+    slow to send heartbeats; its parameters were re-enqueued), or its study deleted. Nothing more is written."""
+
+
 class StopRequested(Exception):
     """The study was asked to stop; the running trial ends (FAIL, reason recorded) and its slot is freed."""
 
@@ -130,7 +135,7 @@ class TrialRunner:
 
     @property
     def lost(self) -> bool:
-        """The trial was finished elsewhere (failed as stale by another worker) while this worker ran it."""
+        """The trial was finished elsewhere (failed as lost by another worker) while this worker ran it."""
         return self.recorder is not None and self.recorder.lost
 
     @property
@@ -165,9 +170,6 @@ class TrialRunner:
     def _check(self, trial: optuna.Trial, outcome: EpochOutcome) -> None:
         """Stop when the trial was failed by another worker or the study was asked to stop."""
         if not outcome.trial_running:
-            self._lost(trial)
+            raise TrialLost(f"trial {trial.number} of {self.job.study_name} was finished elsewhere or deleted")
         if outcome.job_status is None or outcome.job_status in STOPPING:
             raise StopRequested(f"study {self.job.study_name!r} was asked to stop")
-
-    def _lost(self, trial: optuna.Trial) -> None:
-        raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was finished by another worker")

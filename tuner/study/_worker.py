@@ -32,7 +32,7 @@ from storage.epochs import CLAIM_STATE, LostTrial, find_lost_trials, record_fini
 from tuner.problems import Problem, available_problems, broken_problems, create_problem
 from tuner.study._samplers import make_pruner, make_sampler, prune_steps
 from tuner.study._space import SearchSpace
-from tuner.study._trial import JobInfo, JobKey, TrialRunner
+from tuner.study._trial import JobInfo, JobKey, TrialLost, TrialRunner
 
 if TYPE_CHECKING:
     from storage._worker_storage import WorkerStorage
@@ -232,10 +232,10 @@ class Worker:
             with storage.session_scope(s.url) as session:
                 storage.finish_claim(session, claim_id, state="failed", missing_ok=True)
             raise
+        except TrialLost as exc:  # seen at an epoch's end
+            log.warning("%s", exc)
         except (ValueError, KeyError, optuna.exceptions.UpdateFinishedTrialError):
-            # Optuna refuses to tell a trial that is no longer running: another worker failed it as lost (this
-            # one was too slow to send heartbeats) and its parameters were re-enqueued, or the study was deleted.
-            # The claim is given up.
+            # Seen only when telling it: Optuna refuses to tell a trial that is no longer running.
             if not runner.lost:
                 raise
             log.warning("trial %s of %s was finished elsewhere or deleted", trial.number, job.study_name)
@@ -253,6 +253,8 @@ class Worker:
             values = runner(trial)
         except optuna.TrialPruned:
             return _tell(study, trial, state=TrialState.PRUNED)
+        except TrialLost:
+            raise  # its owner is whoever finished it: nothing to tell
         except KeyboardInterrupt:
             with suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
                 study.tell(trial, state=TrialState.FAIL)
