@@ -297,7 +297,9 @@ def _takes_input(operation: Any) -> bool:
 
 
 def _describe(case: Any) -> str:
-    body = "" if case.body is None else f" body={str(case.body)[:200]!r}"
+    from schemathesis.core import NotSet
+
+    body = "" if isinstance(case.body, NotSet) else f" body={str(case.body)[:200]!r}"
     query = f" query={case.query}" if case.query else ""
     return f"{case.method.upper()} {case.formatted_path}{query}{body}"
 
