@@ -110,11 +110,16 @@ class EnqueueRequest(BaseModel):
 
 
 class Health(BaseModel):
+    """``degraded`` when the storage is unreachable, its schema is not the head revision, or fewer local workers run
+    than ``serve`` supervises (one is being restarted, or cannot start)."""
+
     status: Literal["ok", "degraded"]
     storage: bool
     schema_revision: str | None
     head_revision: str
     workers_alive: int
+    local_workers_expected: int = Field(description="worker processes this server supervises (serve --workers)")
+    local_workers_alive: int = Field(description="of those, how many run now")
 
 
 Direction = Literal["minimize", "maximize"]

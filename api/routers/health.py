@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter
-from pydantic import Field
 
 import storage
 from api.deps import SettingsDep, WorkerPoolDep
@@ -16,16 +15,8 @@ from storage.models import utcnow
 router = APIRouter(tags=["health"])
 
 
-class ServerHealth(Health):
-    """``degraded`` when the storage is unreachable, its schema is not the head revision, or fewer local workers run
-    than ``serve`` supervises (one is being restarted, or cannot start)."""
-
-    local_workers_expected: int = Field(description="worker processes this server supervises (serve --workers)")
-    local_workers_alive: int = Field(description="of those, how many run now")
-
-
 @router.get("/health")
-def health(settings: SettingsDep, pool: WorkerPoolDep) -> ServerHealth:
+def health(settings: SettingsDep, pool: WorkerPoolDep) -> Health:
     head = storage.head_revision()
     local = pool.alive() if pool is not None else []
     expected = pool.expected if pool is not None else 0
@@ -40,6 +31,6 @@ def health(settings: SettingsDep, pool: WorkerPoolDep) -> ServerHealth:
     except storage.StorageError:
         reachable, revision = False, None
     ok = reachable and revision == head and len(local) >= expected
-    return ServerHealth(status="ok" if ok else "degraded", storage=reachable, schema_revision=revision,
+    return Health(status="ok" if ok else "degraded", storage=reachable, schema_revision=revision,
                         head_revision=head, workers_alive=len(workers), local_workers_expected=expected,
                         local_workers_alive=len(local))  # fmt: skip
