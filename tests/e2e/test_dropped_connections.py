@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 import storage
+from tests.dropped_connections import terminate_backends
 from tests.e2e.helpers import wait_for
 from tests.e2e.test_serve import Server, _processes_using
 from tests.pg import ADMIN_DSN, fresh_database
@@ -37,20 +38,14 @@ def _body(name: str) -> dict[str, Any]:
 class Terminator:
     """Terminates every backend of one database (but its own) once, or over and over from a thread."""
 
-    def __init__(self, database: str) -> None:
-        self.database = database
-        self.terminated = 0
+    def __init__(self, url: str) -> None:
+        self.url = url
         self._admin = psycopg.connect(ADMIN_DSN, autocommit=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def once(self) -> int:
-        rows = self._admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (self.database,),
-        ).fetchall()
-        self.terminated += len(rows)
-        return len(rows)
+        return terminate_backends(self.url, self._admin)
 
     def start(self, every: float) -> None:
         self._stop.clear()
@@ -77,7 +72,7 @@ class Terminator:
 def pg_server(tmp_path: Path) -> Iterator[tuple[Server, Terminator]]:
     with fresh_database() as url:
         server = Server(url, tmp_path / "serve.log")
-        terminator = Terminator(url.rsplit("/", 1)[1])
+        terminator = Terminator(url)
         try:
             yield server, terminator
         finally:

@@ -8,12 +8,12 @@ from typing import Any
 from unittest import mock
 
 import optuna
-import psycopg
 import pytest
 from optuna.trial import TrialState
 
 import storage
-from tests.pg import ADMIN_DSN, fresh_database
+from tests.dropped_connections import terminate_backends
+from tests.pg import fresh_database
 from tuner.study import StudySpec, Worker, WorkerSettings, create_study
 from tuner.study import _trial as trial_module
 
@@ -22,16 +22,6 @@ from tuner.study import _trial as trial_module
 def pg_url() -> Iterator[str]:
     with fresh_database() as url:
         yield url
-
-
-def _terminate_backends(url: str) -> int:
-    """Every connection to the study's database is dropped, the worker's pooled ones included."""
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (url.rsplit("/", 1)[1],),
-        ).fetchall()
-    return len(rows)
 
 
 @pytest.mark.parametrize("step", ["suggest_config", "train"])
@@ -47,7 +37,7 @@ def test_a_trial_whose_connections_drop_fails_with_the_reason_and_the_worker_goe
     def dropping(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         if len(calls) == 2:  # the first trial after the baseline
-            assert _terminate_backends(pg_url) > 0
+            assert terminate_backends(pg_url) > 0
         return real(*args, **kwargs)
 
     with mock.patch.object(trial_module, step, dropping):
