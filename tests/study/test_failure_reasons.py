@@ -120,3 +120,21 @@ def test_a_study_failed_for_failures_before_training_quotes_their_reason(url: st
         _run(url)
     last_error = _last_error(url)
     assert last_error is not None and "the connection to the database was dropped" in last_error, last_error
+
+
+def test_a_study_failed_for_trials_lost_to_other_workers_says_so(url: str) -> None:
+    """Each trial is failed by another worker while it trains (as one that took this worker for dead does): the
+    study fails after its failures in a row, and says why."""
+    _launch(url)
+    real = trial_module.train
+
+    def failed_elsewhere(*args: Any, **kwargs: Any) -> Any:
+        rdb = optuna.storages.RDBStorage(url)
+        [running] = optuna.load_study(study_name="s", storage=rdb).get_trials(states=(TrialState.RUNNING,))
+        rdb.set_trial_state_values(running._trial_id, TrialState.FAIL)
+        return real(*args, **kwargs)
+
+    with mock.patch.object(trial_module, "train", failed_elsewhere):
+        _run(url)
+    last_error = _last_error(url)
+    assert last_error is not None and "unknown error" not in last_error, last_error
