@@ -101,6 +101,9 @@ def test_a_launch_that_meets_dropped_connections_is_all_or_nothing(
     terminator.stop()
     assert set(statuses.values()) <= {201, 503}, statuses
 
+    # What a launch cut off half-way once left: a job row whose Optuna study is missing. The worker fails it with
+    # the reason and goes on; it does not exit on it and get restarted for it again and again.
+    _job_without_its_study(server.url, "broken")
     time.sleep(1.5)  # pooled connections idle this long are pinged (and replaced) before use
     second = client.post("/api/studies", json=_body("second"))
     assert second.status_code == 201, second.text
@@ -119,9 +122,19 @@ def test_a_launch_that_meets_dropped_connections_is_all_or_nothing(
             assert settled["status"] == "completed", (settled, _log(tmp_path))
         _assert_whole_or_failed_with_reason(server.url, name)
 
+    broken = wait_for(lambda: _settled(client, "broken"), 60, f"'broken' to be failed\n{_log(tmp_path)}")
+    assert broken["status"] == "failed" and "broken" in broken["last_error"], broken
+
     health = client.get("/api/health").json()
     assert health["local_workers_alive"] == 1, health
     assert "exited with code" not in _log(tmp_path), _log(tmp_path)  # the worker never died, so never restarted
+
+
+def _job_without_its_study(url: str, name: str) -> None:
+    with storage.session_scope(url) as session:
+        storage.create_job(session, study_name=name, problem="uncertainty-toy", problem_options={}, space=None,
+                           objective="scalar", directions=["minimize"], sampler="random", pruner="median", epochs=1,
+                           n_trials=2, seed=0, source="rest")  # fmt: skip
 
 
 def _assert_whole_or_failed_with_reason(url: str, name: str) -> None:
