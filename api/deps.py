@@ -27,7 +27,8 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# The session commits before the response starts: a commit that fails (a dropped connection) is answered 503.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 StudyName = Annotated[str, Path(pattern=NAME_PATTERN, description="study name")]
 TrialNumber = Annotated[int, Path(ge=0, le=INT32_MAX, description="trial number")]
 

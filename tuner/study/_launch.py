@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,10 +96,22 @@ def create_study(url: str, spec: StudySpec, *, source: str) -> Launched:
                 source=source,
             )
     except BaseException:
-        with suppress(Exception):  # the error being raised says what went wrong; an orphan study blocks only its name
-            optuna.delete_study(study_name=name, storage=rdb)
+        _undo(name, rdb)
         raise
     return Launched(name, True, spec.n_trials)
+
+
+def _undo(name: str, rdb: optuna.storages.BaseStorage) -> None:
+    """Delete the Optuna study of a launch that failed half-way. The error being raised says what went wrong; a
+    connection that dropped (the likely cause) fails the first attempt and is replaced for the second."""
+    for _ in range(2):
+        try:
+            optuna.delete_study(study_name=name, storage=rdb)
+            return
+        except KeyError:  # never created, or already deleted
+            return
+        except Exception:  # tried once more, then left: an orphan study blocks only its name
+            continue
 
 
 def create_or_resume(url: str, spec: StudySpec, *, source: str, resume: bool = False) -> Launched:
