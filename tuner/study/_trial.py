@@ -22,6 +22,12 @@ STOPPING = ("stopping", "stopped")
 JobKey = tuple[int, datetime]
 
 
+def failure_reason(exc: BaseException) -> str:
+    """What a failed trial records: the exception's type and message (the type alone when it has none)."""
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 class TrialLost(Exception):
     """The trial was finished elsewhere while this worker ran it: failed as lost by another worker (this one was too
     slow to send heartbeats; its parameters were re-enqueued), or its study deleted. Nothing more is written."""
@@ -116,15 +122,16 @@ class TrialRunner:
         self.rdb.hold(trial_id, self.study_id, finisher=self.recorder.finish)
         # The baseline runs all its epochs: every study compares its best trial with it.
         self.prunable = self.job.objective != "pareto" and not trial.user_attrs.get(storage.BASELINE_ATTR)
-        config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
-        trial.set_user_attr("config", config.model_dump(mode="json"))
         last: list[EpochReport] = []
         try:
+            config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
+            trial.set_user_attr("config", config.model_dump(mode="json"))
             self.recorder.start()  # the parameters and configuration are written before training starts
             result = train(self.problem, config, device=self.device, on_epoch_end=lambda r: self._epoch(trial, r, last))
-        except Exception as exc:
-            if not isinstance(exc, optuna.TrialPruned):
-                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+        except (optuna.TrialPruned, TrialLost):
+            raise
+        except BaseException as exc:  # every failure says why, an interrupt (SIGTERM, Ctrl-C) included
+            trial.set_user_attr("fail_reason", failure_reason(exc))
             raise
         finally:
             if last:

@@ -171,8 +171,11 @@ class Worker:
             jobs = storage.jobs_needing_trials(
                 session, study_name=self.settings.study_name, grace_seconds=self.settings.grace_seconds
             )
-            runnable = [info for info in map(JobInfo.of, jobs) if info.key not in self._elsewhere]
-            return runnable[0] if runnable else None
+            needed = [info for info in map(JobInfo.of, jobs) if info.key not in self._elsewhere]
+        # What this worker kept of jobs that need no trials now (done, stopped, deleted) goes: its memory stays
+        # bounded however many studies it serves. A job that needs trials again is read again.
+        self._forget_jobs(set(self._studies) - {info.key for info in needed})
+        return needed[0] if needed else None
 
     def _readable(self, job: JobInfo) -> bool:
         """Whether this worker can read the job's study, problem, space, sampler and pruner.
@@ -211,7 +214,12 @@ class Worker:
         s = self.settings
         study = self._study(job)
         rdb = self._rdb()
-        trial = study.ask()
+        try:
+            trial = study.ask()
+        except BaseException:  # no trial to run: the slot is given back now, not when its grace period ends
+            with suppress(*DB_ERRORS), storage.session_scope(s.url) as session:
+                storage.finish_claim(session, claim_id, state="failed", missing_ok=True)
+            raise
         runner = TrialRunner(
             s.url,
             job,
@@ -252,7 +260,7 @@ class Worker:
         try:
             values = runner(trial)
         except optuna.TrialPruned:
-            return _tell(study, trial, state=TrialState.PRUNED)
+            return _tell(study, trial, runner, state=TrialState.PRUNED)
         except TrialLost:
             raise  # its owner is whoever finished it: nothing to tell
         except KeyboardInterrupt:
@@ -262,10 +270,10 @@ class Worker:
             raise
         except Exception:
             log.warning("trial %d of %s failed", trial.number, study.study_name, exc_info=True)
-            failed = _tell(study, trial, state=TrialState.FAIL)
+            failed = _tell(study, trial, runner, state=TrialState.FAIL)
             _retry_baseline(study, trial)
             return failed
-        return _tell(study, trial, values)
+        return _tell(study, trial, runner, values)
 
     def _rdb(self) -> WorkerStorage:
         return storage.worker_storage(self.settings.url)
@@ -299,8 +307,14 @@ class Worker:
         """Drop what this worker kept of deleted jobs of the same name (and of the same job id)."""
         others = {k for k in self._studies if k != job.key and k[0] == job.id}
         others |= {k for k, study in self._studies.items() if study.study_name == job.study_name and k != job.key}
-        for kept in (self._failures, self._samplers, self._studies, self._problems, self._spaces):
-            for key in others:
+        self._forget_jobs(others)
+
+    def _forget_jobs(self, keys: set[JobKey]) -> None:
+        for key in keys:
+            study = self._studies.pop(key, None)
+            if study is not None:
+                self._rdb().forget_study(study.study_name)  # the finished trials it read
+            for kept in (self._failures, self._samplers, self._problems, self._spaces):
                 kept.pop(key, None)
 
     def _sampler(self, job: JobInfo) -> optuna.samplers.BaseSampler:
@@ -338,7 +352,12 @@ class Worker:
 
         Stop requests need nothing here: ``finish_claim`` turns a stopping job stopped with its last claim.
         """
-        reason = trial.user_attrs.get("fail_reason", "unknown error") if trial is not None else "unknown error"
+        if trial is None:
+            reason = (
+                "the trial was failed elsewhere (lost to another worker: this one missed its heartbeats) or deleted"
+            )
+        else:
+            reason = trial.user_attrs.get("fail_reason") or f"trial {trial.number} ended {trial.state.name.lower()}"
         storage.set_status(
             session, job.study_name, "failed", error=f"{failures} consecutive trials failed; last: {reason}"
         )
@@ -358,14 +377,19 @@ def _log_trial(job: JobInfo, trial: optuna.Trial, finished: optuna.trial.FrozenT
     log.info("study %s trial %d %s objective %s %.1f s", job.study_name, trial.number, state, objective, seconds)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> optuna.trial.FrozenTrial:
+def _tell(
+    study: optuna.Study, trial: optuna.Trial, runner: TrialRunner, *args: Any, **kwargs: Any
+) -> optuna.trial.FrozenTrial:
     """``study.tell``, tried again after a storage error: the outcome is known here, and a dropped connection
     (the database restarted, the connection killed) is replaced by the next attempt. Telling twice is safe: the
-    final state is written only while the trial runs, and a finished claim never changes."""
+    final state is written only while the trial runs, and a finished claim never changes; one whose final state
+    was written before the error (a read after it failed) is done."""
     for attempt in range(1, TELL_ATTEMPTS + 1):
         try:
             return study.tell(trial, *args, **kwargs)
         except DB_ERRORS as exc:
+            if runner.recorded:
+                return runner.rdb.get_trial(trial._trial_id)
             if attempt == TELL_ATTEMPTS:
                 raise
             log.warning("telling trial %d failed (%s); trying again", trial.number, exc)
@@ -398,7 +422,8 @@ def _heartbeats(url: str, claim_id: int, every: float) -> Iterator[None]:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the worker like Ctrl-C: the running trial is told FAIL and its claim is released."""
+    """SIGTERM, and SIGHUP (a closed terminal) unless the worker's parent ignores it for it, end the worker like
+    Ctrl-C: the running trial is told FAIL and its claim is released."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -406,8 +431,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handler)
+    signums = [signal.SIGTERM]
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signums.append(signal.SIGHUP)
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, earlier in previous.items():
+            signal.signal(signum, earlier)
