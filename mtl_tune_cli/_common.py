@@ -51,6 +51,15 @@ def configure_logging(verbose: bool) -> None:
     logging.getLogger("alembic.runtime.migration").setLevel(level)
 
 
+def show_worker_log() -> None:
+    """A worker's own lines on stderr: one per trial (study, number, state, objective, seconds), and its warnings."""
+    worker_log = logging.getLogger("mtl_tune.worker")
+    if _log_handler not in worker_log.handlers:
+        worker_log.addHandler(_log_handler)
+        worker_log.propagate = False
+    worker_log.setLevel(logging.INFO)
+
+
 def print_table(table: Table) -> None:
     """On a terminal, as wide as it is; piped output (scripts, files) gets whole names instead of columns cut to a
     guessed 80-character terminal."""

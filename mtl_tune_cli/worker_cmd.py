@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Annotated
 
 import typer
 
-from mtl_tune_cli._common import console, fail, user_errors, wait_for_database
+from mtl_tune_cli._common import console, fail, show_worker_log, user_errors, wait_for_database
 from mtl_tune_cli._options import StorageOption, resolve_storage
 
 
@@ -16,18 +15,6 @@ def worker_command(study: str, *options: str) -> list[str]:
     """The command line of a local ``mtl-tune worker`` process for ``study`` (this interpreter, this package); the
     storage URL goes in its environment (``api.workers.worker_environment``), where ``ps`` does not show it."""
     return [sys.executable, "-m", "mtl_tune_cli.main", "worker", "--study", study, *options]
-
-
-def _hangup_ends_the_worker() -> None:
-    """A closed terminal (SIGHUP) ends the worker as Ctrl-C does: its running trial is told FAIL. A worker started
-    with SIGHUP ignored (``nohup``, or by ``study run``, which ends its workers itself) keeps ignoring it."""
-    if not hasattr(signal, "SIGHUP") or signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL:
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGHUP, interrupt)
 
 
 def prepare_worker(threads: int | None, verbose: bool = False) -> None:
@@ -97,8 +84,8 @@ def worker(
     from tuner.study import Worker, WorkerSettings
 
     prepare_worker(threads, verbose)
+    show_worker_log()
     check_device(device)
-    _hangup_ends_the_worker()
     with user_errors():
         url = resolve_storage(storage_url)
         wait_for_database(url)

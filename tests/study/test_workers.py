@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -143,3 +144,12 @@ def _wait_for_running_trial(url: str, name: str, *, min_epochs: int, timeout: fl
                 return t.number
         time.sleep(0.2)
     raise AssertionError(f"no trial of {name!r} reached epoch {min_epochs} in {timeout} s")
+
+
+def test_a_worker_logs_one_line_per_trial(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'lines.db'}"
+    launch(url, "lines", n_trials=2, epochs=1)
+    _, err = start_worker(url, "lines", "--exit-when-idle").communicate(timeout=300)
+    lines = [line for line in err.decode().splitlines() if "[mtl_tune.worker]" in line and " objective " in line]
+    assert len(lines) == 2, err.decode()
+    assert all(re.search(r"study lines trial \d+ complete objective [0-9.]+ [0-9.]+ s$", line) for line in lines)
