@@ -1,6 +1,6 @@
 """REST API latency on a large study: p50/p95 per route against a running ``mtl-tune serve`` (real uvicorn, real HTTP).
 
-Setup (issue #5): one study of N trials (default 10,000), each with 20 epochs x 3 tasks of per-epoch metrics
+Setup: one study of N trials (default 10,000), each with 20 epochs x 3 tasks of per-epoch metrics
 (pruned and failed trials stop earlier), 80% complete / 15% pruned / 5% failed. The study is created through
 Optuna and its first ``--optuna-trials`` trials (default 200) are added through Optuna's API, so the routes that
 read Optuna (one trial's config, the baseline, parameter distributions for importances) find real records; the

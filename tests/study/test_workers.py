@@ -1,4 +1,4 @@
-"""Many worker processes on one study: exact targets, crashes, dropped connections (issue: distributed workers)."""
+"""Many worker processes on one study: exact targets, crashes, dropped connections."""
 
 from __future__ import annotations
 
