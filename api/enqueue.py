@@ -64,7 +64,12 @@ def enqueue(url: str, study_name: str, params: Mapping[str, ParamValue]) -> str:
     """Queue the trial; a completed study gets one more trial to run. Returns the study's status."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=storage.optuna_storage(url))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage.optuna_storage(url))
+    except KeyError:  # deleted with Optuna's own tools: the job is what is left
+        raise storage.StudyNotFound(
+            f"study {study_name!r} has no Optuna study any more; `mtl-tune study delete {study_name}` removes the rest"
+        ) from None
     study.enqueue_trial(dict(params))
     reopen = (
         update(StudyJob)

@@ -8,7 +8,6 @@ import storage
 from api import views
 from api.deps import Authorized, JobDep, SessionDep, SettingsDep, StudyName
 from api.launch import launch
-from api.removal import delete_study
 from api.schemas import StudyCreate, StudyDetail, StudyList, StudySummary
 
 router = APIRouter(prefix="/studies", tags=["studies"])
@@ -54,7 +53,9 @@ def resume_study(session: SessionDep, name: StudyName) -> StudySummary:
 
 
 @router.delete("/{name}", status_code=204, dependencies=[Authorized], responses=_ERRORS)
-def remove_study(settings: SettingsDep, session: SessionDep, name: StudyName) -> Response:
-    """The Optuna study, the job and every recorded metric."""
-    delete_study(settings.storage, session, name)
+def remove_study(settings: SettingsDep, name: StudyName) -> Response:
+    """The Optuna study, the job and every recorded metric (as ``mtl-tune study delete``)."""
+    from storage.reports import delete_study
+
+    delete_study(settings.storage, name)
     return Response(status_code=204)

@@ -233,6 +233,18 @@ def test_delete_removes_the_optuna_study_and_the_job(client: TestClient, url: st
     assert client.post("/api/studies", json=launch_body(name="gone")).status_code == 201  # the name is free again
 
 
+def test_a_study_deleted_with_optunas_tools_is_refused_by_name_and_can_be_deleted(
+    sqlite_client: TestClient, sqlite_url: str
+) -> None:
+    sqlite_client.post("/api/studies", json=launch_body(name="gone"))
+    optuna.delete_study(study_name="gone", storage=storage.optuna_storage(sqlite_url))
+
+    queued = sqlite_client.post("/api/studies/gone/trials", json={"params": {"strategy": "equal"}})
+    assert queued.status_code == 404 and "mtl-tune study delete gone" in queued.text
+    assert sqlite_client.delete("/api/studies/gone").status_code == 204
+    assert sqlite_client.get("/api/studies/gone").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
