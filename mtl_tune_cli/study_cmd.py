@@ -346,6 +346,11 @@ def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: 
     for row in report.best_rows:
         console.print(f"best trial #{row['number']}  values {row['values']}")
         console.print_json(json.dumps(row["config"]))
+    if report.baseline_missing:
+        console.print(
+            "no baseline result yet: trial 0 (equal weighting, the problem's defaults) has not completed, so the best "
+            "trial is not compared with the default; a failed baseline is run again"
+        )
     if report.comparison:
         table = Table("task", "metric", "baseline", "best", "change", title="best vs baseline (validation)")
         for task, c in report.comparison.items():

@@ -33,6 +33,8 @@ class StudyReport:
     states: dict[str, int]
     best_rows: list[dict[str, Any]] = field(default_factory=list)
     comparison: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: a scalar study with a best trial but no completed baseline: nothing to compare the best with yet
+    baseline_missing: bool = False
 
 
 def _load(url: str, name: str) -> tuple[StudyJob, optuna.Study]:
@@ -129,7 +131,9 @@ def study_report(url: str, name: str) -> StudyReport:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
     bests = best_trials(study)
     report = StudyReport(name, job.problem, job.objective, job.status, states, [_row(t) for t in bests])
-    report.comparison = compare(baseline_trial(study), bests[0] if len(bests) == 1 else None, task_metrics(study))
+    baseline = baseline_trial(study)
+    report.comparison = compare(baseline, bests[0] if len(bests) == 1 else None, task_metrics(study))
+    report.baseline_missing = baseline is None and len(bests) == 1
     return report
 
 
