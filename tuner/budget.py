@@ -41,7 +41,9 @@ class BudgetWatch:
         self.started = time.monotonic()
         self._memory_at = 0.0
 
-    def check(self, where: str) -> None:
+    def check(self, where: str, *args: object) -> None:
+        """``where % args`` says where in the run the check was made; it is formatted only when the budget is
+        exceeded, so a check at every batch costs a clock read."""
         budget = self.budget
         if not (budget.seconds or budget.memory_mb):
             return
@@ -50,7 +52,7 @@ class BudgetWatch:
         if budget.seconds and elapsed > budget.seconds:
             raise BudgetExceeded(
                 f"the run exceeded its time budget of {budget.seconds:g} s ({variable('trial_seconds')}): "
-                f"{elapsed:.0f} s {where}"
+                f"{elapsed:.0f} s {where % args}"
             )
         if budget.memory_mb and now - self._memory_at >= MEMORY_EVERY:
             self._memory_at = now
@@ -58,7 +60,7 @@ class BudgetWatch:
             if used > budget.memory_mb:
                 raise BudgetExceeded(
                     f"the run exceeded its memory budget of {budget.memory_mb:g} MiB "
-                    f"({variable('trial_memory_mb')}): the process holds {used:.0f} MiB {where}"
+                    f"({variable('trial_memory_mb')}): the process holds {used:.0f} MiB {where % args}"
                 )
 
 

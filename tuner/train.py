@@ -274,7 +274,7 @@ def train(
             n_batches += 1
             if scheduler is not None and steps:
                 scheduler.step()
-            watch.check(f"at epoch {epoch + 1}, batch {n_batches}")
+            watch.check("at epoch %d, batch %d", epoch + 1, n_batches)
         if n_batches == 0:
             raise ProblemError(f"problem {problem.name!r}: the training split yielded no batch")
         if scheduler is not None and not steps:
@@ -286,7 +286,7 @@ def train(
         result.history.append(report)
         if on_epoch_end is not None:
             on_epoch_end(report)
-        watch.check(f"after epoch {epoch + 1}")
+        watch.check("after epoch %d", epoch + 1)
     if data.test is not None:
         losses, metrics = evaluate(run.model, run.tasks, _on(data.test, dev), dev)
         result.test = {
