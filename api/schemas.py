@@ -17,7 +17,11 @@ from tuner.limits import Limits  # no torch: the limits module imports nothing o
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # tuner.study._spec.NAME_PATTERN
 Objective = Literal["scalar", "pareto"]
 SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2", "qmc"]
-PrunerName = Literal["hyperband", "median", "successive-halving", "none"]
+PrunerName = Literal["hyperband", "median", "successive-halving", "dominated", "none"]
+PRUNER_HELP = (  # tuner.study._spec.PRUNER_HELP; a scalar study asking for dominated is refused at launch (422)
+    "default: hyperband (scalar), none (pareto); dominated (pareto only): stop a trial whose per-task metrics "
+    "at a rung are dominated by those of 3 finished trials"
+)
 TrialOrder = Literal["number", "-number", "objective", "-objective", "duration_s", "-duration_s"]
 ParamValue = float | int | str | bool
 INT32_MAX = 2**31 - 1  # integer columns are 32-bit on PostgreSQL
@@ -73,7 +77,7 @@ class StudyCreate(BaseModel):
     space: dict[str, Any] | None = Field(None, description="search space; the problem's default when absent")
     objective: Objective = "scalar"
     sampler: SamplerName = "tpe"
-    pruner: PrunerName | None = Field(None, description="default: hyperband (scalar), none (pareto)")
+    pruner: PrunerName | None = Field(None, description=PRUNER_HELP)
     epochs: int | None = Field(
         None,
         ge=1,
@@ -83,6 +87,15 @@ class StudyCreate(BaseModel):
         f"(default {Limits().epochs})",
     )
     seed: int = Field(0, ge=0, le=INT32_MAX, strict=True)
+    confirm_seeds: int = Field(
+        3,
+        ge=0,
+        le=50,
+        strict=True,
+        description="seeds of the confirmation runs queued when the target is reached: the baseline, the best "
+        "configurations and each strategy's best are trained again and judged on the test split (0: none; 1 is "
+        "refused, an interval needs two)",
+    )
 
     @model_validator(mode="after")
     def _finite(self) -> StudyCreate:
@@ -302,3 +315,98 @@ class Enqueued(BaseModel):
     study: str
     params: dict[str, ParamValue]
     status: str = Field(description="the study's status after enqueuing")
+
+
+class ConfirmRequest(BaseModel):
+    """Which configurations to train again, and with how many fresh seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: int = Field(3, ge=2, le=50, strict=True, description="seeds per configuration; an interval needs two")
+    top: int = Field(1, ge=1, le=20, strict=True, description="how many of the best configurations to confirm")
+
+
+class Interval(BaseModel):
+    """The mean difference to the baseline over paired seeds, with its 95 % t interval (none below two pairs)."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+
+class ConfirmedTask(BaseModel):
+    mean: float | None = Field(description="the task's metric on the held-out split, mean over seeds")
+    std: float | None
+    n: int
+    diff: Interval
+    judgement: Literal["better", "worse", "within noise", "too few seeds"]
+
+
+class ConfirmedConfig(BaseModel):
+    trial: int
+    roles: list[str] = Field(description="why it is confirmed: baseline, best, top N, best <strategy>, static front, "
+                                         "pareto")  # fmt: skip
+    strategy: str | None
+    config: dict[str, Any]
+    seeds: list[int] = Field(description="the seeds whose runs completed")
+    failed: list[dict[str, Any]]
+    tasks: dict[str, ConfirmedTask]
+
+
+class FrontPoint(BaseModel):
+    trial: int
+    x: float
+    y: float
+    front: bool = Field(description="no other static weighting dominates it on this pair of tasks")
+
+
+class StrategyPoint(BaseModel):
+    trial: int
+    strategy: str | None
+    roles: list[str]
+    x: float
+    y: float
+    dominated: bool = Field(description="a tuned static weighting dominates it on this pair of tasks")
+
+
+class TaskPair(BaseModel):
+    tasks: list[str]
+    static: list[FrontPoint]
+    others: list[StrategyPoint]
+
+
+class Scalarization(BaseModel):
+    """Each strategy's confirmed best against the confirmed tuned static weightings."""
+
+    static_trials: list[int]
+    pairs: list[TaskPair]
+    dominated: list[str] = Field(description="strategies a tuned static weighting dominates on every task")
+    not_dominated: list[str]
+
+
+class RunCounts(BaseModel):
+    queued: int
+    running: int
+    complete: int
+    failed: int
+
+
+class Verdict(BaseModel):
+    """Does tuning beat the default on held-out data, task by task, with intervals paired by seed."""
+
+    study: str
+    objective: str
+    status: Literal["not requested", "pending", "running", "complete"]
+    runs: RunCounts
+    seeds: list[int]
+    split: Literal["test", "validation"] | None = Field(
+        description="where the runs are judged; validation (optimistic) for a problem without a test split"
+    )
+    optimistic: bool
+    interval: str
+    tasks: list[TaskInfo]
+    candidates: list[ConfirmedConfig]
+    judgements: dict[str, str] = Field(description="per task, the best configuration against the baseline")
+    sentence: str
+    scalarization: Scalarization | None

@@ -1,4 +1,4 @@
-"""``mtl-tune study run|list|show|best|export|delete``."""
+"""``mtl-tune study run|list|show|confirm|best|export|delete``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from rich.table import Table
 from api.workers import worker_environment
 from mtl_tune_cli._common import console, fail, print_table, user_errors
 from mtl_tune_cli._options import StorageOption, resolve_storage
+from mtl_tune_cli._verdict import print_verdict
 from mtl_tune_cli.worker_cmd import prepare_worker, worker_command
 from tuner.limits import Limits
 
@@ -75,9 +76,9 @@ def run(
     pruner: Annotated[
         str | None,
         typer.Option(
-            help="hyperband (default), median, successive-halving or none. "
-            "Pareto studies are never pruned (Optuna cannot prune "
-            "multi-objective studies)."
+            help="hyperband (default), median, successive-halving or none. Pareto studies: none (default) or "
+            "dominated (mtl-tune's rule, as Optuna cannot prune multi-objective studies: at epochs 1, 3, 9, ... a "
+            "trial whose per-task metrics are dominated by those of 3 finished trials is stopped)."
         ),
     ] = None,
     objective: Annotated[
@@ -102,8 +103,16 @@ def run(
         typer.Option(help="CPU threads of each local worker (default: the cores shared out; 1 suits small models)."),
     ] = None,
     detach: Annotated[bool, typer.Option(help="Record the study and return at once.")] = False,
+    confirm_seeds: Annotated[
+        int,
+        typer.Option(
+            help="When the target is reached, train the baseline, the best configurations and each strategy's best "
+            "again with this many fresh seeds and judge them on the test split (0: do not)."
+        ),
+    ] = 3,
 ) -> None:
-    """Create (or resume) a study and run it until TRIALS trials have finished."""
+    """Create (or resume) a study, run it until TRIALS trials have finished, then confirm its verdict on held-out
+    data."""
     import storage
     from tuner.study import StudySpec, create_or_resume, load_space
 
@@ -126,6 +135,7 @@ def run(
                 "pruner": pruner,
                 "epochs": epochs,
                 "seed": seed,
+                "confirm_seeds": confirm_seeds,
             }
         )
         launched = create_or_resume(url, spec, source="cli", resume=resume)
@@ -245,10 +255,10 @@ def _run_here(url: str, name: str, target: int, device: str | None, deadline: fl
 
 
 def _spawn_worker(
-    url: str, name: str, index: int, device: str | None, deadline: float | None, threads: int
+    url: str, name: str, index: int, device: str | None, deadline: float | None, threads: int, *flags: str
 ) -> subprocess.Popen[bytes]:
     # Local workers split the cores between them instead of each taking all of them.
-    cmd = worker_command(name, "--exit-when-idle", "--worker-index", str(index), "--threads", str(threads))
+    cmd = worker_command(name, "--exit-when-idle", "--worker-index", str(index), "--threads", str(threads), *flags)
     if device:
         cmd += ["--device", device]
     if deadline:
@@ -334,11 +344,15 @@ def list_studies(storage_url: StorageOption = None) -> None:
 
 @app.command()
 def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: StorageOption = None) -> None:
-    """Best configuration, per-task best vs baseline, trials by state; the Pareto set for pareto studies."""
+    """Best configuration, per-task best vs baseline, trials by state; the Pareto set for pareto studies; the verdict
+    of its confirmation on held-out data."""
     from storage.reports import study_report
+    from storage.verdict import study_verdict
 
     with user_errors():
-        report = study_report(resolve_storage(storage_url), name)
+        url = resolve_storage(storage_url)
+        report = study_report(url, name)
+        verdict = study_verdict(url, name)
     console.print(
         f"[bold]{report.name}[/]  problem {report.problem}  objective {report.objective}  status {report.status}"
     )
@@ -352,7 +366,8 @@ def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: 
             "trial is not compared with the default; a failed baseline is run again"
         )
     if report.comparison:
-        table = Table("task", "metric", "baseline", "best", "change", title="best vs baseline (validation)")
+        title = "best vs baseline on the validation split that chose the best (optimistic; the verdict is not)"
+        table = Table("task", "metric", "baseline", "best", "change", title=title)
         for task, c in report.comparison.items():
             change = f"{c['change']:+.1%}" if c["change"] is not None else "-"
             if c["better"] is not None:
@@ -360,6 +375,66 @@ def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: 
             metric = f"{c['metric_name']} {'↑' if c['direction'] == 'maximize' else '↓'}"
             table.add_row(task, metric, _fmt(c["baseline"]), _fmt(c["best"]), change)
         print_table(table)
+    print_verdict(verdict)
+
+
+@app.command()
+def confirm(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    seeds: Annotated[int, typer.Option(help="Fresh seeds per configuration (at least 2: an interval needs two).")] = 3,
+    top: Annotated[int, typer.Option(help="How many of the best configurations to confirm.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Local workers (0: queue the runs for workers running elsewhere and return).")
+    ] = 1,
+    device: Annotated[str | None, typer.Option(help="Device of the local workers (default: best available).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads of each local worker.")] = None,
+    storage_url: StorageOption = None,
+) -> None:
+    """Train the baseline, the TOP best configurations and the best of each strategy tried (the Pareto set of a
+    pareto study) again with SEEDS fresh seeds, judge them on the test split, and print the verdict.
+
+    The runs go through the study's workers and storage like trials, but never count toward its target and never
+    reach its sampler."""
+    import storage
+    from storage.confirmations import request_confirmation
+
+    with user_errors():
+        url = resolve_storage(storage_url)
+        storage.ensure_schema(url)
+        with storage.session_scope(url) as session:
+            request_confirmation(session, name, seeds=seeds, top=top)
+    if workers == 0:
+        console.print(f"confirmation of {name} queued; `mtl-tune study show {name}` shows the verdict")
+        return
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    try:
+        with _hangup_as_interrupt():
+            if workers == 1:
+                _confirm_here(url, name, device, threads)
+            else:
+                procs = [_spawn_worker(url, name, i, device, None, threads, "--confirm-only") for i in range(workers)]
+                try:
+                    for proc in procs:
+                        proc.wait()
+                except KeyboardInterrupt:
+                    for proc in procs:
+                        proc.wait(timeout=60)
+                    raise
+    except KeyboardInterrupt:
+        with suppress(OSError):
+            console.print(f"interrupted: the confirmation of {name} waits for workers; run the command again to go on")
+        raise typer.Exit(130) from None
+    from storage.verdict import study_verdict
+
+    with user_errors():
+        print_verdict(study_verdict(url, name))
+
+
+def _confirm_here(url: str, name: str, device: str | None, threads: int) -> None:
+    from tuner.study import Worker, WorkerSettings
+
+    prepare_worker(threads)
+    Worker(WorkerSettings(url=url, study_name=name, device=device, exit_when_idle=True, confirm_only=True)).run()
 
 
 def _fmt(value: float | None) -> str:

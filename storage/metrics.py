@@ -143,3 +143,37 @@ def trial_curves(session: Session, *, job_id: int, trial_number: int) -> list[Ep
         .order_by(EpochMetric.epoch, EpochMetric.task)
     )
     return list(session.scalars(query))
+
+
+#: The trial states whose epochs the ``dominated`` pruner compares a running trial with.
+FINISHED_STATES = ("complete", "pruned")
+
+_RUNG_VECTORS = (
+    select(EpochMetric.trial_number, EpochMetric.task, EpochMetric.metric)
+    .join(
+        TrialSummary,
+        (TrialSummary.job_id == EpochMetric.job_id) & (TrialSummary.trial_number == EpochMetric.trial_number),
+    )
+    .where(
+        TrialSummary.job_id == bindparam("job_id"),
+        TrialSummary.state.in_(FINISHED_STATES),
+        EpochMetric.job_id == bindparam("job_id"),
+        EpochMetric.epoch == bindparam("epoch"),
+    )
+    .order_by(EpochMetric.trial_number, EpochMetric.task)
+)
+
+
+def rung_vectors(session: Session | Connection, job_id: int, epoch: int) -> list[dict[str, float | None]]:
+    """The per-task validation metric vectors (task -> metric) after ``epoch`` (0-based) of the job's finished
+    trials (complete or pruned) that reached it, by trial number.
+
+    One statement: the finished trials come from ``trial_summaries``' (job_id, state) index and each one's rows
+    from ``epoch_metrics``' (job_id, trial_number, epoch, task) index. A metric stored as null (not finite) is
+    None.
+    """
+    rows = session.execute(_RUNG_VECTORS, {"job_id": job_id, "epoch": epoch})
+    vectors: dict[int, dict[str, float | None]] = {}
+    for trial_number, task, metric in rows:
+        vectors.setdefault(trial_number, {})[task] = metric
+    return list(vectors.values())

@@ -10,10 +10,12 @@ import optuna
 
 Objective = Literal["scalar", "pareto"]
 SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2", "qmc"]
-PrunerName = Literal["hyperband", "median", "successive-halving", "none"]
+PrunerName = Literal["hyperband", "median", "successive-halving", "dominated", "none"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 PRUNERS: tuple[str, ...] = get_args(PrunerName)
+#: Pruners for pareto studies: Optuna prunes none, so mtl-tune's ``dominated`` rule (``_dominance.py``) is the one.
+PARETO_PRUNERS: tuple[str, ...] = ("dominated", "none")
 
 
 def make_sampler(name: str, *, seed: int, objective: str) -> optuna.samplers.BaseSampler:
@@ -69,23 +71,31 @@ def prune_steps(pruner: str, *, epochs: int, objective: str) -> frozenset[int] |
 
     Every epoch's objective is reported to Optuna; asking the pruner costs database reads, so it is only asked
     where it can decide: successive halving and Hyperband decide at their rungs
-    (min_resource * reduction_factor^k epochs), the median pruner after any epoch, and nothing prunes pareto
-    studies or studies without a pruner.
+    (min_resource * reduction_factor^k epochs), the median pruner after any epoch, and nothing prunes studies
+    without a pruner. Pareto studies are pruned by mtl-tune's ``dominated`` rule only, at the same rungs as
+    Hyperband except the last epoch (stopping a trial there would save nothing).
     """
-    if objective == "pareto" or pruner == "none":
+    if pruner == "none" or (objective == "pareto" and pruner != "dominated"):
         return frozenset()
+    if pruner == "dominated":
+        return frozenset(step for step in _rungs(epochs) if step < epochs)
     if pruner in ("hyperband", "successive-halving"):
-        steps, rung = set(), MIN_RESOURCE
-        while rung <= epochs:
-            steps.add(rung)
-            rung *= REDUCTION_FACTOR
-        return frozenset(steps)
+        return _rungs(epochs)
     return None
 
 
+def _rungs(epochs: int) -> frozenset[int]:
+    steps, rung = set(), MIN_RESOURCE
+    while rung <= epochs:
+        steps.add(rung)
+        rung *= REDUCTION_FACTOR
+    return frozenset(steps)
+
+
 def make_pruner(name: str, *, epochs: int, objective: str) -> optuna.pruners.BasePruner:
-    """Optuna cannot prune multi-objective studies, so pareto studies always get no pruner."""
-    if objective == "pareto" or name == "none":
+    """Optuna cannot prune multi-objective studies, so pareto studies always get Optuna's NopPruner: the
+    ``dominated`` rule is decided by the trial itself (``TrialRunner``), never through Optuna."""
+    if objective == "pareto" or name in ("none", "dominated"):
         return optuna.pruners.NopPruner()
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator, ValidationInfo, field_validator
 
 from tuner.limits import Limits
-from tuner.study._samplers import Objective, PrunerName, SamplerName
+from tuner.study._samplers import PARETO_PRUNERS, Objective, PrunerName, SamplerName
 
+#: At most this many seeds per confirmed configuration.
+MAX_CONFIRM_SEEDS = 50
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+PRUNER_HELP = (
+    "default: hyperband (scalar), none (pareto); dominated (pareto only): stop a trial whose per-task metrics "
+    "at a rung are dominated by those of 3 finished trials"
+)
 
 
 class StudySpec(BaseModel):
@@ -31,7 +37,7 @@ class StudySpec(BaseModel):
     space: dict[str, Any] | None = Field(None, description="search space; the problem's default when absent")
     objective: Objective = "scalar"
     sampler: SamplerName = "tpe"
-    pruner: PrunerName | None = Field(None, description="default: hyperband (scalar), none (pareto)")
+    pruner: PrunerName | None = Field(None, description=PRUNER_HELP)
     epochs: int | None = Field(
         None,
         ge=1,
@@ -41,9 +47,35 @@ class StudySpec(BaseModel):
         f"(default {Limits().epochs})",
     )
     seed: int = Field(0, strict=True)
+    confirm_seeds: int = Field(
+        3,
+        ge=0,
+        le=MAX_CONFIRM_SEEDS,
+        strict=True,
+        description="seeds of the confirmation runs queued when the target is reached (0: none, 1 is refused: "
+        "an interval needs two)",
+    )
+
+    @model_validator(mode="after")
+    def _two_seeds_or_none(self) -> StudySpec:
+        if self.confirm_seeds == 1:
+            raise ValueError("confirm_seeds: 0 (no confirmation) or at least 2 (an interval needs two seeds)")
+        return self
+
+    @field_validator("pruner")
+    @classmethod
+    def _pruner_fits_objective(cls, pruner: str | None, info: ValidationInfo) -> str | None:
+        if pruner == "dominated" and info.data.get("objective", "scalar") != "pareto":
+            raise ValueError(
+                "the dominated pruner compares per-task metric vectors and is for pareto studies only; scalar "
+                "studies take hyperband, median, successive-halving or none"
+            )
+        return pruner
 
     @property
     def effective_pruner(self) -> str:
+        """The pruner the study runs with: pareto studies take ``dominated`` or none (Optuna's pruners cannot
+        prune multi-objective studies, so any other is ignored)."""
         if self.objective == "pareto":
-            return "none"
+            return self.pruner if self.pruner in PARETO_PRUNERS else "none"
         return self.pruner or "hyperband"

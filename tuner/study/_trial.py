@@ -10,7 +10,10 @@ import optuna
 
 import storage
 from storage.epochs import EpochOutcome, TrialRecorder
+from storage.metrics import rung_vectors
+from storage.reports import task_metrics
 from tuner.problems import Problem
+from tuner.study._dominance import MIN_DOMINATING, dominated_by
 from tuner.study._space import SearchSpace
 from tuner.study._suggest import suggest_config
 from tuner.train import EpochReport, train
@@ -53,6 +56,7 @@ class JobInfo:
     n_trials: int
     seed: int
     created_at: datetime
+    confirm_top: int = 1
 
     @property
     def key(self) -> JobKey:
@@ -75,6 +79,7 @@ class JobInfo:
             n_trials=job.n_trials,
             seed=job.seed,
             created_at=job.created_at,
+            confirm_top=job.confirm_top,
         )
 
 
@@ -106,6 +111,8 @@ class TrialRunner:
     prune_steps: frozenset[int] | None = None
     recorder: TrialRecorder | None = None
     prunable: bool = True
+    #: Each task's metric direction as the study recorded it; read at the first rung of a ``dominated`` study.
+    directions: dict[str, str] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         trial_id = trial._trial_id  # storage calls take the id, which Optuna keeps private
@@ -120,8 +127,11 @@ class TrialRunner:
         # The trial's final state (told by the worker after this returns) is written by the recorder, with the
         # claim closed and the summary: a slot is never counted without its trial or the other way round.
         self.rdb.hold(trial_id, self.study_id, finisher=self.recorder.finish)
-        # The baseline runs all its epochs: every study compares its best trial with it.
-        self.prunable = self.job.objective != "pareto" and not trial.user_attrs.get(storage.BASELINE_ATTR)
+        # The baseline runs all its epochs: every study compares its best trial with it. Pareto studies are pruned
+        # by mtl-tune's own rule only (``_dominance.py``): Optuna's pruners cannot prune them.
+        self.prunable = (self.job.objective != "pareto" or self.job.pruner == "dominated") and not trial.user_attrs.get(
+            storage.BASELINE_ATTR
+        )
         last: list[EpochReport] = []
         try:
             config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
@@ -171,8 +181,28 @@ class TrialRunner:
         assert self.recorder is not None
         self._check(trial, self.recorder.epoch(report.epoch, rows))
         asks = self.prune_steps is None or step in self.prune_steps
-        if self.prunable and asks and trial.should_prune():
+        if not (self.prunable and asks):
+            return
+        if self.job.objective == "pareto":
+            self._prune_if_dominated(trial, report)
+        elif trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {step}")
+
+    def _prune_if_dominated(self, trial: optuna.Trial, report: EpochReport) -> None:
+        """The ``dominated`` rule at a rung: pruned when at least ``MIN_DOMINATING`` finished trials of the study
+        had better per-task validation metrics after the same epoch (each task by its own direction)."""
+        if self.directions is None:
+            recorded = task_metrics(trial.study)
+            self.directions = {
+                t.name: recorded[t.name][1] if t.name in recorded else t.metric_def.direction
+                for t in self.problem.tasks
+            }
+        vector = {name: t.metric for name, t in report.tasks.items()}
+        with storage.session_scope(self.url) as session:
+            finished = rung_vectors(session, self.job.id, report.epoch)
+        count = dominated_by(vector, finished, self.directions)
+        if count >= MIN_DOMINATING:
+            raise optuna.TrialPruned(f"pruned after epoch {report.epoch + 1}: dominated by {count} finished trials")
 
     def _check(self, trial: optuna.Trial, outcome: EpochOutcome) -> None:
         """Stop when the trial was failed by another worker or the study was asked to stop."""
