@@ -65,10 +65,13 @@ def check_device(name: str | None) -> None:
 
 def worker(
     storage_url: StorageOption = None,
-    study: Annotated[str | None, typer.Option(help="Only run trials of this study.")] = None,
+    study: Annotated[str | None, typer.Option(help="Only run trials (and confirmation runs) of this study.")] = None,
     device: Annotated[str | None, typer.Option(help="Device for training, e.g. cuda:0 or cpu.")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Exit after this many trials.")] = None,
-    exit_when_idle: Annotated[bool, typer.Option(help="Exit when no study needs trials instead of polling.")] = False,
+    exit_when_idle: Annotated[
+        bool, typer.Option(help="Exit when no study needs trials or confirmation runs instead of polling.")
+    ] = False,
+    confirm_only: Annotated[bool, typer.Option(help="Run confirmation runs only, no trials.")] = False,
     poll: Annotated[float, typer.Option(help="Seconds between looks for work when idle.")] = 2.0,
     heartbeat: Annotated[int, typer.Option(help="Seconds between heartbeats of the running trial.")] = 10,
     grace: Annotated[int, typer.Option(help="Seconds of silence after which a trial's worker counts as dead.")] = 60,
@@ -77,7 +80,8 @@ def worker(
     threads: Annotated[int | None, typer.Option(help="CPU threads for training (default: torch's choice).")] = None,
     verbose: Annotated[bool, typer.Option(help="Log every trial (Optuna's INFO messages).")] = False,
 ) -> None:
-    """Loop: find a study that needs trials, claim a slot, run one trial, repeat. SIGTERM/SIGINT end it cleanly
+    """Loop: find a study that needs trials, claim a slot, run one trial, repeat; with no trial to run, run a study's
+    confirmation runs (its chosen configurations trained again with fresh seeds). SIGTERM/SIGINT end it cleanly
     (the running trial is marked failed and its slot is retried by another worker), and so does a closed terminal
     (SIGHUP). An unreachable database
     server is waited for; a device this machine lacks is refused (exit 2)."""
@@ -100,6 +104,7 @@ def worker(
             grace_seconds=grace,
             deadline=deadline,
             worker_index=worker_index,
+            confirm_only=confirm_only,
         )
         try:
             n = Worker(settings).run()

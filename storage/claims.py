@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, or
 from sqlalchemy.orm import Session
 
 from storage._engine import write_lock, write_transaction
+from storage.confirmations import mark_confirm_pending
 from storage.jobs import ACTIVE_STATUSES, check_choice, get_job, running_claims
 from storage.models import StudyJob, TrialClaim, utcnow
 
@@ -63,7 +64,7 @@ def claim_slot(url: str, *, study_name: str, worker: str, grace_seconds: float) 
             ).where(TrialClaim.job_id == job.id)
         ).one()
         if finished >= job.n_trials:
-            _set_job_status(connection, job.id, "completed")
+            _complete(connection, job.id)
             return None
         if counted >= job.n_trials:
             return None
@@ -121,10 +122,16 @@ def finish_claim(session: Session | Connection, claim_id: int, *, state: str, mi
             ).where(TrialClaim.job_id == job.id)
         ).one()
         if finished >= job.n_trials:
-            _set_job_status(session, job.id, "completed")
+            _complete(session, job.id)
         elif job.status == "stopping" and not running:
             _set_job_status(session, job.id, "stopped")
     return True
+
+
+def _complete(session: Session | Connection, job_id: int) -> None:
+    """The job reached its target: completed, and its confirmation (when it asks for one) waits to be queued."""
+    _set_job_status(session, job_id, "completed")
+    mark_confirm_pending(session, job_id)
 
 
 def _set_job_status(session: Session | Connection, job_id: int, status: str) -> None:

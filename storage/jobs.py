@@ -35,6 +35,7 @@ def create_job(
     n_trials: int,
     seed: int,
     source: str,
+    confirm_seeds: int = 3,
 ) -> StudyJob:
     """Record a queued study job; raises ``StudyExists`` when the name is taken."""
     _check_name(study_name)
@@ -49,6 +50,7 @@ def create_job(
         study_name=study_name, problem=problem, problem_options=dict(problem_options),
         space=None if space is None else dict(space), objective=objective, directions=list(directions),
         sampler=sampler, pruner=pruner, epochs=epochs, n_trials=n_trials, seed=seed, source=source, status="queued",
+        confirm_seeds=confirm_seeds,
     )  # fmt: skip
     session.add(job)
     session.flush()

@@ -1,11 +1,25 @@
-"""mtl-tune's own tables (never Optuna's): study jobs, trial-slot claims, per-epoch metrics, trial summaries."""
+"""mtl-tune's own tables (never Optuna's): study jobs, trial-slot claims, per-epoch metrics, trial summaries and
+confirmation runs."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -67,6 +81,12 @@ class StudyJob(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: Seeds of the confirmation runs queued when the job reaches its target (0: none queued then).
+    confirm_seeds: Mapped[int] = mapped_column(default=3, server_default="3")
+    #: How many of the best configurations are confirmed (with the best of each strategy and of static weighting).
+    confirm_top: Mapped[int] = mapped_column(default=1, server_default="1")
+    #: Confirmation was asked for (target reached, or ``study confirm``) and its runs are not queued yet.
+    confirm_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class TrialClaim(Base):
@@ -130,3 +150,30 @@ class TrialSummary(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class ConfirmationRun(Base):
+    """One configuration of a study trained again with one seed and judged on held-out data.
+
+    Runs never count toward the job's target and never reach Optuna: the sampler does not see them. ``current``
+    runs make the verdict; a later request keeps the others (their results are reused when chosen again).
+    """
+
+    __tablename__ = "confirmation_runs"
+    __table_args__ = (UniqueConstraint("job_id", "trial_number", "seed"), Index(None, "state", "current"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("study_jobs.id", ondelete="CASCADE"))
+    trial_number: Mapped[int]  # the Optuna trial whose configuration is trained again
+    seed: Mapped[int]
+    roles: Mapped[list[Any]]  # why it is confirmed: "baseline", "best", "top 2", "best gradnorm", "static", "pareto"
+    current: Mapped[bool] = mapped_column(Boolean)
+    config: Mapped[dict[str, Any]]  # the trial's configuration with this run's seed
+    state: Mapped[str] = mapped_column(String(16))  # queued | running | complete | failed
+    worker: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(default=0)
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    split: Mapped[str | None] = mapped_column(String(16))  # test, or validation for a problem without a test split
+    results: Mapped[dict[str, Any] | None]  # {task: {"loss": ..., "metric": ...}} on ``split``
+    fail_reason: Mapped[str | None] = mapped_column(Text)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Response
 
 import storage
 from api import views
 from api.deps import Authorized, JobDep, SessionDep, SettingsDep, StudyName
 from api.launch import launch
-from api.schemas import StudyCreate, StudyDetail, StudyList, StudySummary
+from api.schemas import ConfirmRequest, StudyCreate, StudyDetail, StudyList, StudySummary, Verdict
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -50,6 +50,33 @@ def resume_study(session: SessionDep, name: StudyName) -> StudySummary:
     storage.resume(session, name)
     session.commit()
     return views.study_summary(session, storage.get_job(session, name))
+
+
+@router.post("/{name}/confirm", status_code=202, dependencies=[Authorized],
+             responses={**_ERRORS, 409: {"description": "no trial has completed yet"}})  # fmt: skip
+def confirm_study(settings: SettingsDep, session: SessionDep, name: StudyName, body: ConfirmRequest) -> Verdict:
+    """Train the baseline, the ``top`` best configurations and each strategy's best (a pareto study's Pareto set)
+    again with ``seeds`` fresh seeds, through the workers; ``GET .../verdict`` follows them. The runs never count
+    toward the study's target and never reach its sampler."""
+    from storage.confirmations import NothingToConfirm, request_confirmation
+    from storage.verdict import study_verdict
+
+    try:
+        request_confirmation(session, name, seeds=body.seeds, top=body.top)
+    except NothingToConfirm as exc:
+        raise HTTPException(409, str(exc)) from None
+    session.commit()
+    return Verdict.model_validate(study_verdict(settings.storage, name))
+
+
+@router.get("/{name}/verdict", responses=_ERRORS)
+def get_verdict(settings: SettingsDep, name: StudyName) -> Verdict:
+    """The verdict of the study's confirmation: each task's held-out metric, mean ± std over seeds, for the baseline
+    and every confirmed configuration, the difference to the baseline with its 95 % interval (paired by seed), and
+    which strategies tuned static weighting dominates."""
+    from storage.verdict import study_verdict
+
+    return Verdict.model_validate(study_verdict(settings.storage, name))
 
 
 @router.delete("/{name}", status_code=204, dependencies=[Authorized], responses=_ERRORS)

@@ -44,7 +44,7 @@ def run_study(url: str, **fields: Any) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is faster and keeps runs reproducible
     try:
-        spec = {"problem": "uncertainty-toy", "problem_options": dict(TINY), "epochs": 2, **fields}
+        spec = {"problem": "uncertainty-toy", "problem_options": dict(TINY), "epochs": 2, "confirm_seeds": 0, **fields}
         name = create_study(url, StudySpec.model_validate(spec), source="cli").study_name
         Worker(WorkerSettings(url=url, study_name=name, exit_when_idle=True, device="cpu")).run()
     finally:

@@ -257,10 +257,12 @@ def test_a_study_deleted_with_optunas_tools_is_refused_by_name_and_can_be_delete
         ("GET", "/api/studies/nope/history"),
         ("GET", "/api/studies/nope/importance"),
         ("POST", "/api/studies/nope/trials"),
+        ("POST", "/api/studies/nope/confirm"),
+        ("GET", "/api/studies/nope/verdict"),
     ],
 )
 def test_unknown_study_is_404(shared_client: TestClient, method: str, path: str) -> None:
-    body = {"params": {"lr_shared": 0.01}} if method == "POST" else None
+    body = ({} if path.endswith("confirm") else {"params": {"lr_shared": 0.01}}) if method == "POST" else None
     response = shared_client.request(method, path, json=body)
     assert response.status_code == 404, response.text
     assert "nope" in response.json()["detail"]

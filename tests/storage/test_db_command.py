@@ -13,22 +13,22 @@ runner = CliRunner()
 def test_current_then_upgrade(empty_url: str) -> None:
     result = runner.invoke(app, ["db", "current", "--storage", empty_url])
     assert result.exit_code == 0, result.output
-    assert "current: none" in result.stdout and "head: 0004" in result.stdout
+    assert "current: none" in result.stdout and "head: 0005" in result.stdout
 
     result = runner.invoke(app, ["db", "upgrade", "--storage", empty_url])
     assert result.exit_code == 0, result.output
-    assert "from revision none to 0004" in result.stdout
-    assert storage.current_revision(empty_url) == "0004"
+    assert "from revision none to 0005" in result.stdout
+    assert storage.current_revision(empty_url) == "0005"
 
-    assert "already at revision 0004" in runner.invoke(app, ["db", "upgrade", "--storage", empty_url]).stdout
-    assert "current: 0004" in runner.invoke(app, ["db", "current", "--storage", empty_url]).stdout
+    assert "already at revision 0005" in runner.invoke(app, ["db", "upgrade", "--storage", empty_url]).stdout
+    assert "current: 0005" in runner.invoke(app, ["db", "current", "--storage", empty_url]).stdout
 
 
 def test_upgrade_from_the_previous_revision(empty_url: str) -> None:
     storage.upgrade(empty_url, "0001")
     result = runner.invoke(app, ["db", "upgrade"], env={"MTL_TUNE_STORAGE": empty_url})
     assert result.exit_code == 0, result.output
-    assert "from revision 0001 to 0004" in result.stdout
+    assert "from revision 0001 to 0005" in result.stdout
 
 
 def test_errors_are_one_line_and_exit_2() -> None:

@@ -12,10 +12,10 @@ from sqlalchemy.exc import IntegrityError
 
 import storage
 from storage._schema import VERSION_TABLE, _config
-from tests.storage.helpers import JOB_DEFAULTS, Processes, count, rows, set_up_in_child
+from tests.storage.helpers import Processes, count, rows, set_up_in_child
 
-HEAD = "0004"
-OUR_TABLES = {"study_jobs", "trial_claims", "epoch_metrics", "trial_summaries", VERSION_TABLE}
+HEAD = "0005"
+OUR_TABLES = {"study_jobs", "trial_claims", "epoch_metrics", "trial_summaries", "confirmation_runs", VERSION_TABLE}
 
 
 def _tables(url: str) -> set[str]:
@@ -86,13 +86,10 @@ def test_previous_revision_with_data_upgrades_to_head(empty_url: str) -> None:
 
 def test_the_previous_revision_upgrades_to_head_keeping_its_summaries(empty_url: str) -> None:
     assert storage.upgrade(empty_url, "0002") == "0002"
+    job_id = _old_job(empty_url, "prev")
     with storage.session_scope(empty_url) as session:
-        job = storage.create_job(
-            session, study_name="prev", problem="p", problem_options={}, space=None, objective="scalar",
-            directions=["minimize"], sampler="tpe", pruner="median", epochs=2, n_trials=3, seed=0, source="cli",
-        )  # fmt: skip
         storage.write_summary(
-            session, job_id=job.id, trial_number=0, state="complete", values=[0.5], params={"a": 1},
+            session, job_id=job_id, trial_number=0, state="complete", values=[0.5], params={"a": 1},
             task_metrics={"t": {"metric": 1.0}}, duration_s=2.0, started_at=None, finished_at=None,
         )  # fmt: skip
     with pytest.raises(storage.SchemaOutdated, match=rf"0002.*{HEAD}.*mtl-tune db upgrade"):
@@ -106,6 +103,44 @@ def test_the_previous_revision_upgrades_to_head_keeping_its_summaries(empty_url:
         assert (summary.objective, summary.params, summary.duration_s) == (0.5, {"a": 1}, 2.0)
 
 
+def _old_job(url: str, name: str) -> int:
+    """A job row as the revisions before 0005 stored it (the ORM model has columns they lack)."""
+    with storage.get_engine(url).begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO study_jobs (study_name, problem, problem_options, objective, directions, sampler,"
+                " pruner, epochs, n_trials, seed, source, status, created_at, updated_at) VALUES (:name, 'p',"
+                " '{}', 'scalar', '[\"minimize\"]', 'tpe', 'median', 2, 3, 0, 'cli', 'queued',"
+                " '2024-01-01 00:00:00', '2024-01-01 00:00:00')"
+            ),
+            {"name": name},
+        )
+        return int(
+            connection.execute(text("SELECT id FROM study_jobs WHERE study_name = :n"), {"n": name}).scalar_one()
+        )
+
+
+def test_confirmation_columns_come_and_go_keeping_every_row_that_refers_to_a_job(empty_url: str) -> None:
+    assert storage.upgrade(empty_url, "0004") == "0004"
+    job_id = _old_job(empty_url, "kept")
+    with storage.session_scope(empty_url) as session:
+        storage.write_epoch(session, job_id=job_id, trial_number=0, epoch=0, rows=rows("a"))
+    assert storage.upgrade(empty_url) == HEAD
+    with storage.session_scope(empty_url) as session:
+        job = storage.get_job(session, "kept")
+        assert (job.confirm_seeds, job.confirm_top, job.confirm_pending) == (3, 1, False)
+    assert _metric_rows(empty_url) == 1  # a table copy of study_jobs would have cascaded them away
+    with storage.get_engine(empty_url).begin() as connection:
+        command.downgrade(_config(connection), "0004")
+    assert "confirm_seeds" not in _columns(empty_url, "study_jobs") and "confirmation_runs" not in _tables(empty_url)
+    assert _metric_rows(empty_url) == 1
+
+
+def _metric_rows(url: str) -> int:
+    with storage.get_engine(url).connect() as connection:
+        return int(connection.execute(text("SELECT count(*) FROM epoch_metrics")).scalar_one())
+
+
 def _columns(url: str, table: str) -> set[str]:
     with storage.get_engine(url).connect() as connection:
         return {c["name"] for c in inspect(connection).get_columns(table)}
@@ -113,8 +148,7 @@ def _columns(url: str, table: str) -> set[str]:
 
 def test_sigma_and_grad_norm_columns_move_into_series_and_back(empty_url: str) -> None:
     assert storage.upgrade(empty_url, "0003") == "0003"
-    with storage.session_scope(empty_url) as session:
-        job_id = storage.create_job(session, study_name="old", **JOB_DEFAULTS).id
+    job_id = _old_job(empty_url, "old")
     before = [  # (task, sigma, grad_norm) as revision 0003 stored them
         ("both", 0.5, 2.0),
         ("sigma", 1.5, None),

@@ -18,6 +18,7 @@ def run_study(url: str, *, workers_trials: int | None = None, **spec_fields: obj
         "problem_options": dict(TINY),
         "epochs": 2,
         "space": QUICK_SPACE,
+        "confirm_seeds": 0,  # confirmation runs are tested on their own (tests/study/test_confirmation.py)
     }
     fields.update(spec_fields)
     launched = create_study(url, StudySpec.model_validate(fields), source="cli")

@@ -94,6 +94,7 @@ def create_study(url: str, spec: StudySpec, *, source: str) -> Launched:
                 n_trials=spec.n_trials,
                 seed=spec.seed,
                 source=source,
+                confirm_seeds=spec.confirm_seeds,
             )
     except BaseException:
         _undo(name, rdb)
@@ -144,6 +145,7 @@ def create_or_resume(url: str, spec: StudySpec, *, source: str, resume: bool = F
     with storage.session_scope(url) as session:
         job = storage.get_job(session, spec.name)
         job.n_trials = max(job.n_trials, spec.n_trials)
+        job.confirm_seeds = spec.confirm_seeds
         counts = storage.claim_counts(session, spec.name)
         if counts.get("complete", 0) + counts.get("pruned", 0) < job.n_trials and job.status != "running":
             job.status = "queued"

@@ -3,7 +3,7 @@
 Any number of workers, on any machines that reach the same database, share a job: each slot is claimed in a
 transaction (no overshoot), a failed trial frees its slot, and a worker killed mid-trial leaves a claim whose
 heartbeat goes stale; another worker then marks the claim lost, fails that trial with the reason and re-enqueues
-its parameters.
+its parameters. With no trial to run, a worker runs confirmation runs (``storage.confirmations``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import FrameType
@@ -28,11 +28,22 @@ from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 import storage
+from storage.confirmations import (
+    RunClaim,
+    claim_run,
+    confirmation_work,
+    finish_run,
+    pending_confirmations,
+    queue_runs,
+    release_run,
+    run_heartbeat,
+)
 from storage.epochs import CLAIM_STATE, LostTrial, find_lost_trials, record_finished, record_lost
 from tuner.problems import Problem, available_problems, broken_problems, create_problem
+from tuner.study._confirm import candidates, run_confirmation
 from tuner.study._samplers import make_pruner, make_sampler, prune_steps
 from tuner.study._space import SearchSpace
-from tuner.study._trial import JobInfo, JobKey, TrialLost, TrialRunner
+from tuner.study._trial import JobInfo, JobKey, TrialLost, TrialRunner, failure_reason
 
 if TYPE_CHECKING:
     from storage._worker_storage import WorkerStorage
@@ -63,6 +74,7 @@ class WorkerSettings:
     grace_seconds: int = GRACE_SECONDS
     deadline: float | None = None  # wall-clock time after which no new trial starts
     worker_index: int = 0
+    confirm_only: bool = False  # confirmation runs only, no trials
 
 
 class Worker:
@@ -80,6 +92,7 @@ class Worker:
         self._current: JobInfo | None = None  # the job of the last trial, tried first for the next one
         # Jobs of problems this worker does not have (a plugin installed on other machines): left to the others.
         self._elsewhere: set[JobKey] = set()
+        self._confirming: tuple[JobKey, Problem] | None = None  # the problem of the job last confirmed
 
     def run(self) -> int:
         """Loop until idle (with ``exit_when_idle``), ``max_trials``, the deadline, or SIGTERM/SIGINT."""
@@ -106,8 +119,10 @@ class Worker:
         s = self.settings
         if self._current is not None and time.monotonic() - self._reaped_at >= s.heartbeat_seconds:
             self._reap()  # a worker busy with one job still fails the trials dead workers left in any other
-        job, self._current = self._current or self._next_job(), None
+        job, self._current = (None if s.confirm_only else self._current or self._next_job()), None
         if job is None:
+            if self._confirm():  # no trial to run: a confirmation run, when one waits
+                return True
             if s.exit_when_idle and not self._study_active():
                 return False
             time.sleep(s.poll_seconds)
@@ -127,12 +142,82 @@ class Worker:
         return s.deadline is not None and time.time() >= s.deadline
 
     def _study_active(self) -> bool:
-        """Whether the named study may still need this worker: other workers' trials can fail and free slots."""
-        if self.settings.study_name is None:
+        """Whether the named study may still need this worker: other workers' trials can fail and free slots, and
+        its confirmation may wait to be queued or have runs other workers still hold."""
+        name = self.settings.study_name
+        if name is None:
             return False
         with storage.session_scope(self.settings.url) as session:
-            job = storage.find_job(session, self.settings.study_name)
-            return job is not None and job.status in storage.ACTIVE_STATUSES
+            job = storage.find_job(session, name)
+            if job is None:
+                return False
+            trials = job.status in storage.ACTIVE_STATUSES and not self.settings.confirm_only
+            return trials or confirmation_work(session, study_name=name)
+
+    def _confirm(self) -> bool:
+        """Queue the confirmations asked for, then run one confirmation run; False when there was none to run."""
+        s = self.settings
+        with storage.session_scope(s.url) as session:
+            pending = [JobInfo.of(job) for job in pending_confirmations(session, study_name=s.study_name)]
+        for job in pending:
+            if job.key not in self._elsewhere and job.problem in available_problems():
+                self._queue_confirmation(job)
+        claim = claim_run(s.url, worker=self.name, grace_seconds=s.grace_seconds, study_name=s.study_name)
+        if claim is None:
+            return False
+        self._run_confirmation(claim)
+        return True
+
+    def _queue_confirmation(self, job: JobInfo) -> None:
+        """Choose the configurations to confirm (Optuna's trials are read here, never written) and queue their
+        runs; a study that cannot be read is left as it is (its trials' own checks fail it)."""
+        try:
+            study = optuna.load_study(study_name=job.study_name, storage=storage.optuna_storage(self.settings.url))
+            chosen = candidates(
+                study, self._confirm_problem(job), objective=job.objective, top=job.confirm_top, epochs=job.epochs,
+                seed=job.seed,
+            )  # fmt: skip
+        except DB_ERRORS:
+            raise
+        except Exception as exc:
+            log.warning("study %s: its confirmation cannot be queued: %s", job.study_name, failure_reason(exc))
+            return
+        queued = queue_runs(self.settings.url, job_id=job.id, candidates=chosen)
+        if queued is not None:
+            log.info("study %s: %d confirmation runs of %d configurations queued", job.study_name, queued, len(chosen))
+
+    def _confirm_problem(self, job: JobInfo) -> Problem:
+        """The problem of the job being confirmed; one kept at a time, so memory stays bounded."""
+        if self._confirming is None or self._confirming[0] != job.key:
+            self._confirming = (job.key, create_problem(job.problem, job.problem_options))
+        return self._confirming[1]
+
+    def _run_confirmation(self, claim: RunClaim) -> None:
+        """Train the run's configuration with its seed and record its held-out metrics (or why it failed)."""
+        s = self.settings
+        with storage.session_scope(s.url) as session:
+            job = storage.find_job(session, claim.study_name)
+            info = JobInfo.of(job) if job is not None else None
+        if info is None:
+            return  # deleted with its runs
+        started = time.monotonic()
+        split, results, reason = None, None, None
+        try:
+            with _heartbeats(s.url, s.heartbeat_seconds, lambda sn: run_heartbeat(sn, claim.id, self.name)):
+                split, results = run_confirmation(self._confirm_problem(info), claim.config, device=s.device)
+        except KeyboardInterrupt:
+            with suppress(*DB_ERRORS), storage.session_scope(s.url) as session:
+                release_run(session, claim.id, worker=self.name)
+            raise
+        except Exception as exc:
+            reason = failure_reason(exc)
+            log.warning("confirmation run of trial %d of %s failed", claim.trial_number, info.study_name, exc_info=True)
+        with storage.session_scope(s.url) as session:
+            finish_run(session, claim.id, worker=self.name, split=split, results=results, fail_reason=reason)
+        log.info(
+            "study %s confirmation of trial %d seed %d %s %.1f s", info.study_name, claim.trial_number, claim.seed,
+            "failed" if reason else f"on {split}", time.monotonic() - started,
+        )  # fmt: skip
 
     def _reap(self) -> None:
         """Claims of workers that died (kill -9, out of memory, lost machine) are marked lost, so stop requests
@@ -234,7 +319,7 @@ class Worker:
         finished: optuna.trial.FrozenTrial | None = None
         started = time.monotonic()
         try:
-            with _heartbeats(s.url, claim_id, s.heartbeat_seconds):
+            with _heartbeats(s.url, s.heartbeat_seconds, lambda session: storage.heartbeat(session, claim_id)):
                 finished = self._train_and_tell(study, trial, runner)
         except KeyboardInterrupt:
             with storage.session_scope(s.url) as session:
@@ -398,16 +483,16 @@ def _tell(
 
 
 @contextmanager
-def _heartbeats(url: str, claim_id: int, every: float) -> Iterator[None]:
-    """Keep the claim alive while a long epoch runs, so no other worker takes its slot or fails its trial as
-    lost."""
+def _heartbeats(url: str, every: float, beat_once: Callable[[Session], None]) -> Iterator[None]:
+    """Keep a claim (of a trial slot or a confirmation run) alive while a long epoch runs, so no other worker takes
+    it or fails its trial as lost."""
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(every):
             try:
                 with storage.session_scope(url) as session:
-                    storage.heartbeat(session, claim_id)
+                    beat_once(session)
             except storage.StorageError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
