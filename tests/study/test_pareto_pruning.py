@@ -112,7 +112,7 @@ def _run(url: str, name: str, plan: list[tuple[str, dict[str, object]]]) -> optu
     return study
 
 
-def _recorded(url: str, name: str) -> tuple[dict[int, str], dict[int, str]]:
+def _recorded(url: str, name: str) -> tuple[dict[int, str], dict[int | None, str]]:
     """Each trial's summary state and claim state, by trial number."""
     with storage.session_scope(url) as session:
         job = storage.get_job(session, name)
