@@ -114,15 +114,36 @@ class FakeStudy:
         return {k: v for k, v in trial.items() if k not in ("config", "fail_reason", "epochs")}
 
 
+def not_requested(name: str) -> dict[str, Any]:
+    """The verdict of a study whose confirmation nobody asked for (``GET /studies/{name}/verdict``)."""
+    return {
+        "study": name,
+        "objective": "scalar",
+        "status": "not requested",
+        "runs": {"queued": 0, "running": 0, "complete": 0, "failed": 0},
+        "seeds": [],
+        "split": None,
+        "optimistic": False,
+        "interval": "95 % paired t interval of the per-seed differences to the baseline",
+        "tasks": TASKS,
+        "candidates": [],
+        "judgements": {},
+        "sentence": "",
+        "scalarization": None,
+    }
+
+
 class StubApi:
     """One running study whose current trial gains an epoch, or finishes, at each ``advance()``; ``strategy``
-    names the strategy of every trial after the baseline (drawn at random when None)."""
+    names the strategy of every trial after the baseline (drawn at random when None). ``verdict`` is what
+    ``GET .../verdict`` serves (not requested unless a test sets another)."""
 
     def __init__(self, *, n_trials: int = 6, epochs: int = 3, strategy: str | None = None) -> None:
         self.rng = random.Random(0)
         self.strategy = strategy
         self.study = FakeStudy("live", n_trials, epochs, "running")
         self.requests: list[str] = []
+        self.verdict: dict[str, Any] = not_requested(self.study.name)
         self._start_trial()
 
     def _start_trial(self) -> None:
@@ -209,6 +230,11 @@ class StubApi:
             self.requests.append(f"trial/{number}?after_epoch={after_epoch}")
             t = find(name).trials[number]
             return t | {"epochs": [e for e in t["epochs"] if e["epoch"] > after_epoch]}
+
+        @router.get("/studies/{name}/verdict")
+        def verdict(name: str) -> dict[str, Any]:
+            find(name)
+            return self.verdict
 
         @router.get("/studies/{name}/importance")
         def importance(name: str) -> dict[str, Any]:

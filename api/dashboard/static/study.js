@@ -1,12 +1,14 @@
-// The study page: summary, plots and the trial table; while the study runs, only what is new is fetched.
+// The study page: the held-out verdict, summary, plots and the trial table; while the study runs (or its
+// confirmation does), only what is new is fetched.
 
 import { ApiError, getJSON, path, postJSON, query } from "./api.js";
 import { el, fmtTime, showMessage } from "./dom.js";
 import { countAxis, draw, rightAxis } from "./plots.js";
 import { isActive, poller } from "./poll.js";
-import { objectiveNames, renderBest, renderComparison, renderHeader } from "./summary.js";
+import { objectiveNames, renderBest, renderComparison, renderHeader, trialUrl } from "./summary.js";
 import { historyCursor, historyTraces, importanceTraces, mergeBy, parallelTraces, paretoTraces } from "./traces.js";
 import { TrialTable } from "./trial_table.js";
+import { isBusy as verdictIsBusy, renderVerdict, renderVerdictError } from "./verdict.js";
 
 const name = document.body.dataset.study;
 const message = document.getElementById("study-message");
@@ -20,11 +22,14 @@ const state = {
   parallelAt: -1, // complete-trial count when the parallel-coordinates rows were last fetched
   parallelRows: [],
   table: null,
+  verdict: null,
 };
 
 const finishedCount = (s) => s.trials.complete + s.trials.pruned;
 // Importances are computed in the background: keep asking until the server has caught up.
 const importanceBusy = () => state.importance?.status === "computing" || Boolean(state.importance?.stale);
+// A confirmation is queued or its runs are under way: its verdict changes as they finish.
+const verdictBusy = () => verdictIsBusy(state.verdict);
 
 async function loadStudy() {
   state.study = await getJSON(path("studies", name));
@@ -32,6 +37,36 @@ async function loadStudy() {
   renderBest(state.study);
   renderComparison(state.study);
   renderActions(state.study);
+}
+
+async function loadVerdict() {
+  try {
+    state.verdict = await getJSON(path("studies", name, "verdict"));
+  } catch (err) {
+    state.verdict = null;
+    renderVerdictError(`verdict: ${err.message}`);
+    return;
+  }
+  renderVerdict(state.verdict, {
+    onConfirm: (body, button) => post("confirm", body, { button, target: document.getElementById("verdict-message") }),
+    trialUrl: (number) => trialUrl(name, number),
+  });
+}
+
+/** POST one of the study's actions (stop, resume, confirm), then show what changed and keep refreshing. */
+async function post(verb, body, { button = null, target = message } = {}) {
+  if (button) button.disabled = true;
+  try {
+    await postJSON(path("studies", name, verb), body);
+    showMessage(target, "");
+    await loadStudy();
+    await loadVerdict();
+    if (isActive(state.study.status) || verdictBusy()) refresher.ensure();
+  } catch (err) {
+    showMessage(target, `${verb}: ${err.message}`);
+  } finally {
+    if (button) button.disabled = false;
+  }
 }
 
 async function loadHistory() {
@@ -98,16 +133,7 @@ function drawParallel() {
 }
 
 function renderActions(study) {
-  const act = (verb) => async () => {
-    try {
-      await postJSON(path("studies", name, verb));
-      showMessage(message, "");
-      await loadStudy();
-      if (isActive(state.study.status)) refresher.ensure();
-    } catch (err) {
-      showMessage(message, `${verb}: ${err.message}`);
-    }
-  };
+  const act = (verb) => (event) => post(verb, undefined, { button: event.target });
   const buttons = [];
   if (["queued", "running"].includes(study.status)) {
     buttons.push(el("button", { type: "button", class: "secondary", onclick: act("stop") }, "stop"));
@@ -119,7 +145,9 @@ function renderActions(study) {
 }
 
 async function tick() {
-  if (isActive(state.study.status)) {
+  // A study that reaches its target asks for its confirmation then: the verdict is read once more after it settles.
+  const running = isActive(state.study.status);
+  if (running) {
     await loadStudy();
     const s = state.study;
     await Promise.all([
@@ -128,14 +156,15 @@ async function tick() {
       s.trials.complete !== state.parallelAt ? loadParallel() : null,
     ]);
   }
+  if (running || verdictBusy()) await loadVerdict();
   if (importanceBusy() || finishedCount(state.study) !== state.importanceAt) await loadImportance();
-  return isActive(state.study.status) || importanceBusy();
+  return isActive(state.study.status) || importanceBusy() || verdictBusy();
 }
 
 const refresher = poller(tick, {
   onError: (err) => showMessage(message, err.message),
   onRecover: () => showMessage(message, ""),
-  isLive: () => isActive(state.study.status),
+  isLive: () => isActive(state.study.status) || verdictBusy(),
 });
 
 async function main() {
@@ -146,10 +175,12 @@ async function main() {
     return;
   }
   state.table = new TrialTable(state.study);
-  const results = await Promise.allSettled([loadHistory(), state.table.load(), loadImportance(), loadParallel()]);
+  const results = await Promise.allSettled([
+    loadVerdict(), loadHistory(), state.table.load(), loadImportance(), loadParallel(),
+  ]);
   const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
   if (failed.length) showMessage(message, failed.join("\n"));
-  if (isActive(state.study.status) || importanceBusy()) refresher.ensure();
+  if (isActive(state.study.status) || importanceBusy() || verdictBusy()) refresher.ensure();
 }
 
 main();

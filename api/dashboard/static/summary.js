@@ -1,4 +1,5 @@
-// The study page's summary cards: header and facts, best configuration, baseline vs best per task.
+// The study page's summary cards: header and facts, best configuration, baseline vs best per task on validation data
+// (the split that chose the best: optimistic; the held-out verdict is verdict.js's).
 
 import { badge, el, fmtNumber, fmtPercent, fmtTime, kvTable, progressBar } from "./dom.js";
 import { comparisonRows } from "./traces.js";
@@ -79,12 +80,14 @@ export function renderComparison(study) {
     target.replaceChildren(el("p", { class: "hint" }, why));
     return;
   }
-  const head = el("tr", {}, ["task", "metric", "direction", "baseline", "best", "change"].map((h, i) =>
-    el("th", { class: i >= 3 ? "num" : "" }, h)));
-  const body = rows.map((r) => el("tr", { dataset: { task: r.task } },
+  const titles = ["task", "metric", "direction", "baseline (val)", "best (val)", "change (val)"];
+  const head = el("tr", {}, titles.map((h, i) => el("th", { class: i >= 3 ? "num" : "" }, h)));
+  // Plain numbers, not a headline: the best was chosen on this split, so its change here is biased upwards.
+  const body = rows.map((r) => el("tr", { dataset: { task: r.task, better: r.better === null ? "" : String(r.better) } },
     el("td", {}, r.task), el("td", {}, r.metric), el("td", {}, r.direction || "–"),
     el("td", { class: "num" }, fmtNumber(r.baseline)), el("td", { class: "num" }, fmtNumber(r.best)),
-    el("td", { class: `num ${r.better === null ? "" : r.better ? "better" : "worse"}` }, fmtPercent(r.change))));
+    el("td", { class: "num", title: r.better === null ? "" : r.better ? "an improvement on validation data"
+      : "a regression on validation data" }, fmtPercent(r.change))));
   const baseline = study.baseline
     ? el("p", { class: "hint" }, "baseline: ", el("a", { href: trialUrl(study.name, study.baseline.number) },
       `trial #${study.baseline.number}`), " (equal weights, default learning rates)")
