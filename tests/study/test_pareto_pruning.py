@@ -103,6 +103,7 @@ def _run(url: str, name: str, plan: list[tuple[str, dict[str, object]]]) -> optu
         pruner="dominated",
         epochs=4,  # asked after epochs 1 and 3
         n_trials=1 + len(plan),
+        confirm_seeds=0,  # confirmation runs are tested on their own
     )
     create_study(url, spec, source="cli")
     study = optuna.load_study(study_name=name, storage=url)
