@@ -173,3 +173,16 @@ def test_a_trial_dominated_by_fewer_finished_trials_runs_to_the_end(sqlite_url: 
     directions = {task: direction for task, (_, direction) in task_metrics(study).items()}
     assert directions == {"y1": "minimize", "y2": "minimize"}
     assert dominated_by(vectors[2], vectors[:2], directions) >= 1
+
+
+def test_the_api_launches_dominated_pareto_studies_and_refuses_scalar_ones(sqlite_url: str) -> None:
+    from tests.api.helpers import client_for, launch_body
+
+    with client_for(sqlite_url) as client:
+        refused = client.post("/api/studies", json=launch_body(name="s", pruner="dominated"))
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["detail"][0]
+        assert error["loc"] == ["body", "pruner"] and "pareto studies only" in error["msg"]
+        launched = client.post("/api/studies", json=launch_body(name="p", objective="pareto", pruner="dominated"))
+        assert launched.status_code == 201, launched.text
+        assert launched.json()["pruner"] == "dominated"
