@@ -46,7 +46,7 @@ def test_plotly_comes_from_the_installed_python_package(client: TestClient) -> N
     assert "max-age" in response.headers["cache-control"]
 
 
-@pytest.mark.parametrize("asset", ["api.js", "study.js", "trial.js", "traces.js", "dashboard.css"])
+@pytest.mark.parametrize("asset", ["api.js", "study.js", "trial.js", "traces.js", "verdict.js", "dashboard.css"])
 def test_own_assets_are_served_and_revalidated(client: TestClient, asset: str) -> None:
     response = client.get(f"/static/{asset}")
     assert response.status_code == 200

@@ -197,7 +197,7 @@ def _optimistic_verdict() -> dict[str, Any]:
     return Verdict.model_validate(verdict).model_dump()  # the API's own model: the stand-in keeps in step with it
 
 
-def test_an_optimistic_verdict_warns_and_every_pair_of_tasks_is_drawn(page: Any) -> None:
+def test_an_optimistic_verdict_warns_and_every_pair_of_tasks_is_drawn(page: Any, artifacts: Path) -> None:
     stub = StubApi(n_trials=2, epochs=1)
     for _ in range(4):
         stub.advance()  # both trials complete: the study settles
@@ -206,6 +206,7 @@ def test_an_optimistic_verdict_warns_and_every_pair_of_tasks_is_drawn(page: Any)
         page.goto(f"{base}/studies/live")
         page.wait_for_selector("#scalar-plot .main-svg")
         assert page.is_visible("#verdict-warning")
+        assert page.inner_text("#verdict-title") == "Verdict on validation data (no held-out split)"
         assert "validation data" in page.inner_text("#verdict-warning")
         classes = [
             (page.locator(f'#verdict-table tr[data-task="{t}"] td').nth(5).get_attribute("class") or "").split()
@@ -226,3 +227,5 @@ def test_an_optimistic_verdict_warns_and_every_pair_of_tasks_is_drawn(page: Any)
             ".map((t) => [t.text[0], t.marker.symbol])"
         )
         assert symbols == [["default", "circle-open"], ["dwa", "circle-open"]]  # dominated: drawn hollow
+        page.wait_for_timeout(300)  # let plotly finish its transitions before the picture
+        page.locator("#verdict-card").screenshot(path=artifacts / "dashboard-verdict-optimistic.png")

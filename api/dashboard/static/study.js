@@ -50,6 +50,7 @@ async function loadVerdict() {
   renderVerdict(state.verdict, {
     onConfirm: (body, button) => post("confirm", body, { button, target: document.getElementById("verdict-message") }),
     trialUrl: (number) => trialUrl(name, number),
+    studyActive: isActive(state.study.status),
   });
 }
 

@@ -211,13 +211,15 @@ function drawPair(verdict) {
 
 /**
  * Render the verdict into the study page's verdict card. `onConfirm(body, button)` posts a confirmation request;
- * `trialUrl(number)` links a trial.
+ * `trialUrl(number)` links a trial; `studyActive` says the study still runs trials.
  */
-export function renderVerdict(verdict, { onConfirm, trialUrl }) {
+export function renderVerdict(verdict, { onConfirm, trialUrl, studyActive = false }) {
   const status = byId("verdict-status");
   status.textContent = verdict.status;
   status.className = `badge verdict-${verdict.status.replace(" ", "-")}`;
 
+  byId("verdict-title").textContent = verdict.optimistic
+    ? "Verdict on validation data (no held-out split)" : "Verdict on held-out data";
   const warning = byId("verdict-warning");
   warning.hidden = !verdict.optimistic;
   warning.textContent = verdict.optimistic
@@ -244,7 +246,8 @@ export function renderVerdict(verdict, { onConfirm, trialUrl }) {
     sentence.textContent = "";
     progress.textContent = "Not confirmed on held-out data yet: the numbers below are on validation data, the split "
       + "that chose the best (optimistic). Confirmation trains the baseline and the best configurations again over "
-      + "fresh seeds and judges them on the test split.";
+      + "fresh seeds and judges them on the test split."
+      + (studyActive ? " A study launched with confirmation seeds asks for it itself when it reaches its target." : "");
   } else {
     sentence.textContent = verdict.sentence || "";
     progress.textContent = isBusy(verdict)
