@@ -229,3 +229,26 @@ def test_an_optimistic_verdict_warns_and_every_pair_of_tasks_is_drawn(page: Any,
         assert symbols == [["default", "circle-open"], ["dwa", "circle-open"]]  # dominated: drawn hollow
         page.wait_for_timeout(300)  # let plotly finish its transitions before the picture
         page.locator("#verdict-card").screenshot(path=artifacts / "dashboard-verdict-optimistic.png")
+
+
+def test_a_running_confirmation_is_followed_until_it_completes(page: Any) -> None:
+    stub = StubApi(n_trials=1, epochs=1)
+    stub.advance()
+    stub.advance()  # the study settled; its confirmation runs
+    assert stub.study.status == "completed"
+    done = _optimistic_verdict()
+    stub.verdict = done | {"status": "running", "runs": {"queued": 2, "running": 1, "complete": 6, "failed": 0}}
+    page.clock.install()
+    with serve(stub.app()) as base:
+        page.goto(f"{base}/studies/live")
+        page.wait_for_selector("#verdict-table tr[data-task]")
+        assert page.inner_text("#verdict-status") == "running"
+        progress = page.inner_text("#verdict-progress")
+        assert progress == "Confirming on held-out data: 6 of 9 runs complete · 1 running · 2 queued (partial results)"
+        assert page.is_visible("#live")  # polled though the study itself has settled
+
+        stub.verdict = done
+        page.clock.run_for(4100)  # one refresh period
+        page.wait_for_function("document.querySelector('#verdict-status').textContent === 'complete'")
+        page.wait_for_selector("#live", state="hidden")
+        assert page.inner_text("#verdict-progress").startswith("9 of 9 runs complete")
