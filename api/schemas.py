@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tuner.limits import Limits  # no torch: the limits module imports nothing of tuner
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # tuner.study._spec.NAME_PATTERN
-Objective = Literal["scalar", "pareto"]
+Objective = Literal["scalar", "pareto", "compare"]
 SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2", "qmc"]
 PrunerName = Literal["hyperband", "median", "successive-halving", "dominated", "none"]
 PRUNER_HELP = (  # tuner.study._spec.PRUNER_HELP; a scalar study asking for dominated is refused at launch (422)

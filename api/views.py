@@ -81,14 +81,14 @@ def study_detail(session: Session, job: StudyJob) -> StudyDetail:
     baseline = q.summary(session, job_id=job.id, number=baseline_number) if baseline_number is not None else None
     tasks = study_tasks(session, job)
     best_rows = [trial_row(row, baseline_number=baseline_number) for row in best]
-    scalar_best = best[0].objective if job.objective == "scalar" and best else None
+    scalar_best = best[0].objective if job.objective != "pareto" and best else None
     return StudyDetail(
         **summary_of(job, counts=counts, best_value=scalar_best).model_dump(),
         space=job.space,
         tasks=tasks,
         best=best_rows,
         baseline=trial_row(baseline, baseline_number=baseline_number) if baseline is not None else None,
-        comparison=_compare(baseline, best[0] if job.objective == "scalar" and best else None, tasks),
+        comparison=_compare(baseline, best[0] if job.objective != "pareto" and best else None, tasks),
     )
 
 
@@ -192,7 +192,7 @@ def _recorded_tasks(session: Session, sid: int) -> list[TaskInfo]:
 
 
 def _best_rows(session: Session, job: StudyJob) -> list[TrialSummary]:
-    if job.objective == "scalar":
+    if job.objective != "pareto":
         best = q.best_trial(session, job=job)
         return [best] if best is not None else []
     front = _pareto_front(session, job)

@@ -84,7 +84,9 @@ def run(
     objective: Annotated[
         str,
         typer.Option(
-            help="scalar: minimise mean_i val_loss_i / untrained val_loss_i; pareto: one objective per task metric."
+            help="scalar: minimise mean_i val_loss_i / untrained val_loss_i; pareto: one objective per task metric; "
+            "compare: scalar, with the trials shared evenly between the space's strategies (each tuning its own "
+            "knobs), so the verdict compares methods tuned with the same budget."
         ),
     ] = "scalar",
     epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: the problem's).")] = None,

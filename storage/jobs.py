@@ -14,7 +14,7 @@ from storage.models import StudyJob, TrialClaim
 
 JOB_STATUSES = ("queued", "running", "stopping", "stopped", "completed", "failed")
 ACTIVE_STATUSES = ("queued", "running")
-OBJECTIVES = ("scalar", "pareto")
+OBJECTIVES = ("scalar", "pareto", "compare")  # compare: scalar, with every strategy given an even budget
 SOURCES = ("cli", "rest")
 DIRECTIONS = ("minimize", "maximize")
 STUDY_NAME_MAX = 64

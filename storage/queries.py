@@ -35,7 +35,7 @@ def study_progress(session: Session, study_name: str) -> StudyProgress:
     job = get_job(session, study_name)
     counts = claim_counts(session, study_name)
     best = None
-    if job.objective == "scalar":
+    if job.objective != "pareto":
         pick = func.max if job.directions[0] == "maximize" else func.min
         query = select(pick(TrialSummary.objective)).where(
             TrialSummary.job_id == job.id, TrialSummary.state == "complete"

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import storage
 from mtl_tune_cli.main import app
-from storage.models import TrialClaim
+from storage.models import ConfirmationRun, TrialClaim
 from tuner.checkpoint import load_model
 from tuner.config import TrainConfig
 from tuner.train import resolve_config
@@ -71,8 +71,17 @@ def test_study_lifecycle_from_the_cli(tmp_path: Path) -> None:
     listed = cli("study", "list", "--storage", url)[0]
     assert "life" in listed and "completed" in listed
 
-    shown = cli("study", "show", "life", "--storage", url)[0]
+    shown = " ".join(cli("study", "show", "life", "--storage", url)[0].split())
     assert "best vs baseline" in shown and "y1" in shown and "y2" in shown
+    # The workers confirmed the study when it reached its target: the verdict is the test split's.
+    assert "verdict on the test split, seeds 1000, 1001, 1002: confirmation complete" in shown
+    assert "95 % paired t interval" in shown and ("beats" in shown or "within noise" in shown)
+    again = " ".join(mtl("study", "confirm", "life", "--storage", url, "--seeds", "4").stdout.split())
+    assert "seeds 1000, 1001, 1002, 1003: confirmation complete" in again
+    with storage_session(url) as session:
+        runs = session.scalars(select(ConfirmationRun)).all()
+        assert {r.state for r in runs} == {"complete"} and {r.seed for r in runs} == {1000, 1001, 1002, 1003}
+    assert sum(t.state in FINISHED for t in optuna.load_study(study_name="life", storage=url).get_trials()) == 5
 
     best = json.loads(cli("study", "best", "life", "--storage", url, "--json")[0])
     assert best["problem"] == "uncertainty-toy" and best["config"]["epochs"] == 2
@@ -241,6 +250,7 @@ def test_a_closed_terminal_leaves_the_study_stopped(tmp_path: Path, workers: int
     url = f"sqlite:///{tmp_path / 'hup.db'}"
     cmd = [*MTL, "study", "run", "--problem", "gradnorm-toy", "--option", "n_train=400", "--epochs", "50"]
     cmd += ["--trials", "3", "--study", "hup", "--storage", url, "--pruner", "none", "--workers", str(workers)]
+    cmd += ["--confirm-seeds", "0"]  # the hangup must reach it while trials run
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:

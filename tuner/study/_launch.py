@@ -13,7 +13,7 @@ import storage
 from tuner.limits import Limits
 from tuner.problems import Direction, Problem, create_problem
 from tuner.study._checks import check_limits, check_task_names
-from tuner.study._space import SearchSpace, resolve_space
+from tuner.study._space import SearchSpace, SpaceError, resolve_space
 from tuner.study._spec import StudySpec
 from tuner.study._suggest import BASELINE_ATTR
 
@@ -46,6 +46,8 @@ def validate(spec: StudySpec, limits: Limits | None = None) -> tuple[Problem, Se
     problem = create_problem(spec.problem, spec.problem_options)
     check_task_names(problem)
     space = resolve_space(problem, spec.space)
+    if spec.objective == "compare" and len(space.strategy_names) < 2:
+        raise SpaceError("strategy: objective compare shares the trials between strategies and needs at least two")
     epochs = spec.epochs or problem.defaults.epochs
     check_limits(spec, problem, space, epochs, limits or Limits.from_env())
     return problem, space, epochs

@@ -7,8 +7,9 @@ import warnings
 from typing import Literal, get_args
 
 import optuna
+from optuna.trial import TrialState
 
-Objective = Literal["scalar", "pareto"]
+Objective = Literal["scalar", "pareto", "compare"]
 SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2", "qmc"]
 PrunerName = Literal["hyperband", "median", "successive-halving", "dominated", "none"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
@@ -106,3 +107,24 @@ def make_pruner(name: str, *, epochs: int, objective: str) -> optuna.pruners.Bas
     if name == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=MIN_RESOURCE, reduction_factor=REDUCTION_FACTOR)
     raise ValueError(f"pruner: unknown {name!r}; expected one of {', '.join(PRUNERS)}")
+
+
+def compare_sampler(
+    study: optuna.Study, base: optuna.samplers.BaseSampler, strategies: list[str]
+) -> optuna.samplers.BaseSampler:
+    """For ``compare`` studies: the next trial takes the strategy with the fewest trials so far (running, complete or
+    pruned; the baseline aside), first in the space's order on a tie, and ``base`` tunes the rest of its knobs.
+
+    Every strategy then gets an even share of the budget instead of the share a sampler's preferences would give it,
+    so the verdict compares methods each tuned with the same effort.
+    """
+    counted = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+    used = dict.fromkeys(strategies, 0)
+    for trial in study.get_trials(deepcopy=False, states=counted):
+        strategy = trial.params.get("strategy")
+        if strategy in used:
+            used[strategy] += 1
+    least = min(strategies, key=lambda s: (used[s], strategies.index(s)))
+    with warnings.catch_warnings():  # PartialFixedSampler is marked experimental; the warning is noise for users
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.PartialFixedSampler({"strategy": least}, base)

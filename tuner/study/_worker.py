@@ -41,7 +41,7 @@ from storage.confirmations import (
 from storage.epochs import CLAIM_STATE, LostTrial, find_lost_trials, record_finished, record_lost
 from tuner.problems import Problem, available_problems, broken_problems, create_problem
 from tuner.study._confirm import candidates, run_confirmation
-from tuner.study._samplers import make_pruner, make_sampler, prune_steps
+from tuner.study._samplers import compare_sampler, make_pruner, make_sampler, prune_steps
 from tuner.study._space import SearchSpace
 from tuner.study._trial import JobInfo, JobKey, TrialLost, TrialRunner, failure_reason
 
@@ -299,6 +299,8 @@ class Worker:
         s = self.settings
         study = self._study(job)
         rdb = self._rdb()
+        if job.objective == "compare":
+            study.sampler = compare_sampler(study, self._sampler(job), self._space(job).strategy_names)
         try:
             trial = study.ask()
         except BaseException:  # no trial to run: the slot is given back now, not when its grace period ends
