@@ -200,3 +200,27 @@ def test_asking_again_reuses_finished_runs_and_adds_seeds(url: str) -> None:
     verdict = study_verdict(url, name)
     assert verdict["status"] == "complete" and verdict["seeds"] == confirmation_seeds(0, 3)
     assert all(len(c["seeds"]) == 3 for c in verdict["candidates"])
+
+
+def test_a_pareto_study_confirms_its_pareto_set(sqlite_url: str) -> None:
+    name = run_study(sqlite_url, n_trials=5, objective="pareto", sampler="random", problem_options=OPTIONS,
+                     confirm_seeds=2)  # fmt: skip
+    study = optuna.load_study(study_name=name, storage=storage.optuna_storage(sqlite_url))
+    front = {t.number for t in study.best_trials}
+    verdict = study_verdict(sqlite_url, name)
+    confirmed = {c["trial"] for c in verdict["candidates"] if "pareto" in c["roles"]}
+    assert confirmed == front and verdict["status"] == "complete" and verdict["split"] == "test"
+    assert any("baseline" in c["roles"] for c in verdict["candidates"])
+    assert "Pareto configurations beat the default on every task" in verdict["sentence"]
+
+
+def test_without_a_test_split_the_verdict_says_it_is_optimistic(sqlite_url: str, tmp_path: Path) -> None:
+    from tests.tuner.problems.test_csv_problem import write_table
+
+    data = write_table(tmp_path / "shop.csv", n=120)
+    options = {"data": str(data), "target": ["price:regression", "churn:classification"], "test_fraction": 0}
+    name = run_study(sqlite_url, problem="csv", problem_options=options, n_trials=3, confirm_seeds=2,
+                     space={"strategy": ["equal", "dwa"]})  # fmt: skip
+    verdict = study_verdict(sqlite_url, name)
+    assert verdict["status"] == "complete"
+    assert (verdict["split"], verdict["optimistic"]) == ("validation", True)
