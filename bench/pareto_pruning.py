@@ -8,9 +8,9 @@ clearly fewer epochs?
     python bench/pareto_pruning.py [--problems multi-digits gradnorm-toy] [--seeds 0 1 2] [--trials 30] [--jobs 2]
 
 Hypervolume comes from Optuna's public ``optuna.visualization.plot_hypervolume_history`` (the hypervolume after
-each complete trial). Its reference point is the same for every run of a problem: per task, the median of every
-complete trial's final metric over all runs of that problem (both pruners, all seeds); so it measures the front
-in the better half of what the searches found. Epochs are counted from ``epoch_metrics`` (every epoch a trial
+each complete trial). Its reference point is the same for every run of a problem: per task, the value 90 % of the
+complete trials of all runs of that problem beat (both pruners, all seeds), so nearly every trial counts and no
+diverged outlier sizes the box. Epochs are counted from ``epoch_metrics`` (every epoch a trial
 trained, pruned trials included), in trial order: one worker runs the trials one after another.
 
 Prints tables and writes bench/out/pareto_<problem>.json; the studies stay in bench/out/pareto/*.db.
@@ -114,15 +114,25 @@ def hv_at(points: list[list[float]] | list[tuple[int, float]], epochs: int) -> f
 
 
 def reference_point(problem: str, seeds: list[int]) -> list[float]:
+    """Per task, the value 90 % of the complete trials of every run of ``problem`` beat (both pruners, all seeds):
+    a box that holds nearly every trial, and no diverged outlier sets its size."""
     import optuna
+    from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
     values: list[list[float]] = []
+    directions: list[StudyDirection] = []
     for pruner in PRUNERS:
         for seed in seeds:
             study = optuna.load_study(study_name="bench", storage=url_of(problem, pruner, seed))
+            directions = study.directions
             values += [list(t.values) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    return [statistics.median(column) for column in zip(*values, strict=True)]
+    deciles = [statistics.quantiles(column, n=10) for column in zip(*values, strict=True)]
+    return [q[-1] if d == StudyDirection.MINIMIZE else q[0] for q, d in zip(deciles, directions, strict=True)]
+
+
+def epochs_to_reach(points: list[Any], hypervolume: float) -> int | None:
+    return next((int(e) for e, hv in points if hv >= hypervolume * (1 - 1e-9)), None)
 
 
 def measure(problem: str, seeds: list[int], runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,9 +143,12 @@ def measure(problem: str, seeds: list[int], runs: list[dict[str, Any]]) -> dict[
         for pruner in PRUNERS:
             row[pruner] = curve(url_of(problem, pruner, seed), reference)
             row[pruner]["seconds"] = next(
-                r["seconds"] for r in runs if (r["problem"], r["pruner"], r["seed"]) == (problem, pruner, seed)
+                (r["seconds"] for r in runs if (r["problem"], r["pruner"], r["seed"]) == (problem, pruner, seed)),
+                None,
             )
         row["none_hv_at_dominated_epochs"] = hv_at(row["none"]["curve"], row["dominated"]["epochs"])
+        row["none_epochs_to_dominated_hv"] = epochs_to_reach(row["none"]["curve"], row["dominated"]["hypervolume"])
+        row["dominated_epochs_to_none_hv"] = epochs_to_reach(row["dominated"]["curve"], row["none"]["hypervolume"])
         rows.append(row)
     return {"reference_point": reference, "rows": rows}
 
@@ -147,9 +160,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--jobs", type=int, default=2, help="studies run at once, one process and thread each")
     parser.add_argument("--report-only", action="store_true", help="Only print the saved results.")
+    parser.add_argument("--measure-only", action="store_true", help="Measure the saved studies again, run none.")
     args = parser.parse_args()
     if args.report_only:
         report()
+        return
+    if args.measure_only:
+        runs_file = OUT / "pareto_runs.json"
+        save(args, json.loads(runs_file.read_text()) if runs_file.exists() else [])
         return
     DBS.mkdir(parents=True, exist_ok=True)
     work = [(p, pruner, s) for p in args.problems for s in args.seeds for pruner in PRUNERS]
@@ -160,6 +178,11 @@ def main() -> None:
             run = future.result()
             runs.append(run)
             print(f"{run['problem']} {run['pruner']} seed {run['seed']}: {run['seconds']:.0f} s", flush=True)
+    (OUT / "pareto_runs.json").write_text(json.dumps(runs, indent=1))
+    save(args, runs)
+
+
+def save(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     for problem in args.problems:
         result = measure(problem, args.seeds, runs) | {"trials": args.trials, "space": SPACE}
         (OUT / f"pareto_{problem}.json").write_text(json.dumps(result, indent=1))
@@ -167,12 +190,16 @@ def main() -> None:
 
 
 def report() -> None:
-    results = {p.stem.removeprefix("pareto_"): json.loads(p.read_text()) for p in sorted(OUT.glob("pareto_*.json"))}
+    results = {
+        p.stem.removeprefix("pareto_"): json.loads(p.read_text())
+        for p in sorted(OUT.glob("pareto_*.json"))
+        if p.stem != "pareto_runs"
+    }
     print(
         "\n| problem | seed | none: HV | none: epochs | dominated: HV | dominated: epochs | pruned trials "
-        "| none: HV at dominated's epochs | epochs saved |"
+        "| none: HV at dominated's epochs | none: epochs to dominated's HV | dominated: epochs to none's HV |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, res in results.items():
         rows = res["rows"]
         for r in rows:
@@ -180,7 +207,7 @@ def report() -> None:
             print(
                 f"| {name} | {r['seed']} | {n['hypervolume']:.4g} | {n['epochs']} | {d['hypervolume']:.4g} "
                 f"| {d['epochs']} | {d['pruned']}/{d['trials']} | {r['none_hv_at_dominated_epochs']:.4g} "
-                f"| {1 - d['epochs'] / n['epochs']:.0%} |"
+                f"| {_reached(r['none_epochs_to_dominated_hv'])} | {_reached(r['dominated_epochs_to_none_hv'])} |"
             )
 
         def mean(f: Any, rows: list[dict[str, Any]] = rows) -> float:
@@ -190,12 +217,15 @@ def report() -> None:
             f"| {name} | mean | {mean(lambda r: r['none']['hypervolume']):.4g} "
             f"| {mean(lambda r: r['none']['epochs']):.0f} | {mean(lambda r: r['dominated']['hypervolume']):.4g} "
             f"| {mean(lambda r: r['dominated']['epochs']):.0f} | {mean(lambda r: r['dominated']['pruned']):.1f} "
-            f"| {mean(lambda r: r['none_hv_at_dominated_epochs']):.4g} "
-            f"| {1 - mean(lambda r: r['dominated']['epochs']) / mean(lambda r: r['none']['epochs']):.0%} |"
+            f"| {mean(lambda r: r['none_hv_at_dominated_epochs']):.4g} | | |"
         )
     for name, res in results.items():
         ref = ", ".join(f"{v:.4g}" for v in res["reference_point"])
         print(f"\n{name}: reference point ({ref}), {res['trials']} trials per study, space {res['space']}")
+
+
+def _reached(epochs: int | None) -> str:
+    return "not reached" if epochs is None else str(epochs)
 
 
 if __name__ == "__main__":
