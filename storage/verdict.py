@@ -30,15 +30,24 @@ INTERVAL = "95 % paired t interval of the per-seed differences to the baseline (
 BETTER, WORSE, NOISE, TOO_FEW = "better", "worse", "within noise", "too few seeds"
 
 
-def dominates(p: Sequence[float], q: Sequence[float], directions: Sequence[str]) -> bool:
+def dominates(p: Sequence[float | None], q: Sequence[float | None], directions: Sequence[str]) -> bool:
     """Whether ``p`` is at least as good as ``q`` on every coordinate and strictly better on one, each coordinate
-    by its direction (``minimize`` or ``maximize``)."""
-    signs = [1.0 if d == "minimize" else -1.0 for d in directions]
-    at_least = all(s * a <= s * b for a, b, s in zip(p, q, signs, strict=True))
-    return at_least and any(s * a < s * b for a, b, s in zip(p, q, signs, strict=True))
+    by its direction (``minimize`` or ``maximize``); a missing or non-finite value (a diverged run) is the worst.
+
+    The one definition of dominance: the verdict's fronts and the ``dominated`` pruner both use it."""
+    losses = [(_as_loss(a, d), _as_loss(b, d)) for a, b, d in zip(p, q, directions, strict=True)]
+    return all(a <= b for a, b in losses) and any(a < b for a, b in losses)
 
 
-def non_dominated(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[bool]:
+def _as_loss(value: float | None, direction: str) -> float:
+    if direction not in ("minimize", "maximize"):
+        raise ValueError(f"unknown direction {direction!r}; expected minimize or maximize")
+    if value is None or not math.isfinite(value):
+        return math.inf
+    return value if direction == "minimize" else -value
+
+
+def non_dominated(points: Sequence[Sequence[float | None]], directions: Sequence[str]) -> list[bool]:
     """For each point, whether no other point dominates it."""
     return [not any(dominates(q, p, directions) for q in points) for p in points]
 

@@ -73,10 +73,10 @@ def candidates(
     return _as_candidates(chosen)
 
 
-def _metrics(trial: FrozenTrial, directions: dict[str, str]) -> list[float]:
+def _metrics(trial: FrozenTrial, directions: dict[str, str]) -> list[float | None]:
+    """The trial's validation metric per task (None where it has none: the worst, for dominance)."""
     tasks = trial.user_attrs.get("tasks", {})
-    worst = {"minimize": float("inf"), "maximize": float("-inf")}
-    return [float(tasks.get(name, {}).get("metric", worst[d])) for name, d in directions.items()]
+    return [tasks.get(name, {}).get("metric") for name in directions]
 
 
 def _as_candidates(chosen: dict[int, tuple[list[str], dict[str, Any]]]) -> list[Candidate]:

@@ -18,35 +18,22 @@ indexed read of mtl-tune's ``epoch_metrics`` per rung (``storage.metrics.rung_ve
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
+
+from storage.verdict import dominates as _dominates
 
 #: How many finished trials must dominate a running trial at a rung for it to be pruned.
 MIN_DOMINATING = 3
 
 
-def _loss(value: float | None, direction: str) -> float:
-    """The value as a loss (lower is better); missing or non-finite values are the worst."""
-    if value is None or not math.isfinite(value):
-        return math.inf
-    return value if direction == "minimize" else -value
-
-
 def dominates(q: Mapping[str, float | None], p: Mapping[str, float | None], directions: Mapping[str, str]) -> bool:
     """``q`` is at least as good as ``p`` on every task of ``p`` and strictly better on one, each task judged by
-    its own direction (``"minimize"`` or ``"maximize"``). False when ``q`` lacks one of ``p``'s tasks."""
+    its own direction (``storage.verdict.dominates``, the one definition). False when ``q`` lacks one of ``p``'s
+    tasks."""
     if any(task not in q for task in p):
         return False
-    strictly = False
-    for task in p:
-        direction = directions[task]
-        if direction not in ("minimize", "maximize"):
-            raise ValueError(f"task {task!r}: unknown direction {direction!r}")
-        a, b = _loss(q[task], direction), _loss(p[task], direction)
-        if a > b:
-            return False
-        strictly = strictly or a < b
-    return strictly
+    tasks = list(p)
+    return _dominates([q[t] for t in tasks], [p[t] for t in tasks], [directions[t] for t in tasks])
 
 
 def dominated_by(
