@@ -188,9 +188,10 @@ def test_invalid_space_file_is_refused_with_its_field(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_run_help_says_pareto_studies_are_not_pruned() -> None:
+def test_run_help_says_how_pareto_studies_are_pruned() -> None:
     text = " ".join(mtl("study", "run", "--help").stdout.split())
-    assert "Pareto studies are never pruned" in text
+    assert "Pareto studies: none (default) or dominated" in text
+    assert "dominated by those of 3 finished trials" in text
     assert "MTL_TUNE_STORAGE" in text
 
 
