@@ -256,6 +256,7 @@ class StudyDetail(StudySummary):
     best: list[TrialRow] = Field(description="the best trial (scalar) or the Pareto set (pareto)")
     baseline: TrialRow | None
     comparison: dict[str, Comparison]
+    confirm_seeds: int = Field(description="seeds of the confirmation queued when the target is reached (0: none)")
 
 
 class TrialPage(BaseModel):

@@ -89,6 +89,7 @@ def study_detail(session: Session, job: StudyJob) -> StudyDetail:
         best=best_rows,
         baseline=trial_row(baseline, baseline_number=baseline_number) if baseline is not None else None,
         comparison=_compare(baseline, best[0] if job.objective != "pareto" and best else None, tasks),
+        confirm_seeds=job.confirm_seeds,
     )
 
 

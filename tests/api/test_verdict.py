@@ -48,4 +48,6 @@ def test_a_launch_asks_for_two_seeds_or_none(sqlite_client: TestClient) -> None:
     one = sqlite_client.post("/api/studies", json={**body, "confirm_seeds": 1})
     assert one.status_code == 422 and "confirm_seeds" in one.text
     none = sqlite_client.post("/api/studies", json={**body, "name": "none", "confirm_seeds": 0})
-    assert none.status_code == 201
+    assert none.status_code == 201 and none.json()["confirm_seeds"] == 0
+    default = sqlite_client.post("/api/studies", json={**body, "name": "default"})
+    assert default.status_code == 201 and default.json()["confirm_seeds"] == 3

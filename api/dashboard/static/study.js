@@ -51,6 +51,7 @@ async function loadVerdict() {
     onConfirm: (body, button) => post("confirm", body, { button, target: document.getElementById("verdict-message") }),
     trialUrl: (number) => trialUrl(name, number),
     studyActive: isActive(state.study.status),
+    confirmSeeds: state.study.confirm_seeds,
   });
 }
 

@@ -211,9 +211,10 @@ function drawPair(verdict) {
 
 /**
  * Render the verdict into the study page's verdict card. `onConfirm(body, button)` posts a confirmation request;
- * `trialUrl(number)` links a trial; `studyActive` says the study still runs trials.
+ * `trialUrl(number)` links a trial; `studyActive` says the study still runs trials, and `confirmSeeds` with how many
+ * seeds it confirms itself when it reaches its target (0: it does not).
  */
-export function renderVerdict(verdict, { onConfirm, trialUrl, studyActive = false }) {
+export function renderVerdict(verdict, { onConfirm, trialUrl, studyActive = false, confirmSeeds = 0 }) {
   const status = byId("verdict-status");
   status.textContent = verdict.status;
   status.className = `badge verdict-${verdict.status.replace(" ", "-")}`;
@@ -247,7 +248,9 @@ export function renderVerdict(verdict, { onConfirm, trialUrl, studyActive = fals
     progress.textContent = "Not confirmed on held-out data yet: the numbers below are on validation data, the split "
       + "that chose the best (optimistic). Confirmation trains the baseline and the best configurations again over "
       + "fresh seeds and judges them on the test split."
-      + (studyActive ? " A study launched with confirmation seeds asks for it itself when it reaches its target." : "");
+      + (studyActive && confirmSeeds
+        ? ` This study confirms itself with ${confirmSeeds} seeds when it reaches its target.`
+        : "");
   } else {
     sentence.textContent = verdict.sentence || "";
     progress.textContent = isBusy(verdict)
