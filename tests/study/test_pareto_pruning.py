@@ -186,3 +186,27 @@ def test_the_api_launches_dominated_pareto_studies_and_refuses_scalar_ones(sqlit
         launched = client.post("/api/studies", json=launch_body(name="p", objective="pareto", pruner="dominated"))
         assert launched.status_code == 201, launched.text
         assert launched.json()["pruner"] == "dominated"
+
+
+def test_rung_vectors_are_those_of_finished_trials_at_that_epoch(sqlite_url: str) -> None:
+    spec = StudySpec(name="reads", problem="uncertainty-toy", objective="pareto", pruner="dominated", confirm_seeds=0)
+    create_study(sqlite_url, spec, source="cli")
+    with storage.session_scope(sqlite_url) as session:
+        job_id = storage.get_job(session, "reads").id
+        for number, state in ((1, "complete"), (2, "pruned"), (3, "failed"), (4, None)):  # 4 is still running
+            for epoch in (0, 1):
+                rows = [
+                    {"task": task, "train_loss": 1.0, "val_loss": 1.0, "metric": number + epoch / 10, "weight": 1.0}
+                    for task in ("y1", "y2")
+                ]
+                storage.write_epoch(session, job_id=job_id, trial_number=number, epoch=epoch, rows=rows)
+            if state is not None:
+                storage.write_summary(
+                    session, job_id=job_id, trial_number=number, state=state, values=None, params={},
+                    task_metrics=None, duration_s=None, started_at=None, finished_at=None,
+                )  # fmt: skip
+    with storage.session_scope(sqlite_url) as session:
+        assert rung_vectors(session, job_id, 0) == [{"y1": 1.0, "y2": 1.0}, {"y1": 2.0, "y2": 2.0}]
+        assert rung_vectors(session, job_id, 1) == [{"y1": 1.1, "y2": 1.1}, {"y1": 2.1, "y2": 2.1}]
+        assert rung_vectors(session, job_id, 2) == []
+        assert rung_vectors(session, job_id + 1, 0) == []
