@@ -25,15 +25,10 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture
+def empty_url(backend_url: str) -> str:
     """An empty database on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'storage.db'}"
-        storage.dispose_engines()
-    else:
-        with fresh_database() as url:
-            yield url
+    return backend_url
 
 
 @pytest.fixture

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import statistics
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from sqlalchemy import select, update
 
 import storage
@@ -37,22 +35,9 @@ SPACE = {"strategy": ["equal", "static", "dwa"]}
 OPTIONS = {**TINY, "n_test": 150}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'confirm.db'}"
-        storage.dispose_engines()
-    else:
-        with fresh_database("mtl_tune_confirm") as pg:
-            yield pg
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture
+def url(backend_url: str) -> str:
+    return backend_url
 
 
 def _runs(url: str, name: str) -> list[ConfirmationRun]:

@@ -3,30 +3,21 @@ reuses a deleted row's id) or names that come back never make it read or tell an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 import storage
 from storage.reports import delete_study
-from tests.pg import fresh_database
 from tests.study.helpers import QUICK_SPACE, TINY
 from tuner.study import StudySpec, Worker, WorkerSettings, create_study
 
 ROUNDS = 4
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ids.db'}"
-        storage.dispose_engines()
-    else:
-        with fresh_database("mtl_tune_ids") as pg:
-            yield pg
+@pytest.fixture
+def url(backend_url: str) -> str:
+    return backend_url
 
 
 def launch(url: str, name: str, space: dict) -> None:
