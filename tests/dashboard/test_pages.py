@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from typing import get_args
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.routers import pages
+from api.schemas import Objective, PrunerName, SamplerName
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +78,15 @@ def test_names_are_escaped_into_the_page() -> None:
     )
     assert '"><script>' not in html
     assert "&#34;&gt;&lt;script&gt;" in html
+
+
+@pytest.mark.parametrize(
+    ("field", "choices"), [("objective", Objective), ("sampler", SamplerName), ("pruner", PrunerName)]
+)
+def test_the_launch_form_offers_every_choice_the_api_takes(client: TestClient, field: str, choices: object) -> None:
+    page = client.get("/").text
+    select = re.search(rf'<select name="{field}">(.*?)</select>', page, re.S)
+    assert select is not None
+    options = re.finditer(r'<option( value="([^"]*)")?>([^<]*)<', select.group(1))
+    offered = {m.group(2) if m.group(1) else m.group(3) for m in options}
+    assert offered - {""} == set(get_args(choices))  # "": the server's default
