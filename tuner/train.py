@@ -240,8 +240,12 @@ def train(
     device: str | torch.device | None = None,
     on_epoch_end: EpochCallback | None = None,
     budget: Budget | None = None,
+    evaluate_test: bool = True,
 ) -> TrainResult:
     """Train ``config`` on ``problem``; ``on_epoch_end`` may raise to stop (the study layer prunes this way).
+
+    The test split, when the problem has one, is evaluated once after training (``TrainResult.test``) unless
+    ``evaluate_test`` is false: a study's trials never read it, so nothing a search chooses can depend on it.
 
     Raises ``NonFiniteLossError`` when a task's training or validation loss of an epoch is not finite, and
     ``BudgetExceeded`` when the run goes over ``budget`` (default: the operator's, ``Budget.from_env()``), checked
@@ -287,7 +291,7 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(report)
         watch.check("after epoch %d", epoch + 1)
-    if data.test is not None:
+    if data.test is not None and evaluate_test:
         losses, metrics = evaluate(run.model, run.tasks, _on(data.test, dev), dev)
         result.test = {
             n: {"loss": loss, "metric": metric}

@@ -10,7 +10,7 @@ import torch
 
 from tuner.config import ConfigError, TrainConfig
 from tuner.device import resolve_device
-from tuner.problems import Problem, ProblemError
+from tuner.problems import Problem, ProblemError, create_problem
 from tuner.train import EpochReport, NonFiniteLossError, resolve_config, train
 
 
@@ -103,3 +103,13 @@ def test_device_resolution() -> None:
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
         assert resolve_device(None).type in {"cpu", "mps"}
+
+
+def test_the_test_split_is_read_only_when_asked() -> None:
+    toy = create_problem("uncertainty-toy", {"n_train": 200, "n_val": 100, "n_test": 50})
+    config = TrainConfig(strategy="equal", epochs=1, seed=0)
+    judged = train(toy, config, device="cpu")
+    searched = train(toy, config, device="cpu", evaluate_test=False)  # what a study's trials do
+    assert judged.test is not None and set(judged.test) == set(toy.task_names)
+    assert searched.test is None
+    assert searched.objective == judged.objective  # reading the test split changes nothing else

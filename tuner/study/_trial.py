@@ -137,7 +137,13 @@ class TrialRunner:
             config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
             trial.set_user_attr("config", config.model_dump(mode="json"))
             self.recorder.start()  # the parameters and configuration are written before training starts
-            result = train(self.problem, config, device=self.device, on_epoch_end=lambda r: self._epoch(trial, r, last))
+            result = train(
+                self.problem,
+                config,
+                device=self.device,
+                on_epoch_end=lambda r: self._epoch(trial, r, last),
+                evaluate_test=False,  # trials select on validation; only confirmation runs read the test split
+            )
         except (optuna.TrialPruned, TrialLost):
             raise
         except BaseException as exc:  # every failure says why, an interrupt (SIGTERM, Ctrl-C) included
