@@ -18,6 +18,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -289,6 +290,7 @@ def _follow(
     # no two trials would finish and the estimate would stay blank.
     with Progress(*columns, console=console, speed_estimate_period=3600) as progress:
         bar = progress.add_task(name, total=target, detail="")
+        confirming: TaskID | None = None
         while True:
             last = done is not None and done.is_set()  # one more look after the local worker ends
             with storage.session_scope(url) as session:
@@ -300,9 +302,19 @@ def _follow(
                 total=p.n_trials,
                 detail=f"complete {p.complete}  pruned {p.pruned}  failed {p.failed}  best {best}",
             )
+            runs = p.confirm_runs or {}
+            if p.confirming or any(runs.values()):  # the confirmation on held-out data, once asked for
+                if confirming is None:
+                    confirming = progress.add_task("confirmation", total=None, detail="")
+                progress.update(
+                    confirming,
+                    completed=runs.get("complete", 0) + runs.get("failed", 0),
+                    total=sum(runs.values()) or None,
+                    detail="choosing configurations" if p.confirm_pending else f"failed {runs.get('failed', 0)}",
+                )
             if last or (procs and not any(proc.poll() is None for proc in procs)):
                 break
-            if done is None and not procs and p.status in ("completed", "failed", "stopped"):
+            if done is None and not procs and p.status in ("completed", "failed", "stopped") and not p.confirming:
                 break
             if done is not None:
                 done.wait(0.5)

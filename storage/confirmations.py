@@ -217,6 +217,18 @@ def confirmation_work(session: Session, *, study_name: str | None = None) -> boo
     return bool(session.scalar(query))
 
 
+def run_counts(session: Session, job_id: int) -> dict[str, int]:
+    """The job's current confirmation runs per state (every state present, zero included)."""
+    query = (
+        select(ConfirmationRun.state, func.count())
+        .where(ConfirmationRun.job_id == job_id, ConfirmationRun.current.is_(True))
+        .group_by(ConfirmationRun.state)
+    )
+    counts = dict.fromkeys(RUN_STATES, 0)
+    counts.update({state: n for state, n in session.execute(query)})
+    return counts
+
+
 def current_runs(session: Session, job_id: int) -> list[ConfirmationRun]:
     """The runs of the job's latest confirmation, by trial and seed."""
     query = select(ConfirmationRun).where(ConfirmationRun.job_id == job_id, ConfirmationRun.current.is_(True))

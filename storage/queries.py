@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.claims import claim_counts
+from storage.confirmations import run_counts
 from storage.jobs import get_job
 from storage.models import TrialSummary
 
@@ -28,6 +29,14 @@ class StudyProgress:
     failed: int
     best_value: float | None  # scalar studies only: the best first objective value of a complete trial
     last_error: str | None
+    confirm_pending: bool = False  # a confirmation was asked for and its runs are not queued yet
+    confirm_runs: dict[str, int] | None = None  # the current confirmation runs per state
+
+    @property
+    def confirming(self) -> bool:
+        """A confirmation waits to be queued or has runs not finished yet."""
+        runs = self.confirm_runs or {}
+        return self.confirm_pending or bool(runs.get("queued") or runs.get("running"))
 
 
 def study_progress(session: Session, study_name: str) -> StudyProgress:
@@ -44,5 +53,6 @@ def study_progress(session: Session, study_name: str) -> StudyProgress:
     return StudyProgress(
         study_name=job.study_name, problem=job.problem, objective=job.objective, status=job.status,
         n_trials=job.n_trials, running=counts["running"], complete=counts["complete"], pruned=counts["pruned"],
-        failed=counts["failed"], best_value=best, last_error=job.last_error,
+        failed=counts["failed"], best_value=best, last_error=job.last_error, confirm_pending=job.confirm_pending,
+        confirm_runs=run_counts(session, job.id),
     )  # fmt: skip

@@ -16,7 +16,7 @@ SUMMARY_KEYS = {
     "name", "problem", "problem_options", "objective", "directions", "status", "sampler", "pruner", "epochs",
     "n_trials", "trials", "best_value", "created_at", "updated_at", "last_error",
 }  # fmt: skip
-DETAIL_KEYS = SUMMARY_KEYS | {"space", "tasks", "best", "baseline", "comparison"}
+DETAIL_KEYS = SUMMARY_KEYS | {"space", "tasks", "best", "baseline", "comparison", "confirm_seeds"}
 
 
 def test_launch_records_a_queued_study_and_its_optuna_study(client: TestClient, url: str) -> None:

@@ -133,6 +133,8 @@ def test_ctrl_c_leaves_nothing_running_and_the_same_command_resumes(tmp_path: Pa
         "random",
         "--option",
         "n_train=400",
+        "--confirm-seeds",
+        "0",  # confirmation is tested on its own: this resumes trials
     ]
     proc = subprocess.Popen(
         cmd,
