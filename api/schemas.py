@@ -19,7 +19,7 @@ Objective = Literal["scalar", "pareto", "compare"]
 SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2", "qmc"]
 PrunerName = Literal["hyperband", "median", "successive-halving", "dominated", "none"]
 PRUNER_HELP = (  # tuner.study._spec.PRUNER_HELP; a scalar study asking for dominated is refused at launch (422)
-    "default: hyperband (scalar), none (pareto); dominated (pareto only): stop a trial whose per-task metrics "
+    "default: hyperband (scalar), none (pareto, compare); dominated (pareto only): stop a trial whose per-task metrics "
     "at a rung are dominated by those of 3 finished trials"
 )
 TrialOrder = Literal["number", "-number", "objective", "-objective", "duration_s", "-duration_s"]

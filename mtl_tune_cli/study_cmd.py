@@ -77,7 +77,8 @@ def run(
     pruner: Annotated[
         str | None,
         typer.Option(
-            help="hyperband (default), median, successive-halving or none. Pareto studies: none (default) or "
+            help="hyperband (default; none for compare studies), median, successive-halving or none. Pareto studies: "
+            "none (default) or "
             "dominated (mtl-tune's rule, as Optuna cannot prune multi-objective studies: at epochs 1, 3, 9, ... a "
             "trial whose per-task metrics are dominated by those of 3 finished trials is stopped)."
         ),

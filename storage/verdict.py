@@ -84,8 +84,8 @@ def sentence(judgements: dict[str, str], *, who: str = "tuning") -> str:
     if WORSE in by:
         parts.append(f"the default beats {who} on {_and(by[WORSE])}")
     if NOISE in by:
-        verb = "is" if len(by[NOISE]) == 1 else "are"
-        parts.append(f"on {_and(by[NOISE])} the difference {verb} within noise")
+        difference = "the difference is" if len(by[NOISE]) == 1 else "the differences are"
+        parts.append(f"on {_and(by[NOISE])} {difference} within noise")
     if TOO_FEW in by:
         parts.append(f"on {_and(by[TOO_FEW])} too few seeds finished to tell")
     return "; ".join(parts) if parts else "no confirmation run has finished yet"

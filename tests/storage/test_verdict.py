@@ -54,6 +54,11 @@ def test_a_judgement_follows_the_metrics_direction() -> None:
     assert judge({"low": None, "high": None}, "maximize") == "too few seeds"
 
 
+def test_the_sentence_speaks_of_one_difference_or_several() -> None:
+    assert sentence({"a": "within noise"}) == "on a the difference is within noise"
+    assert sentence({"a": "within noise", "b": "within noise"}) == "on a and b the differences are within noise"
+
+
 def test_the_sentence_names_each_kind_of_task() -> None:
     text = sentence({"left": "better", "sum": "better", "right": "within noise", "cost": "worse"})
     assert text == (

@@ -37,6 +37,13 @@ def test_a_scalar_study_keeps_its_samplers_preferences(sqlite_url: str) -> None:
     assert sorted(shares.values()) != [3, 3, 3]
 
 
+def test_compare_studies_are_not_pruned_unless_asked() -> None:
+    base = {"problem": "uncertainty-toy", "objective": "compare"}
+    assert StudySpec.model_validate(base).effective_pruner == "none"
+    assert StudySpec.model_validate({**base, "pruner": "median"}).effective_pruner == "median"
+    assert StudySpec.model_validate({**base, "objective": "scalar"}).effective_pruner == "hyperband"
+
+
 def test_compare_needs_two_strategies(tmp_path: Path) -> None:
     spec = StudySpec.model_validate(
         {"problem": "uncertainty-toy", "problem_options": TINY, "objective": "compare", "space": {"strategy": "dwa"}}

@@ -13,7 +13,7 @@ from tuner.study._samplers import PARETO_PRUNERS, Objective, PrunerName, Sampler
 MAX_CONFIRM_SEEDS = 50
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 PRUNER_HELP = (
-    "default: hyperband (scalar), none (pareto); dominated (pareto only): stop a trial whose per-task metrics "
+    "default: hyperband (scalar), none (pareto, compare); dominated (pareto only): stop a trial whose per-task metrics "
     "at a rung are dominated by those of 3 finished trials"
 )
 
@@ -75,7 +75,9 @@ class StudySpec(BaseModel):
     @property
     def effective_pruner(self) -> str:
         """The pruner the study runs with: pareto studies take ``dominated`` or none (Optuna's pruners cannot
-        prune multi-objective studies, so any other is ignored)."""
+        prune multi-objective studies, so any other is ignored); compare studies none unless asked (one pruner
+        judging every strategy's trials together stops most trials of the strategies that start slower, which
+        undoes the even budget compare gives them); scalar studies hyperband."""
         if self.objective == "pareto":
             return self.pruner if self.pruner in PARETO_PRUNERS else "none"
-        return self.pruner or "hyperband"
+        return self.pruner or ("none" if self.objective == "compare" else "hyperband")
