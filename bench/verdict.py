@@ -10,10 +10,10 @@ weightings, each trained again over fresh seeds and judged on the test split, wh
     python bench/verdict.py [--problems gradnorm-toy multi-digits penguins] [--trials 76] [--seeds 5]
                             [--epochs N] [--pruner none] [--threads 1]
 
-The study's pruner is the product's default (hyperband) unless ``--pruner`` names another; the results of a run with
-another pruner are named ``<problem>-pruner-<name>``. Hyperband compares trials of every strategy at its rungs, so
-in a ``compare`` study it stops most trials of the strategies that start slowly: ``--pruner none`` shows what the
-strategies reach when every trial completes.
+The study's pruner is the product's default for ``compare`` studies (none) unless ``--pruner`` names another; the
+results of a run with another pruner are named ``<problem>-pruner-<name>``. Hyperband compares trials of every
+strategy at its rungs, so in a ``compare`` study it stops most trials of the strategies that start slowly
+(``--pruner hyperband`` shows it): that is why ``compare`` studies are not pruned unless asked.
 
 Problems:
 
@@ -223,7 +223,7 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=5, help="confirmation seeds (at least 2)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the problem's)")
-    parser.add_argument("--pruner", default=None, help="the study's pruner (default: the product's, hyperband)")
+    parser.add_argument("--pruner", default=None, help="the study's pruner (default: none, as compare studies)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
 
