@@ -30,11 +30,13 @@ def test_a_failed_baseline_is_retried(tmp_path: Path) -> None:
     launch(url, "base", n_trials=2, epochs=1)
     calls: list[int] = []
 
-    def first_fails(problem: Any, config: Any, *, device: Any = None, on_epoch_end: Callable | None = None) -> Any:
+    def first_fails(
+        problem: Any, config: Any, *, device: Any = None, on_epoch_end: Callable | None = None, **kw: Any
+    ) -> Any:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return train(problem, config, device=device, on_epoch_end=on_epoch_end)
+        return train(problem, config, device=device, on_epoch_end=on_epoch_end, **kw)
 
     with mock.patch.object(trial_module, "train", first_fails):
         _worker(url, "base").run()

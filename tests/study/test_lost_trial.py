@@ -22,7 +22,9 @@ def test_a_trial_failed_elsewhere_ends_without_ending_the_worker(tmp_path: Path)
     launch(url, "lost", n_trials=2, epochs=3)
     failed_once: list[int] = []
 
-    def slow_train(problem: Any, config: Any, *, device: Any = None, on_epoch_end: Callable | None = None) -> Any:
+    def slow_train(
+        problem: Any, config: Any, *, device: Any = None, on_epoch_end: Callable | None = None, **kw: Any
+    ) -> Any:
         def epoch_end(report: Any) -> None:
             if not failed_once and on_epoch_end is not None:
                 # Meanwhile, another worker's stale-trial check fails this trial (Optuna's own storage).
@@ -34,7 +36,7 @@ def test_a_trial_failed_elsewhere_ends_without_ending_the_worker(tmp_path: Path)
             assert on_epoch_end is not None
             on_epoch_end(report)
 
-        return train(problem, config, device=device, on_epoch_end=epoch_end)
+        return train(problem, config, device=device, on_epoch_end=epoch_end, **kw)
 
     worker = Worker(WorkerSettings(url=url, study_name="lost", exit_when_idle=True, poll_seconds=0.1))
     with mock.patch.object(trial_module, "train", slow_train):
