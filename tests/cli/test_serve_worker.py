@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -153,6 +154,9 @@ def test_study_run_workers_get_the_password_through_their_environment(tmp_path: 
     url = "postgresql+psycopg://tuner:s3cret-pw@127.0.0.1:9/nowhere"  # nothing listens: the worker waits
     proc = _spawn_worker(url, "some-study", 0, None, None, 1)
     try:
+        deadline = time.monotonic() + 10
+        while b"--study" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the child has exec'd: before, /proc shows the parent's fork
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
         assert b"s3cret-pw" not in cmdline and b"--study" in cmdline
