@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from storage._engine import write_lock, write_transaction
+from storage._engine import get_engine, translate_errors, write_lock, write_transaction
 from storage.jobs import get_job
 from storage.models import ConfirmationRun, StudyJob, TrialSummary, utcnow
 
@@ -149,16 +149,21 @@ def claim_run(url: str, *, worker: str, grace_seconds: float, study_name: str | 
     On PostgreSQL concurrent claimers skip each other's locked rows; SQLite serialises them (``BEGIN IMMEDIATE``).
     """
     run = ConfirmationRun
-    query = (
+    probe_query = (
         select(run.id, run.job_id, StudyJob.study_name, run.trial_number, run.seed, run.config, run.state, run.attempts)
         .join(StudyJob, StudyJob.id == run.job_id)
         .where(_claimable(grace_seconds))
         .order_by(StudyJob.created_at, run.id)
         .limit(1)
-        .with_for_update(of=run, skip_locked=True)
     )
     if study_name is not None:
-        query = query.where(StudyJob.study_name == study_name)
+        probe_query = probe_query.where(StudyJob.study_name == study_name)
+    # Idle workers ask at every poll and there is rarely a run to take: look first, without the write lock
+    # (``BEGIN IMMEDIATE`` on SQLite), and take it only when there may be one.
+    with translate_errors(url), get_engine(url).connect() as probe:
+        if probe.execute(probe_query).first() is None:
+            return None
+    query = probe_query.with_for_update(of=run, skip_locked=True)
     with write_transaction(url) as connection:
         while (row := connection.execute(query).one_or_none()) is not None:
             now = utcnow()
