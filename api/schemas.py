@@ -195,6 +195,7 @@ class TrialCounts(BaseModel):
     pruned: int = 0
     failed: int = 0
     running: int = 0
+    interrupted: int = Field(0, description="ended by a worker's interrupt or a stop request; not failed")
 
 
 class StudySummary(BaseModel):

@@ -339,7 +339,7 @@ def list_studies(storage_url: StorageOption = None) -> None:
     table = Table()
     # The name is what `study show|best|export|delete` take: it is never cut; the other columns wrap instead.
     table.add_column("study", no_wrap=True, overflow="fold")
-    for heading in ("problem", "objective", "status", "complete", "pruned", "failed", "target", "best"):
+    for heading in ("problem", "objective", "status", "complete", "pruned", "failed", "interrupted", "target", "best"):
         table.add_column(heading, overflow="fold")
     for p in rows:
         best = f"{p.best_value:.4g}" if p.best_value is not None else "-"
@@ -351,6 +351,7 @@ def list_studies(storage_url: StorageOption = None) -> None:
             str(p.complete),
             str(p.pruned),
             str(p.failed),
+            str(p.interrupted),
             str(p.n_trials),
             best,
         )

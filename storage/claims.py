@@ -1,7 +1,7 @@
 """Trial slots: workers claim one slot per trial, transactionally, so together they never overshoot a job's target.
 
 A slot counts while its claim is complete or pruned, or running with a heartbeat newer than the grace period;
-a failed claim, or a running one whose worker went silent, frees its slot for another worker.
+a failed or interrupted claim, or a running one whose worker went silent, frees its slot for another worker.
 """
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ from storage.confirmations import mark_confirm_pending
 from storage.jobs import ACTIVE_STATUSES, check_choice, get_job, running_claims
 from storage.models import StudyJob, TrialClaim, utcnow
 
-CLAIM_STATES = ("running", "complete", "pruned", "failed")
+CLAIM_STATES = ("running", "complete", "pruned", "failed", "interrupted")
 FINISHED_STATES = ("complete", "pruned")
+# A trial ended by its worker's interrupt (Ctrl-C, SIGTERM, SIGHUP) or by a stop request: not a failure of the
+# trial. It frees its slot as a failed one does, and is counted apart. Optuna has no such state: the trial is FAIL
+# there, with this user attribute set to True next to its ``fail_reason``.
+INTERRUPTED = "interrupted"
+INTERRUPTED_ATTR = "interrupted"
 # A claim whose worker went silent past the grace period (killed, out of memory, machine lost): counted as failed,
 # and its trial is failed and retried (``storage.lost_trials``).
 LOST = "lost"
@@ -88,7 +93,7 @@ def heartbeat(session: Session, claim_id: int) -> None:
 
 
 def finish_claim(session: Session | Connection, claim_id: int, *, state: str, missing_ok: bool = False) -> bool:
-    """Close a claim as complete, pruned or failed (a failed claim frees its slot).
+    """Close a claim as complete, pruned, failed or interrupted (a failed or interrupted claim frees its slot).
 
     A claim already complete or pruned never changes (a worker telling a trial twice cannot turn it failed); a
     failed one (reaped while its worker was silent) takes the state its trial ended in. The job becomes

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from storage._engine import get_engine, translate_errors, write_transaction
 from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost_trials
 from storage._worker_storage import WorkerStorage
-from storage.claims import attach_trial, finish_claim
+from storage.claims import INTERRUPTED, INTERRUPTED_ATTR, attach_trial, finish_claim
 from storage.metrics import write_epoch, write_summary
 from storage.models import StudyJob
 
@@ -29,8 +29,19 @@ class EpochOutcome:
     trial_running: bool  # False when Optuna's trial was finished elsewhere (failed as stale by another worker)
 
 
-# The claim state a finished trial leaves its slot in.
+# The claim state a finished trial leaves its slot in, by Optuna state (see ``claim_state`` for FAIL).
 CLAIM_STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
+
+
+def claim_state(trial: FrozenTrial | None) -> str:
+    """The claim (and summary) state of a finished trial: its Optuna state, except that a FAIL trial its worker
+    marked interrupted (an interrupt or a stop request ended it) is ``interrupted``; a trial lost to another
+    worker (None) is failed."""
+    if trial is None:
+        return "failed"
+    if trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED_ATTR):
+        return INTERRUPTED
+    return CLAIM_STATE.get(trial.state, "failed")
 
 
 class TrialRecorder:
@@ -87,7 +98,7 @@ class TrialRecorder:
 def record_finished(db: Session | Connection, *, job_id: int, claim_id: int, trial: FrozenTrial) -> None:
     """A finished trial's claim closed and its summary written, in the caller's transaction; nothing when the
     claim was deleted with its study."""
-    state = CLAIM_STATE.get(trial.state, "failed")
+    state = claim_state(trial)
     if finish_claim(db, claim_id, state=state, missing_ok=True):  # not when the study was deleted meanwhile
         write_summary(db, job_id=job_id, state=state, **_summary_fields(trial))
 

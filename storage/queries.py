@@ -31,6 +31,7 @@ class StudyProgress:
     last_error: str | None
     confirm_pending: bool = False  # a confirmation was asked for and its runs are not queued yet
     confirm_runs: dict[str, int] | None = None  # the current confirmation runs per state
+    interrupted: int = 0  # ended by a worker's interrupt or a stop request: not failures
 
     @property
     def confirming(self) -> bool:
@@ -54,5 +55,5 @@ def study_progress(session: Session, study_name: str) -> StudyProgress:
         study_name=job.study_name, problem=job.problem, objective=job.objective, status=job.status,
         n_trials=job.n_trials, running=counts["running"], complete=counts["complete"], pruned=counts["pruned"],
         failed=counts["failed"], best_value=best, last_error=job.last_error, confirm_pending=job.confirm_pending,
-        confirm_runs=run_counts(session, job.id),
+        confirm_runs=run_counts(session, job.id), interrupted=counts["interrupted"],
     )  # fmt: skip

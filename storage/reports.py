@@ -19,6 +19,7 @@ from storage._engine import session_scope
 from storage._errors import StudyNotFound
 from storage._optuna import optuna_storage
 from storage._schema import ensure_schema
+from storage.claims import INTERRUPTED, INTERRUPTED_ATTR
 from storage.jobs import delete_job, get_job
 from storage.models import StudyJob
 from storage.queries import BASELINE_ATTR
@@ -123,12 +124,21 @@ def compare(
     return out
 
 
+def report_state(trial: FrozenTrial) -> str:
+    """A trial's state as reports count it: Optuna's, except that a FAIL trial its worker marked interrupted (an
+    interrupt or a stop request ended it) is ``interrupted``, as its claim and summary are."""
+    if trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED_ATTR):
+        return INTERRUPTED
+    return trial.state.name.lower()
+
+
 def study_report(url: str, name: str) -> StudyReport:
     job, study = _load(url, name)
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in trials:
-        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+        state = report_state(t)
+        states[state] = states.get(state, 0) + 1
     bests = best_trials(study)
     report = StudyReport(name, job.problem, job.objective, job.status, states, [_row(t) for t in bests])
     baseline = baseline_trial(study)

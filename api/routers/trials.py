@@ -16,7 +16,9 @@ from storage import api_queries as q
 router = APIRouter(prefix="/studies/{name}", tags=["trials"])
 
 _ERRORS: dict[int | str, dict[str, str]] = {404: {"description": "no such study or trial"}}
-TrialState = Annotated[str | None, Query(pattern="^(complete|pruned|failed)$", description="only trials in it")]
+TrialState = Annotated[
+    str | None, Query(pattern="^(complete|pruned|failed|interrupted)$", description="only trials in it")
+]
 
 
 @router.get("/trials", responses=_ERRORS)

@@ -27,7 +27,7 @@ def test_launch_records_a_queued_study_and_its_optuna_study(client: TestClient, 
     assert set(study) == DETAIL_KEYS
     assert [study[k] for k in ("name", "status", "objective", "pruner")] == ["first", "queued", "pareto", "none"]
     assert study["directions"] == ["minimize", "minimize"]
-    assert study["trials"] == {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
+    assert study["trials"] == {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "interrupted": 0}
     assert study["tasks"] == [
         {"name": "y1", "kind": "regression", "metric": "rmse", "direction": "minimize"},
         {"name": "y2", "kind": "regression", "metric": "rmse", "direction": "minimize"},

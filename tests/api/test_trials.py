@@ -25,7 +25,7 @@ def test_detail_has_best_baseline_and_comparison(seeded_client: TestClient, seed
     reference = _study(seeded, "scalar")
 
     assert study["status"] == "completed"
-    assert study["trials"] == {"complete": 7, "pruned": 0, "failed": 0, "running": 0}
+    assert study["trials"] == {"complete": 7, "pruned": 0, "failed": 0, "running": 0, "interrupted": 0}
     assert study["best_value"] == pytest.approx(reference.best_value)
     assert [t["number"] for t in study["best"]] == [reference.best_trial.number]
     assert set(study["best"][0]) == ROW_KEYS

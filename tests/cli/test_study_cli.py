@@ -164,6 +164,12 @@ def test_ctrl_c_leaves_nothing_running_and_the_same_command_resumes(tmp_path: Pa
     assert sum(t.state in FINISHED for t in trials) < 4
     with storage_session(url) as session:
         assert storage.get_job(session, "intr").status == "stopped"
+        counts = storage.claim_counts(session, "intr")
+    assert counts["interrupted"] == 1 and counts["failed"] == 0  # the trial Ctrl-C cut is not a failure
+    header, row = mtl("study", "list", "--storage", url).stdout.splitlines()[1:4:2]
+    columns = dict(zip(header.replace("┃", "│").split("│")[1:-1], row.split("│")[1:-1], strict=True))
+    assert {k.strip(): v.strip() for k, v in columns.items()}.items() >= {"failed": "0", "interrupted": "1"}.items()
+    assert "interrupted 1" in mtl("study", "show", "intr", "--storage", url).stdout
 
     subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
     trials = optuna.load_study(study_name="intr", storage=url).get_trials()

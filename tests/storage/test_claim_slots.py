@@ -47,7 +47,7 @@ def test_claims_stop_at_the_target(storage_url: str, make_job: MakeJob) -> None:
     assert all(c is not None for c in claims[:3]) and claims[3:] == [None, None]
     assert len(set(claims[:3])) == 3
     assert _status(storage_url) == "running"
-    assert _counts(storage_url) == {"running": 3, "complete": 0, "pruned": 0, "failed": 0}
+    assert _counts(storage_url) == {"running": 3, "complete": 0, "pruned": 0, "failed": 0, "interrupted": 0}
 
 
 def test_failed_claims_free_their_slot_and_finished_ones_complete_the_job(storage_url: str, make_job: MakeJob) -> None:
@@ -61,7 +61,7 @@ def test_failed_claims_free_their_slot_and_finished_ones_complete_the_job(storag
     _finish(storage_url, third, "pruned")
     assert _status(storage_url) == "completed"
     assert _claim(storage_url) is None
-    assert _counts(storage_url) == {"running": 0, "complete": 1, "pruned": 1, "failed": 1}
+    assert _counts(storage_url) == {"running": 0, "complete": 1, "pruned": 1, "failed": 1, "interrupted": 0}
 
 
 def test_silent_claims_free_their_slot_and_heartbeats_keep_it(storage_url: str, make_job: MakeJob) -> None:
@@ -89,7 +89,7 @@ def test_reaping_fails_silent_claims_and_settles_a_stop(storage_url: str, make_j
         assert storage.get_job(session, "study").status == "stopping"  # the beating claim still runs
     _finish(storage_url, beating, "complete")
     assert _status(storage_url) == "stopped"
-    assert _counts(storage_url) == {"running": 0, "complete": 1, "pruned": 0, "failed": 1}
+    assert _counts(storage_url) == {"running": 0, "complete": 1, "pruned": 0, "failed": 1, "interrupted": 0}
 
     # A stop whose last running claim is a silent one settles when the claim is reaped.
     with storage.session_scope(storage_url) as session:

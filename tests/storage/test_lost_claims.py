@@ -35,4 +35,4 @@ def test_a_study_whose_trials_keep_losing_their_worker_is_failed(storage_url: st
         assert f"{MAX_LOST_IN_A_ROW} trials in a row lost their worker" in (job.last_error or "")
         assert [j.study_name for j in storage.jobs_needing_trials(session, grace_seconds=60)] == ["other"]
     counts = _counts(storage_url)
-    assert counts == {"running": 0, "complete": 1, "pruned": 0, "failed": 2 * MAX_LOST_IN_A_ROW - 1}
+    assert counts == {"running": 0, "complete": 1, "pruned": 0, "failed": 2 * MAX_LOST_IN_A_ROW - 1, "interrupted": 0}

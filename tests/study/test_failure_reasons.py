@@ -79,6 +79,9 @@ def test_an_exception_without_a_message_is_named(url: str) -> None:
     _run(url)
     failed = _failed(url)
     assert failed and all("AssertionError" in t.user_attrs.get("fail_reason", "") for t in failed)
+    with storage.session_scope(url) as session:  # a genuine failure is counted failed
+        counts = storage.claim_counts(session, "s")
+    assert counts["failed"] == len(failed) and counts["interrupted"] == 0
     last_error = _last_error(url)
     assert last_error is not None and "unknown error" not in last_error and "AssertionError" in last_error
 
@@ -89,6 +92,9 @@ def test_an_interrupted_trial_says_it_was_interrupted(url: str) -> None:
         _run(url)
     [failed] = _failed(url)
     assert "signal 15" in failed.user_attrs.get("fail_reason", ""), failed.user_attrs
+    with storage.session_scope(url) as session:  # an interrupt is not the trial's failure
+        counts = storage.claim_counts(session, "s")
+    assert counts["interrupted"] == 1 and counts["failed"] == 0
 
 
 def test_a_failure_before_training_is_recorded_with_its_reason(url: str) -> None:

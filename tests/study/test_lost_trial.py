@@ -47,4 +47,5 @@ def test_a_trial_failed_elsewhere_ends_without_ending_the_worker(tmp_path: Path)
     assert lost.state == TrialState.FAIL and lost.intermediate_values == {}
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
     with storage.session_scope(url) as session:
-        assert storage.claim_counts(session, "lost") == {"running": 0, "complete": 2, "pruned": 0, "failed": 1}
+        counts = storage.claim_counts(session, "lost")
+    assert counts == {"running": 0, "complete": 2, "pruned": 0, "failed": 1, "interrupted": 0}

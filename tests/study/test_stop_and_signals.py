@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 import storage
+from storage import api_queries
 from tests.study.test_workers import FINISHED, _wait_for_running_trial, launch, start_worker
 
 
@@ -26,10 +27,12 @@ def test_stop_ends_the_running_trial_at_an_epoch_boundary_and_resume_finishes(tm
     study = optuna.load_study(study_name="halt", storage=url)
     stopped = study.get_trials()[running]
     assert stopped.state == TrialState.FAIL
-    assert "asked to stop" in stopped.user_attrs["fail_reason"]
+    assert "asked to stop" in stopped.user_attrs["fail_reason"] and stopped.user_attrs["interrupted"] is True
     assert len(stopped.intermediate_values) < 40
     with storage.session_scope(url) as session:
         assert storage.get_job(session, "halt").status == "stopped"
+        counts = storage.claim_counts(session, "halt")
+        assert counts["interrupted"] == 1 and counts["failed"] == 0  # not the trial's failure
         storage.resume(session, "halt")
     start_worker(url, "halt", "--exit-when-idle").wait(timeout=300)
     assert sum(t.state in FINISHED for t in study.get_trials()) == 3
@@ -37,7 +40,7 @@ def test_stop_ends_the_running_trial_at_an_epoch_boundary_and_resume_finishes(tm
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "closed-terminal"])
-def test_sigterm_marks_the_running_trial_failed_and_frees_its_slot(tmp_path, signum: signal.Signals) -> None:
+def test_sigterm_marks_the_running_trial_interrupted_and_frees_its_slot(tmp_path, signum: signal.Signals) -> None:
     url = f"sqlite:///{tmp_path / 'term.db'}"
     launch(url, "term", n_trials=2, epochs=40, problem="gradnorm-toy", options={"n_train": 300, "n_val": 100})
     worker = start_worker(url, "term")
@@ -45,10 +48,14 @@ def test_sigterm_marks_the_running_trial_failed_and_frees_its_slot(tmp_path, sig
     worker.send_signal(signum)
     assert worker.wait(timeout=60) != -signum  # handled, not killed by the signal
     trial = optuna.load_study(study_name="term", storage=url).get_trials()[running]
-    assert trial.state == TrialState.FAIL
+    assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"] is True
     with storage.session_scope(url) as session:
         counts = storage.claim_counts(session, "term")
-    assert counts["running"] == 0 and counts["failed"] == 1
+        job = storage.get_job(session, "term")
+        summary = api_queries.summary(session, job_id=job.id, number=running)
+    assert counts["running"] == 0 and counts["interrupted"] == 1 and counts["failed"] == 0
+    assert summary is not None and summary.state == "interrupted"
+    assert storage.claim_slot(url, study_name="term", worker="next", grace_seconds=60) is not None  # slot freed
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 import storage
+from storage.claims import INTERRUPTED_ATTR
 from storage.epochs import EpochOutcome, TrialRecorder
 from storage.metrics import rung_vectors
 from storage.reports import task_metrics
@@ -37,7 +38,8 @@ class TrialLost(Exception):
 
 
 class StopRequested(Exception):
-    """The study was asked to stop; the running trial ends (FAIL, reason recorded) and its slot is freed."""
+    """The study was asked to stop; the running trial ends (FAIL in Optuna, reason recorded, claim and summary
+    ``interrupted``) and its slot is freed."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ class TrialRunner:
             raise
         except BaseException as exc:  # every failure says why, an interrupt (SIGTERM, Ctrl-C) included
             trial.set_user_attr("fail_reason", failure_reason(exc))
+            if isinstance(exc, KeyboardInterrupt | StopRequested):  # not the trial's failure: recorded interrupted
+                trial.set_user_attr(INTERRUPTED_ATTR, True)
             raise
         finally:
             if last:

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 import storage
+from storage.claims import INTERRUPTED, INTERRUPTED_ATTR
 from storage.confirmations import (
     RunClaim,
     claim_run,
@@ -38,7 +39,7 @@ from storage.confirmations import (
     release_run,
     run_heartbeat,
 )
-from storage.epochs import CLAIM_STATE, LostTrial, find_lost_trials, record_finished, record_lost
+from storage.epochs import LostTrial, claim_state, find_lost_trials, record_finished, record_lost
 from tuner.problems import Problem, available_problems, broken_problems, create_problem
 from tuner.study._confirm import candidates, run_confirmation
 from tuner.study._samplers import compare_sampler, make_pruner, make_sampler, prune_steps
@@ -303,9 +304,10 @@ class Worker:
             study.sampler = compare_sampler(study, self._sampler(job), self._space(job).strategy_names)
         try:
             trial = study.ask()
-        except BaseException:  # no trial to run: the slot is given back now, not when its grace period ends
+        except BaseException as exc:  # no trial to run: the slot is given back now, not when its grace period ends
+            state = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else "failed"
             with suppress(*DB_ERRORS), storage.session_scope(s.url) as session:
-                storage.finish_claim(session, claim_id, state="failed", missing_ok=True)
+                storage.finish_claim(session, claim_id, state=state, missing_ok=True)
             raise
         runner = TrialRunner(
             s.url,
@@ -323,9 +325,9 @@ class Worker:
         try:
             with _heartbeats(s.url, s.heartbeat_seconds, lambda session: storage.heartbeat(session, claim_id)):
                 finished = self._train_and_tell(study, trial, runner)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # its trial was told FAIL, marked interrupted (or had finished: its claim stays)
             with storage.session_scope(s.url) as session:
-                storage.finish_claim(session, claim_id, state="failed", missing_ok=True)
+                storage.finish_claim(session, claim_id, state=INTERRUPTED, missing_ok=True)
             raise
         except TrialLost as exc:  # seen at an epoch's end
             log.warning("%s", exc)
@@ -352,6 +354,7 @@ class Worker:
             raise  # its owner is whoever finished it: nothing to tell
         except KeyboardInterrupt:
             with suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr(INTERRUPTED_ATTR, True)  # also when the interrupt came after training
                 study.tell(trial, state=TrialState.FAIL)
                 _retry_baseline(study, trial)
             raise
@@ -419,18 +422,24 @@ class Worker:
 
     def _record(self, job: JobInfo, claim_id: int, trial: optuna.trial.FrozenTrial | None, *, recorded: bool) -> None:
         """A trial told through its recorder had its claim closed and its summary written with its final state;
-        any other (lost to another worker, or told before its recorder existed) is recorded here."""
-        state = CLAIM_STATE.get(trial.state, "failed") if trial is not None else "failed"
-        failures = self._failures.get(job.key, 0) + 1 if state == "failed" else 0
+        any other (lost to another worker, or told before its recorder existed) is recorded here.
+
+        Failures in a row are counted for ``MAX_CONSECUTIVE_FAILURES``: a finished trial resets the count, an
+        interrupted one (a stop request) leaves it as it was."""
+        state = claim_state(trial)
+        failures = self._failures.get(job.key, 0)
+        if state != INTERRUPTED:
+            failures = failures + 1 if state == "failed" else 0
         self._failures[job.key] = failures
-        if recorded and failures < MAX_CONSECUTIVE_FAILURES:
+        fail_job = state == "failed" and failures >= MAX_CONSECUTIVE_FAILURES
+        if recorded and not fail_job:
             return
         with storage.session_scope(self.settings.url) as session:
             if not recorded and trial is not None:
                 record_finished(session, job_id=job.id, claim_id=claim_id, trial=trial)
             elif not recorded:
                 storage.finish_claim(session, claim_id, state=state, missing_ok=True)
-            if failures >= MAX_CONSECUTIVE_FAILURES:
+            if fail_job:
                 self._fail_job(session, job, failures, trial)
 
     @staticmethod

@@ -61,7 +61,8 @@ export function progressBar(trials, target) {
   const done = (trials.complete || 0) + (trials.pruned || 0);
   const pct = (n) => `${Math.min(100, (100 * n) / Math.max(target, 1)).toFixed(1)}%`;
   const label = `${done} / ${target}` + (trials.running ? ` · ${trials.running} running` : "")
-    + (trials.failed ? ` · ${trials.failed} failed` : "");
+    + (trials.failed ? ` · ${trials.failed} failed` : "")
+    + (trials.interrupted ? ` · ${trials.interrupted} interrupted` : "");
   return el(
     "div",
     { class: "progress", title: `${trials.complete || 0} complete, ${trials.pruned || 0} pruned` },
