@@ -87,7 +87,7 @@ class WorkerPool:
             return [f"{host}:{s.process.pid}" for s in self.slots if s.process and s.process.poll() is None]
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-        """SIGTERM every worker (its running trial is marked failed and retried later), then SIGKILL stragglers.
+        """SIGTERM every worker (its running trial is marked interrupted and retried later), then SIGKILL stragglers.
 
         Idempotent; a stopped pool does not start again.
         """

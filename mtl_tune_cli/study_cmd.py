@@ -301,7 +301,9 @@ def _follow(
                 bar,
                 completed=p.complete + p.pruned,
                 total=p.n_trials,
-                detail=f"complete {p.complete}  pruned {p.pruned}  failed {p.failed}  best {best}",
+                detail=f"complete {p.complete}  pruned {p.pruned}  failed {p.failed}"
+                + (f"  interrupted {p.interrupted}" if p.interrupted else "")
+                + f"  best {best}",
             )
             runs = p.confirm_runs or {}
             if p.confirming or any(runs.values()):  # the confirmation on held-out data, once asked for

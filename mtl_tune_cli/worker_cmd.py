@@ -82,7 +82,7 @@ def worker(
 ) -> None:
     """Loop: find a study that needs trials, claim a slot, run one trial, repeat; with no trial to run, run a study's
     confirmation runs (its chosen configurations trained again with fresh seeds). SIGTERM/SIGINT end it cleanly
-    (the running trial is marked failed and its slot is retried by another worker), and so does a closed terminal
+    (the running trial is marked interrupted and its slot is retried by another worker), and so does a closed terminal
     (SIGHUP). An unreachable database
     server is waited for; a device this machine lacks is refused (exit 2)."""
     from tuner.study import Worker, WorkerSettings
@@ -109,6 +109,6 @@ def worker(
         try:
             n = Worker(settings).run()
         except KeyboardInterrupt:
-            console.print("worker interrupted; its running trial was marked failed and will be retried")
+            console.print("worker interrupted; its running trial was marked interrupted and will be retried")
             raise typer.Exit(130) from None
     console.print(f"worker done: {n} trial(s) run")

@@ -98,7 +98,7 @@ class TrialClaim(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("study_jobs.id", ondelete="CASCADE"))  # indexed with state
     worker: Mapped[str] = mapped_column(String(255))  # host:pid
-    state: Mapped[str] = mapped_column(String(16))  # running | complete | pruned | failed
+    state: Mapped[str] = mapped_column(String(16))  # running | complete | pruned | failed | interrupted | lost
     trial_number: Mapped[int | None]
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -182,7 +182,7 @@ def export_trials(url: str, name: str, fmt: str) -> str:
         rows.append(
             {
                 "number": t.number,
-                "state": t.state.name.lower(),
+                "state": report_state(t),
                 "values": t.values,
                 "params": t.params,
                 "tasks": t.user_attrs.get("tasks", {}),

@@ -44,7 +44,7 @@ from tuner.problems import Problem, available_problems, broken_problems, create_
 from tuner.study._confirm import candidates, run_confirmation
 from tuner.study._samplers import compare_sampler, make_pruner, make_sampler, prune_steps
 from tuner.study._space import SearchSpace
-from tuner.study._trial import JobInfo, JobKey, TrialLost, TrialRunner, failure_reason
+from tuner.study._trial import JobInfo, JobKey, StopRequested, TrialLost, TrialRunner, failure_reason
 
 if TYPE_CHECKING:
     from storage._worker_storage import WorkerStorage
@@ -358,8 +358,11 @@ class Worker:
                 study.tell(trial, state=TrialState.FAIL)
                 _retry_baseline(study, trial)
             raise
-        except Exception:
-            log.warning("trial %d of %s failed", trial.number, study.study_name, exc_info=True)
+        except Exception as exc:
+            if isinstance(exc, StopRequested):  # the user's request, not a failure: no traceback
+                log.info("trial %d of %s interrupted: the study was asked to stop", trial.number, study.study_name)
+            else:
+                log.warning("trial %d of %s failed", trial.number, study.study_name, exc_info=True)
             failed = _tell(study, trial, runner, state=TrialState.FAIL)
             _retry_baseline(study, trial)
             return failed

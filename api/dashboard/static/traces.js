@@ -13,7 +13,7 @@ export function mergeBy(rows, incoming, key) {
   return [...byKey.values()].sort((a, b) => a[key] - b[key]);
 }
 
-const FINISHED = ["complete", "pruned", "failed"];
+const FINISHED = ["complete", "pruned", "failed", "interrupted"];
 // How far behind the newest trial the history cursor may lag while waiting for a slow trial to finish.
 const MAX_CURSOR_LAG = 200;
 
