@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from storage.confirmations import DEFAULT_SEEDS, MAX_SEEDS, MAX_TOP
 from tuner.limits import Limits  # no torch: the limits module imports nothing of tuner
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # tuner.study._spec.NAME_PATTERN
@@ -88,9 +89,9 @@ class StudyCreate(BaseModel):
     )
     seed: int = Field(0, ge=0, le=INT32_MAX, strict=True)
     confirm_seeds: int = Field(
-        3,
+        DEFAULT_SEEDS,
         ge=0,
-        le=50,
+        le=MAX_SEEDS,
         strict=True,
         description="seeds of the confirmation runs queued when the target is reached: the baseline, the best "
         "configurations and each strategy's best are trained again and judged on the test split (0: none; 1 is "
@@ -324,8 +325,15 @@ class ConfirmRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seeds: int = Field(3, ge=2, le=50, strict=True, description="seeds per configuration; an interval needs two")
-    top: int = Field(1, ge=1, le=20, strict=True, description="how many of the best configurations to confirm")
+    seeds: int | None = Field(
+        None,
+        ge=2,
+        le=MAX_SEEDS,
+        strict=True,
+        description=f"seeds per configuration (2 to {MAX_SEEDS}: an interval needs two); default: the study's own "
+        f"(of its last confirmation or its launch), else {DEFAULT_SEEDS}",
+    )
+    top: int = Field(1, ge=1, le=MAX_TOP, strict=True, description="how many of the best configurations to confirm")
 
 
 class Interval(BaseModel):
@@ -342,7 +350,7 @@ class ConfirmedTask(BaseModel):
     std: float | None
     n: int
     diff: Interval
-    judgement: Literal["better", "worse", "within noise", "too few seeds"]
+    judgement: Literal["better", "worse", "within noise", "too few seeds", "not run yet"]
 
 
 class ConfirmedConfig(BaseModel):
@@ -400,6 +408,9 @@ class Verdict(BaseModel):
     study: str
     objective: str
     status: Literal["not requested", "pending", "running", "complete"]
+    provisional: bool = Field(
+        description="the study still searches: a better trial may come, and it confirms again at its target"
+    )
     runs: RunCounts
     seeds: list[int]
     split: Literal["test", "validation"] | None = Field(

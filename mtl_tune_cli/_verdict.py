@@ -15,16 +15,21 @@ def print_verdict(verdict: dict[str, Any]) -> None:
     status = verdict["status"]
     if status == "not requested":
         console.print(
-            "verdict: no confirmation yet (`mtl-tune study confirm NAME` trains the chosen configurations "
-            "again over fresh seeds and judges them on the test split)"
+            f"verdict: no confirmation yet (`mtl-tune study confirm {verdict['study']}` trains the chosen "
+            "configurations again over fresh seeds and judges them on the test split)"
         )
         return
     runs = verdict["runs"]
     split = verdict["split"] or "test"
     console.print(
-        f"[bold]verdict[/] on the {split} split, seeds {', '.join(map(str, verdict['seeds']))}: confirmation {status}"
+        f"[bold]verdict[/] on the {split} split, seeds {_seeds(verdict['seeds'])}: confirmation {status}"
         f" (runs: {runs['complete']} complete, {runs['queued'] + runs['running']} to go, {runs['failed']} failed)"
     )
+    if verdict["provisional"]:
+        console.print(
+            "[yellow]the study is still searching: this verdict is provisional; the study confirms again, with as "
+            "many seeds, when it reaches its target[/]"
+        )
     if verdict["optimistic"]:
         console.print(
             "[yellow]the problem has no test split: judged on the validation data that chose the "
@@ -34,7 +39,7 @@ def print_verdict(verdict: dict[str, Any]) -> None:
     baseline = next((c for c in candidates if "baseline" in c["roles"]), None)
     best = next((c for c in candidates if "best" in c["roles"]), None)
     if baseline is not None and best is not None:
-        table = Table("task", "metric", "baseline", f"best (trial {best['trial']})", "difference, 95 % CI", "",
+        table = Table("task", "metric", "baseline", f"best (trial {best['trial']})", "difference, 95 % CI", "judgement",
                       title="best vs baseline, confirmed")  # fmt: skip
         for task in verdict["tasks"]:
             name = task["name"]
@@ -59,11 +64,24 @@ def print_verdict(verdict: dict[str, Any]) -> None:
     scal = verdict["scalarization"]
     if scal is not None:
         dominated, kept = scal["dominated"], scal["not_dominated"]
+        trials = scal["static_trials"]
+        who = (
+            f"tuned static weighting (trial {trials[0]}) dominates"
+            if len(trials) == 1
+            else f"tuned static weightings (trials {', '.join(map(str, trials))}) dominate"
+        )
         console.print(
-            f"tuned static weightings (trials {', '.join(map(str, scal['static_trials']))}) dominate on every task: "
-            f"{', '.join(dominated) or 'none'}; not dominated: {', '.join(kept) or 'none'}"
+            f"{who} on every task (test means): {', '.join(dominated) or 'none'}; "
+            f"not dominated: {', '.join(kept) or 'none'}"
         )
     console.print(f"[dim]{verdict['interval']}[/]")
+
+
+def _seeds(seeds: list[int]) -> str:
+    """``1000–1049`` for consecutive seeds, else each one."""
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def _mean_std(v: dict[str, Any]) -> str:

@@ -110,8 +110,8 @@ def run(
     confirm_seeds: Annotated[
         int,
         typer.Option(
-            help="When the target is reached, train the baseline, the best configurations and each strategy's best "
-            "again with this many fresh seeds and judge them on the test split (0: do not)."
+            help="When the target is reached, train the baseline, the best configuration and each strategy's best "
+            "again with this many fresh seeds (2 to 50) and judge them on the test split (0: do not)."
         ),
     ] = 3,
 ) -> None:
@@ -384,7 +384,7 @@ def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: 
             "trial is not compared with the default; a failed baseline is run again"
         )
     if report.comparison:
-        title = "best vs baseline on the validation split that chose the best (optimistic; the verdict is not)"
+        title = "best vs baseline on the validation split that chose the best (optimistic)"
         table = Table("task", "metric", "baseline", "best", "change", title=title)
         for task, c in report.comparison.items():
             change = f"{c['change']:+.1%}" if c["change"] is not None else "-"
@@ -399,8 +399,14 @@ def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: 
 @app.command()
 def confirm(
     name: Annotated[str, typer.Argument(help="Study name.")],
-    seeds: Annotated[int, typer.Option(help="Fresh seeds per configuration (at least 2: an interval needs two).")] = 3,
-    top: Annotated[int, typer.Option(help="How many of the best configurations to confirm.")] = 1,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            help="Fresh seeds per configuration, 2 to 50 (an interval needs two); default: the study's own (of its "
+            "last confirmation or its launch), else 3."
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option(help="How many of the best configurations to confirm, 1 to 20.")] = 1,
     workers: Annotated[
         int, typer.Option(help="Local workers (0: queue the runs for workers running elsewhere and return).")
     ] = 1,
@@ -408,11 +414,13 @@ def confirm(
     threads: Annotated[int | None, typer.Option(help="CPU threads of each local worker.")] = None,
     storage_url: StorageOption = None,
 ) -> None:
-    """Train the baseline, the TOP best configurations and the best of each strategy tried (the Pareto set of a
-    pareto study) again with SEEDS fresh seeds, judge them on the test split, and print the verdict.
+    """Train the baseline, the TOP best configurations, the best of each strategy tried and the tuned static
+    weightings on the front (the Pareto set of a pareto study) again with SEEDS fresh seeds, judge them on the test
+    split (on validation, said to be optimistic, for a problem without one), and print the verdict.
 
     The runs go through the study's workers and storage like trials, but never count toward its target and never
-    reach its sampler."""
+    reach its sampler. Finished runs are reused when asked again. A study still running gets a provisional verdict
+    and confirms again, with as many seeds, when it reaches its target."""
     import storage
     from storage.confirmations import request_confirmation
 

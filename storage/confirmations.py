@@ -29,6 +29,9 @@ RUN_STATES = ("queued", "running", "complete", "failed")
 MAX_ATTEMPTS = 3
 #: Seeds of confirmation runs: the study's seed plus these offsets, so no run repeats a trial's own training seed.
 SEED_OFFSET = 1000
+#: Bounds of a confirmation request, the same for the CLI, the API and a launch's ``confirm_seeds``.
+MAX_SEEDS, MAX_TOP = 50, 20
+DEFAULT_SEEDS = 3
 
 
 def confirmation_seeds(study_seed: int, n: int) -> list[int]:
@@ -41,21 +44,31 @@ class NothingToConfirm(ValueError):
     """The study has no complete trial yet."""
 
 
-def request_confirmation(session: Session, study_name: str, *, seeds: int, top: int) -> StudyJob:
+def request_confirmation(session: Session, study_name: str, *, seeds: int | None = None, top: int = 1) -> StudyJob:
     """Ask workers to confirm the study: ``seeds`` runs for the baseline, the ``top`` best configurations, the best
-    of each strategy tried (and for pareto studies the Pareto set). Raises ``StudyNotFound``, ``NothingToConfirm``;
-    ``ValueError`` when ``seeds`` < 2 (one seed gives no interval) or ``top`` < 1."""
-    if seeds < 2:
-        raise ValueError(f"seeds: at least 2 are needed for a confidence interval, got {seeds}")
-    if top < 1:
-        raise ValueError(f"top: at least 1, got {top}")
+    of each strategy tried (and for pareto studies the Pareto set). Without ``seeds``, the study's own number (that
+    of its last confirmation, or of its launch), or ``DEFAULT_SEEDS`` when it has none. The study keeps the number:
+    one still running confirms again, with as many seeds, when it reaches its target. Raises ``StudyNotFound``,
+    ``NothingToConfirm``; ``ValueError`` when ``seeds`` is not 2 to ``MAX_SEEDS`` (one seed gives no interval) or
+    ``top`` not 1 to ``MAX_TOP``."""
+    check_request(seeds, top)
     write_lock(session)
     job = get_job(session, study_name)
+    if seeds is None:
+        seeds = job.confirm_seeds if job.confirm_seeds >= 2 else DEFAULT_SEEDS
     complete = select(func.count()).where(TrialSummary.job_id == job.id, TrialSummary.state == "complete")
     if not session.scalar(complete):
         raise NothingToConfirm(f"study {study_name!r} has no complete trial yet: nothing to confirm")
     job.confirm_seeds, job.confirm_top, job.confirm_pending = seeds, top, True
     return job
+
+
+def check_request(seeds: int | None, top: int) -> None:
+    """The bounds of a confirmation request; ``ValueError`` naming the field."""
+    if seeds is not None and not 2 <= seeds <= MAX_SEEDS:
+        raise ValueError(f"seeds: 2 to {MAX_SEEDS} (an interval needs two), got {seeds}")
+    if not 1 <= top <= MAX_TOP:
+        raise ValueError(f"top: 1 to {MAX_TOP}, got {top}")
 
 
 def mark_confirm_pending(session: Session | Connection, job_id: int) -> None:
@@ -153,7 +166,7 @@ def claim_run(url: str, *, worker: str, grace_seconds: float, study_name: str | 
         select(run.id, run.job_id, StudyJob.study_name, run.trial_number, run.seed, run.config, run.state, run.attempts)
         .join(StudyJob, StudyJob.id == run.job_id)
         .where(_claimable(grace_seconds))
-        .order_by(StudyJob.created_at, run.id)
+        .order_by(StudyJob.created_at, run.seed, run.id)  # seed by seed: paired results come soonest
         .limit(1)
     )
     if study_name is not None:
@@ -202,9 +215,11 @@ def finish_run(
 
 
 def release_run(session: Session, run_id: int, *, worker: str) -> None:
-    """Give a run back to the queue (its worker was interrupted): the next worker takes it at once."""
+    """Give a run back to the queue (its worker was interrupted): the next worker takes it at once, and the attempt
+    does not count toward ``MAX_ATTEMPTS`` (those are for workers that went silent)."""
     held = and_(ConfirmationRun.id == run_id, ConfirmationRun.state == "running", ConfirmationRun.worker == worker)
-    session.execute(update(ConfirmationRun).where(held).values(state="queued", worker=None))
+    values = {"state": "queued", "worker": None, "attempts": ConfirmationRun.attempts - 1}
+    session.execute(update(ConfirmationRun).where(held).values(**values))
 
 
 def confirmation_work(session: Session, *, study_name: str | None = None) -> bool:

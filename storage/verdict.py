@@ -27,7 +27,7 @@ from storage.reports import recorded_tasks
 
 CONFIDENCE = 0.95
 INTERVAL = "95 % paired t interval of the per-seed differences to the baseline (Student's t, n - 1 degrees of freedom)"
-BETTER, WORSE, NOISE, TOO_FEW = "better", "worse", "within noise", "too few seeds"
+BETTER, WORSE, NOISE, TOO_FEW, NOT_RUN = "better", "worse", "within noise", "too few seeds", "not run yet"
 
 
 def dominates(p: Sequence[float | None], q: Sequence[float | None], directions: Sequence[str]) -> bool:
@@ -64,10 +64,11 @@ def paired_interval(baseline: Sequence[float], other: Sequence[float]) -> dict[s
 
 
 def judge(interval: dict[str, Any], direction: str) -> str:
-    """better / worse / within noise, by the metric's direction; too few seeds without an interval."""
+    """better / worse / within noise, by the metric's direction; too few seeds without an interval (not run yet
+    without any pair)."""
     low, high = interval["low"], interval["high"]
     if low is None or high is None:
-        return TOO_FEW
+        return NOT_RUN if not interval.get("n") else TOO_FEW
     if low > 0 or high < 0:
         return BETTER if (low > 0) == (direction == "maximize") else WORSE
     return NOISE
@@ -88,6 +89,8 @@ def sentence(judgements: dict[str, str], *, who: str = "tuning") -> str:
         parts.append(f"on {_and(by[NOISE])} {difference} within noise")
     if TOO_FEW in by:
         parts.append(f"on {_and(by[TOO_FEW])} too few seeds finished to tell")
+    if NOT_RUN in by and len(by) == 1:
+        return "no confirmation run has finished yet"
     return "; ".join(parts) if parts else "no confirmation run has finished yet"
 
 
@@ -120,6 +123,8 @@ def build_verdict(job: StudyJob, runs: Sequence[ConfirmationRun], tasks: list[di
         "study": job.study_name,
         "objective": job.objective,
         "status": _status(job, counts),
+        # The study still searches: a better trial may come, and the study confirms again at its target.
+        "provisional": job.status in ("queued", "running"),
         "runs": counts,
         "seeds": confirmation_seeds(job.seed, job.confirm_seeds) if runs or job.confirm_pending else [],
         "split": "validation" if "validation" in splits else ("test" if splits else None),

@@ -124,6 +124,7 @@ def not_requested(name: str) -> dict[str, Any]:
         "seeds": [],
         "split": None,
         "optimistic": False,
+        "provisional": False,
         "interval": "95 % paired t interval of the per-seed differences to the baseline",
         "tasks": TASKS,
         "candidates": [],

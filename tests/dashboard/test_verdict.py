@@ -188,6 +188,7 @@ def _optimistic_verdict() -> dict[str, Any]:
         "seeds": [1, 2, 3],
         "split": "validation",
         "optimistic": True,
+        "provisional": False,
         "tasks": tasks,
         "candidates": candidates,
         "judgements": {t: v["judgement"] for t, v in best.items()},

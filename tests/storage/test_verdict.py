@@ -51,7 +51,8 @@ def test_a_judgement_follows_the_metrics_direction() -> None:
     assert (judge(up, "maximize"), judge(up, "minimize")) == ("better", "worse")
     assert (judge(down, "maximize"), judge(down, "minimize")) == ("worse", "better")
     assert judge(across, "maximize") == judge(across, "minimize") == "within noise"
-    assert judge({"low": None, "high": None}, "maximize") == "too few seeds"
+    assert judge({"low": None, "high": None, "n": 1}, "maximize") == "too few seeds"
+    assert judge({"low": None, "high": None, "n": 0}, "maximize") == "not run yet"
 
 
 def test_the_sentence_speaks_of_one_difference_or_several() -> None:

@@ -74,6 +74,7 @@ def test_reaching_the_target_confirms_on_the_test_split_outside_the_sampler(url:
     # The verdict's numbers are the test split's: train one run's configuration again and compare.
     verdict = study_verdict(url, name)
     assert (verdict["status"], verdict["split"], verdict["optimistic"]) == ("complete", "test", False)
+    assert verdict["provisional"] is False
     best = next(c for c in verdict["candidates"] if "best" in c["roles"])
     problem = create_problem("uncertainty-toy", OPTIONS)
     again = [train(problem, TrainConfig.model_validate(r.config), device="cpu") for r in by_trial[best["trial"]]]
@@ -94,7 +95,7 @@ def test_nothing_to_confirm_before_a_trial_completes(url: str) -> None:
     name = create_study(url, spec, source="cli").study_name
     with pytest.raises(NothingToConfirm, match="no complete trial"), storage.session_scope(url) as session:
         request_confirmation(session, name, seeds=2, top=1)
-    with pytest.raises(ValueError, match="at least 2"), storage.session_scope(url) as session:
+    with pytest.raises(ValueError, match="2 to 50"), storage.session_scope(url) as session:
         request_confirmation(session, name, seeds=1, top=1)
     assert study_verdict(url, name)["status"] == "not requested"
 
@@ -147,6 +148,13 @@ def test_a_silent_workers_run_is_taken_over_and_failed_after_the_last_attempt(ur
         release_run(session, nxt.id, worker="c:3")
     again = claim_run(url, worker="d:4", grace_seconds=60, study_name=name)
     assert again is not None and again.id == nxt.id
+    # Given back any number of times (Ctrl-C), a run never uses up the attempts meant for silent workers.
+    for i in range(MAX_ATTEMPTS + 1):
+        with storage.session_scope(url) as session:
+            release_run(session, nxt.id, worker=f"d:{4 + i}")
+        taken = claim_run(url, worker=f"d:{5 + i}", grace_seconds=60, study_name=name)
+        assert taken is not None and taken.id == nxt.id
+    assert next(r for r in _runs(url, name) if r.id == nxt.id).attempts == 1
 
 
 @pytest.mark.postgres
@@ -169,6 +177,36 @@ def test_concurrent_claimers_never_share_a_run(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert sorted(taken) == sorted({r.id for r in _runs(url, name)}) and len(taken) == total
+
+
+def test_a_study_confirmed_while_it_searches_gets_a_provisional_verdict(sqlite_url: str) -> None:
+    name = run_study(sqlite_url, n_trials=6, workers_trials=3, problem_options=OPTIONS, confirm_seeds=0)
+    with storage.session_scope(sqlite_url) as session:
+        request_confirmation(session, name, seeds=2)
+    Worker(WorkerSettings(url=sqlite_url, study_name=name, exit_when_idle=True, confirm_only=True)).run()
+    verdict = study_verdict(sqlite_url, name)
+    assert verdict["status"] == "complete" and verdict["provisional"] is True
+    with storage.session_scope(sqlite_url) as session:  # it confirms again at its target, with as many seeds
+        assert storage.get_job(session, name).confirm_seeds == 2
+
+
+def test_runs_are_taken_seed_by_seed_so_pairs_finish_first(url: str) -> None:
+    name = _confirmed_study(url, seeds=3)
+    _queue(url, name)
+    configurations = len({r.trial_number for r in _runs(url, name)})
+    taken = [claim_run(url, worker=f"w:{i}", grace_seconds=60, study_name=name) for i in range(configurations)]
+    assert {t.seed for t in taken if t is not None} == {confirmation_seeds(0, 1)[0]}
+    assert len({t.trial_number for t in taken if t is not None}) == configurations
+
+
+def test_a_request_without_seeds_keeps_the_studys_own(url: str) -> None:
+    name = _confirmed_study(url, seeds=4)
+    with storage.session_scope(url) as session:
+        job = request_confirmation(session, name)
+        assert job.confirm_seeds == 4
+    for seeds, top in ((1, 1), (51, 1), (3, 0), (3, 21)):
+        with pytest.raises(ValueError, match=r"seeds|top"), storage.session_scope(url) as session:
+            request_confirmation(session, name, seeds=seeds, top=top)
 
 
 def test_asking_again_reuses_finished_runs_and_adds_seeds(url: str) -> None:

@@ -6,11 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from storage.confirmations import DEFAULT_SEEDS, MAX_SEEDS
 from tuner.limits import Limits
 from tuner.study._samplers import PARETO_PRUNERS, Objective, PrunerName, SamplerName
 
-#: At most this many seeds per confirmed configuration.
-MAX_CONFIRM_SEEDS = 50
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 PRUNER_HELP = (
     "default: hyperband (scalar), none (pareto, compare); dominated (pareto only): stop a trial whose per-task metrics "
@@ -48,9 +47,9 @@ class StudySpec(BaseModel):
     )
     seed: int = Field(0, strict=True)
     confirm_seeds: int = Field(
-        3,
+        DEFAULT_SEEDS,
         ge=0,
-        le=MAX_CONFIRM_SEEDS,
+        le=MAX_SEEDS,
         strict=True,
         description="seeds of the confirmation runs queued when the target is reached (0: none, 1 is refused: "
         "an interval needs two)",

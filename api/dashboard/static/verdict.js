@@ -222,11 +222,18 @@ export function renderVerdict(verdict, { onConfirm, trialUrl, studyActive = fals
   byId("verdict-title").textContent = verdict.optimistic
     ? "Verdict on validation data (no held-out split)" : "Verdict on held-out data";
   const warning = byId("verdict-warning");
-  warning.hidden = !verdict.optimistic;
-  warning.textContent = verdict.optimistic
-    ? "Judged on validation data: this problem has no test split, so the verdict is measured on the split that "
-      + "chose the best and is optimistic."
-    : "";
+  const provisional = verdict.provisional && verdict.status !== "not requested";
+  warning.hidden = !verdict.optimistic && !provisional;
+  warning.textContent = [
+    verdict.optimistic
+      ? "Judged on validation data: this problem has no test split, so the verdict is measured on the split that "
+        + "chose the best and is optimistic."
+      : "",
+    provisional
+      ? "Provisional: the study is still searching; it confirms again, with as many seeds, when it reaches its "
+        + "target."
+      : "",
+  ].filter(Boolean).join(" ");
 
   const actions = byId("verdict-actions");
   const notRequested = verdict.status === "not requested";
