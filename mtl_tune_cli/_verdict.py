@@ -48,6 +48,15 @@ def print_verdict(verdict: dict[str, Any]) -> None:
             table.add_row(name, f"{task['metric']} {arrow}", _mean_std(b), _mean_std(t), _diff(t["diff"]),
                           _MARK.get(t["judgement"], t["judgement"]))  # fmt: skip
         print_table(table)
+    elif best is None and candidates:  # a pareto study: every confirmed configuration, task by task
+        names = [t["name"] for t in verdict["tasks"]]
+        headings = [f"{t['name']} {'↑' if t['direction'] == 'maximize' else '↓'}" for t in verdict["tasks"]]
+        title = "confirmed configurations, mean ± std (difference to the baseline, 95 % CI)"
+        table = Table("trial", *headings, title=title)
+        for c in candidates:
+            cells = [f"{_mean_std(c['tasks'][n])} ({_diff(c['tasks'][n]['diff'])})" for n in names]
+            table.add_row(f"{c['trial']} ({', '.join(c['roles'])})", *cells)
+        print_table(table)
     if candidates:
         table = Table(
             "trial", "chosen as", "strategy", "seeds", "better on", "worse on", title="confirmed configurations"
