@@ -5,12 +5,15 @@ from __future__ import annotations
 import multiprocessing
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
+import optuna
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import storage
+from storage.epochs import TrialRecorder
 
 JOB_DEFAULTS: dict[str, Any] = {
     "problem": "uncertainty-toy",
@@ -93,3 +96,22 @@ class Processes:
         self._pool.terminate()
         self._pool.join()
         self._manager.shutdown()
+
+
+def held_trial(
+    url: str, make_job: Callable[..., storage.StudyJob], **job: Any
+) -> tuple[storage.StudyJob, int, optuna.Study, optuna.Trial, TrialRecorder]:
+    """A job ``s``, a claim of it, and a held trial with one parameter, with its recorder as its finisher."""
+    made = make_job(study_name="s", **job)
+    claim = storage.claim_slot(url, study_name="s", worker="w", grace_seconds=60)
+    assert claim is not None
+    rdb = storage.worker_storage(url)
+    study = optuna.create_study(study_name="s", storage=rdb)
+    trial = study.ask()
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
+    trial.suggest_int("layers", 1, 4)
+    recorder = TrialRecorder(
+        url, rdb, job_id=made.id, claim_id=claim, trial_id=trial._trial_id, trial_number=trial.number
+    )
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=recorder.finish)
+    return made, claim, study, trial, recorder

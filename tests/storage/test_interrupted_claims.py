@@ -13,8 +13,9 @@ from optuna.trial import TrialState
 import storage
 from storage import api_queries
 from storage.claims import INTERRUPTED_ATTR
-from storage.epochs import TrialRecorder, claim_state
+from storage.epochs import claim_state
 from storage.reports import study_report
+from tests.storage.helpers import held_trial
 
 
 @pytest.fixture(autouse=True)
@@ -25,14 +26,7 @@ def _quiet_optuna() -> None:
 def _running(url: str, make_job: Callable[..., storage.StudyJob], **job: Any) -> tuple[storage.StudyJob, int, Any]:
     """A job ``s``, a claim of it, and a held trial told through its recorder; returns the job, claim and a
     function that ends the trial FAIL with the given user attributes."""
-    made = make_job(study_name="s", **job)
-    claim = storage.claim_slot(url, study_name="s", worker="w", grace_seconds=60)
-    assert claim is not None
-    rdb = storage.worker_storage(url)
-    study = optuna.create_study(study_name="s", storage=rdb)
-    trial = study.ask()
-    recorder = TrialRecorder(url, rdb, job_id=made.id, claim_id=claim, trial_id=trial._trial_id, trial_number=0)
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=recorder.finish)
+    made, claim, study, trial, recorder = held_trial(url, make_job, **job)
     recorder.start()
     recorder.epoch(0, [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}])
 

@@ -14,8 +14,7 @@ from optuna.trial import TrialState
 
 import storage
 from storage import api_queries
-from storage.epochs import TrialRecorder
-from tests.storage.helpers import JOB_DEFAULTS
+from tests.storage.helpers import JOB_DEFAULTS, held_trial
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}]
 
@@ -23,25 +22,6 @@ ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight
 @pytest.fixture(autouse=True)
 def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def _running(
-    url: str, make_job: Callable, **job: Any
-) -> tuple[storage.StudyJob, int, optuna.Study, optuna.Trial, TrialRecorder]:
-    """A job, a claim of it, and a held trial with one parameter, with its recorder as its finisher."""
-    made = make_job(study_name="s", **job)
-    claim = storage.claim_slot(url, study_name="s", worker="w", grace_seconds=60)
-    assert claim is not None
-    rdb = storage.worker_storage(url)
-    study = optuna.create_study(study_name="s", storage=rdb)
-    trial = study.ask()
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
-    trial.suggest_int("layers", 1, 4)
-    recorder = TrialRecorder(
-        url, rdb, job_id=made.id, claim_id=claim, trial_id=trial._trial_id, trial_number=trial.number
-    )
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=recorder.finish)
-    return made, claim, study, trial, recorder
 
 
 def _maker(url: str) -> Callable[..., storage.StudyJob]:
@@ -68,7 +48,7 @@ def _curve_epochs(url: str, job_id: int) -> list[int]:
 
 
 def test_start_epochs_and_the_final_state_write_everything(storage_url: str, make_job: Callable) -> None:
-    job, claim, study, trial, recorder = _running(storage_url, make_job)
+    job, claim, study, trial, recorder = held_trial(storage_url, make_job)
     recorder.start()
     for epoch in range(5):
         trial.report(1.0 / (epoch + 1), epoch + 1)
@@ -94,7 +74,7 @@ def test_start_epochs_and_the_final_state_write_everything(storage_url: str, mak
 
 
 def test_every_series_of_an_epoch_is_written_with_its_rows(storage_url: str, make_job: Callable) -> None:
-    job, _claim, study, trial, recorder = _running(storage_url, make_job)
+    job, _claim, study, trial, recorder = held_trial(storage_url, make_job)
     recorder.start()
     series = [None, {"sigma": 0.5, "cosine": float("nan")}, {"grad_norm": 2.0}]  # one statement shape for all
     for epoch, named in enumerate(series):
@@ -115,7 +95,7 @@ def test_every_series_of_an_epoch_is_written_with_its_rows(storage_url: str, mak
 
 
 def test_the_last_trial_completes_the_job(storage_url: str, make_job: Callable) -> None:
-    _job, _claim, study, trial, recorder = _running(storage_url, make_job, n_trials=1)
+    _job, _claim, study, trial, recorder = held_trial(storage_url, make_job, n_trials=1)
     recorder.start()
     study.tell(trial, state=TrialState.PRUNED)
     with storage.session_scope(storage_url) as session:
@@ -125,7 +105,7 @@ def test_the_last_trial_completes_the_job(storage_url: str, make_job: Callable) 
 
 def test_a_trial_whose_summary_cannot_be_written_is_not_finished(storage_url: str, make_job: Callable) -> None:
     """The final state, the claim and the summary commit together or not at all."""
-    job, claim, study, trial, recorder = _running(storage_url, make_job)
+    job, claim, study, trial, recorder = held_trial(storage_url, make_job)
     recorder.start()
     recorder.epoch(0, ROWS)
     with storage.get_engine(storage_url).begin() as connection:
@@ -146,7 +126,7 @@ def test_a_trial_whose_summary_cannot_be_written_is_not_finished(storage_url: st
 
 
 def test_a_stop_request_is_seen_at_the_end_of_a_long_epoch(storage_url: str, make_job: Callable) -> None:
-    _job, _claim, _study, trial, recorder = _running(storage_url, make_job)
+    _job, _claim, _study, trial, recorder = held_trial(storage_url, make_job)
     recorder.start()
     recorder.epoch(0, ROWS)
     with storage.session_scope(storage_url) as session:
@@ -157,7 +137,7 @@ def test_a_stop_request_is_seen_at_the_end_of_a_long_epoch(storage_url: str, mak
 
 
 def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, make_job: Callable) -> None:
-    job, _claim, _study, trial, recorder = _running(storage_url, make_job)
+    job, _claim, _study, trial, recorder = held_trial(storage_url, make_job)
     recorder.start()
     plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
     plain.set_trial_state_values(trial._trial_id, TrialState.FAIL)
@@ -172,7 +152,7 @@ def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, 
 
 def test_a_trial_whose_study_job_was_deleted_still_finishes(storage_url: str, make_job: Callable) -> None:
     """Its claim and metrics went with the job; Optuna's trial is still told, not left running."""
-    _job, _claim, study, trial, recorder = _running(storage_url, make_job)
+    _job, _claim, study, trial, recorder = held_trial(storage_url, make_job)
     recorder.start()
     recorder.epoch(0, ROWS)
     with storage.session_scope(storage_url) as session:
