@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -97,16 +98,31 @@ def ping_when_idle(engine: Engine) -> None:
     event.listen(engine, "checkin", on_checkin)
 
 
+def _wal(cursor: Any) -> None:
+    """Switch the database to WAL. Switching a new database needs it to itself, and SQLite answers "database is
+    locked" at once, without its busy handler, while another process is connecting to it too (processes starting
+    together on a new file): tried again for up to the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # pysqlite's legacy mode only BEGINs before DML, so a SELECT and a later UPDATE would not share a transaction;
     # SQLAlchemy emits BEGIN itself instead (see its "Serializable isolation / Savepoints / Transactional DDL").
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    _wal(cursor)
     # In WAL mode NORMAL is safe against application crashes and skips an fsync per commit; only an OS crash
     # or power loss can lose the last commits (SQLite's documented trade-off for WAL).
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

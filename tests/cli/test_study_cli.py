@@ -74,10 +74,10 @@ def test_study_lifecycle_from_the_cli(tmp_path: Path) -> None:
     shown = " ".join(cli("study", "show", "life", "--storage", url)[0].split())
     assert "best vs baseline" in shown and "y1" in shown and "y2" in shown
     # The workers confirmed the study when it reached its target: the verdict is the test split's.
-    assert "verdict on the test split, seeds 1000, 1001, 1002: confirmation complete" in shown
+    assert "verdict on the test split, seeds 1000–1002: confirmation complete" in shown
     assert "95 % paired t interval" in shown and ("beats" in shown or "within noise" in shown)
     again = " ".join(mtl("study", "confirm", "life", "--storage", url, "--seeds", "4").stdout.split())
-    assert "seeds 1000, 1001, 1002, 1003: confirmation complete" in again
+    assert "seeds 1000–1003: confirmation complete" in again
     with storage_session(url) as session:
         runs = session.scalars(select(ConfirmationRun)).all()
         assert {r.state for r in runs} == {"complete"} and {r.seed for r in runs} == {1000, 1001, 1002, 1003}
