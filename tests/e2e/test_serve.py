@@ -112,7 +112,11 @@ def test_serve_runs_a_posted_study_and_keeps_it_across_restarts(server: Server, 
     assert httpx.post(f"{server.base}/api/studies", json=BODY).status_code == 401  # no token, no change
     created = client.post("/api/studies", json=BODY)
     assert created.status_code == 201, created.text
-    study = wait_for(lambda: _completed(client), 180, "the study to complete")
+    wait_for(lambda: _completed(client), 180, "the study to complete")
+    # Reaching its target queued the confirmation, which the same worker runs: the verdict, over real HTTP.
+    verdict = wait_for(lambda: _confirmed(client), 180, "the confirmation to complete")
+    assert verdict["split"] == "test" and verdict["runs"]["complete"] == 3 * len(verdict["candidates"])
+    study = client.get("/api/studies/e2e").json()
     assert study["trials"]["complete"] + study["trials"]["pruned"] == 3
     trials = client.get("/api/studies/e2e/trials").json()
     assert trials["total"] == 3 and [t["number"] for t in trials["items"]] == [0, 1, 2]
@@ -128,6 +132,7 @@ def test_serve_runs_a_posted_study_and_keeps_it_across_restarts(server: Server, 
     assert server.token_file.read_text() == token  # the same token after a restart
     assert f"?token={token.strip()}" in (tmp_path / "serve.log").read_text()  # the URL to open was printed
     assert client.get("/api/studies/e2e").json() == study
+    assert client.get("/api/studies/e2e/verdict").json() == verdict
     assert client.get("/api/studies/e2e/trials").json() == trials
     assert client.get("/api/studies/e2e/trials/1").json() == trial
     assert client.get("/api/studies/e2e/history").json()["items"] == history
@@ -156,6 +161,11 @@ def test_workers_end_when_serve_is_killed(server: Server, tmp_path: Path) -> Non
 def _completed(client: httpx.Client) -> dict[str, Any] | None:
     study: dict[str, Any] = client.get("/api/studies/e2e").json()
     return study if study["status"] == "completed" else None
+
+
+def _confirmed(client: httpx.Client) -> dict[str, Any] | None:
+    verdict: dict[str, Any] = client.get("/api/studies/e2e/verdict").json()
+    return verdict if verdict["status"] == "complete" else None
 
 
 def test_serve_refuses_an_outdated_schema(tmp_path: Path) -> None:
