@@ -59,7 +59,13 @@ def bookkeeping_ms(url: str, n_trials: int) -> list[float]:
     # Random sampling keeps the sampler's own compute (TPE fits on every trial) out of a storage measurement;
     # Hyperband, the default pruner, makes Optuna read the study's intermediate values at its rungs.
     spec = StudySpec(
-        name=name, problem="multi-digits", n_trials=n_trials, epochs=EPOCHS, sampler="random", pruner="hyperband"
+        name=name,
+        problem="multi-digits",
+        n_trials=n_trials,
+        epochs=EPOCHS,
+        sampler="random",
+        pruner="hyperband",
+        confirm_seeds=0,  # trials' bookkeeping only: confirmation runs would train for real after the target
     )
     create_study(url, spec, source="cli")
     worker = Worker(WorkerSettings(url=url, study_name=name, exit_when_idle=True))
@@ -82,7 +88,8 @@ def epoch_transaction_ms(url: str, n_epochs: int) -> list[float]:
     """The per-epoch transaction alone, waited for: 3 metric rows, Optuna's intermediate value, the job and trial
     check."""
     name = f"epoch-{uuid.uuid4().hex[:6]}"
-    create_study(url, StudySpec(name=name, problem="multi-digits", n_trials=1, epochs=EPOCHS), source="cli")
+    spec = StudySpec(name=name, problem="multi-digits", n_trials=1, epochs=EPOCHS, confirm_seeds=0)
+    create_study(url, spec, source="cli")
     rdb = storage.worker_storage(url)
     study = optuna.load_study(study_name=name, storage=rdb)
     trial = study.ask()
@@ -146,7 +153,7 @@ def scaling(url: str, trials: int) -> dict[int, float]:
     for workers in (1, 2):
         name = f"scale-{workers}-{uuid.uuid4().hex[:4]}"
         spec = StudySpec(name=name, problem="gradnorm-toy", n_trials=trials, sampler="random", pruner="none",
-                         space={"strategy": CHEAP_STRATEGIES})  # fmt: skip
+                         space={"strategy": CHEAP_STRATEGIES}, confirm_seeds=0)  # fmt: skip
         create_study(url, spec, source="cli")
         cmd = worker_command(name, "--exit-when-idle", "--threads", "1", "--poll", "0.2")
         env = worker_environment(url)
