@@ -41,7 +41,9 @@ from tuner.train import EpochReport, TaskEpoch, TrainResult
 EPOCHS, TASKS = 20, ("left", "right", "sum")
 
 
-def fake_train(problem: object, config: object, *, device: object = None, on_epoch_end: Callable | None = None):
+def fake_train(
+    problem: object, config: object, *, device: object = None, on_epoch_end: Callable | None = None, **_: object
+):
     """Reports EPOCHS epochs of 3 tasks at once, improving so Hyperband keeps it: what is left is bookkeeping."""
     result = TrainResult("multi-digits", config, "cpu", dict.fromkeys(TASKS, 1.0))  # type: ignore[arg-type]
     for epoch in range(EPOCHS):

@@ -71,10 +71,14 @@ class WorkerStorage(BaseStorage):
         self._created: dict[int, FrozenTrial] = {}  # the latest trial created here, for its first read
         self._finished: dict[int, tuple[int, FrozenTrial]] = {}  # finished trials read or told: (study id, trial)
         self._study_ids: dict[str, int] = {}
+        # A study's directions never change; Hyperband builds a study object (which reads them) for every bracket at
+        # every rung, one query each on the wrapped storage.
+        self._directions: dict[int, list[StudyDirection]] = {}
         # The first distribution recorded per (study, parameter): Optuna checks each new one against it.
         self._distributions: dict[tuple[int, str], BaseDistribution] = {}
 
-    # -- studies: Optuna's, except that a name's id is remembered (Hyperband asks for it at every rung) ----------
+    # -- studies: Optuna's, except that a name's id and a study's directions are remembered (Hyperband asks for
+    # them at every rung) ---------------------------------------------------------------------------------------
 
     def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
         return self.rdb.create_new_study(directions, study_name)
@@ -101,6 +105,7 @@ class WorkerStorage(BaseStorage):
         with self._lock:
             self._study_ids = {name: i for name, i in self._study_ids.items() if i != study_id}
             self._distributions = {key: d for key, d in self._distributions.items() if key[0] != study_id}
+            self._directions.pop(study_id, None)
             self._finished = {t: kept for t, kept in self._finished.items() if kept[0] != study_id}
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
@@ -113,7 +118,10 @@ class WorkerStorage(BaseStorage):
         return self.rdb.get_study_name_from_id(study_id)
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        return self.rdb.get_study_directions(study_id)
+        directions = self._directions.get(study_id)
+        if directions is None:
+            directions = self._directions[study_id] = self.rdb.get_study_directions(study_id)
+        return list(directions)
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
         return self.rdb.get_study_user_attrs(study_id)

@@ -317,3 +317,27 @@ def test_trials_created_at_once_get_unique_consecutive_numbers(storage_url: str)
     trials = optuna.load_study(study_name="s", storage=storage.worker_storage(storage_url)).trials
     assert [t.number for t in trials] == list(range(20))
     assert all(t.state == TrialState.RUNNING and t.datetime_start is not None for t in trials)
+
+
+def test_a_studys_directions_are_read_once_until_it_is_forgotten(storage_url: str) -> None:
+    rdb = storage.worker_storage(storage_url)
+    study_id = rdb.create_new_study([optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE], "d")
+    statements: list[str] = []
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    from sqlalchemy.engine import Engine
+
+    event.listen(Engine, "before_cursor_execute", on_execute)
+    try:
+        first = rdb.get_study_directions(study_id)
+        reads = len(statements)
+        for _ in range(5):  # Hyperband builds a study object per bracket at every rung
+            assert rdb.get_study_directions(study_id) == first
+        assert reads > 0 and len(statements) == reads
+        rdb.forget_study("d")  # deleted and created again elsewhere: read again
+        assert rdb.get_study_directions(study_id) == first and len(statements) > reads
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)
+    assert [d.name for d in first] == ["MAXIMIZE", "MINIMIZE"]
