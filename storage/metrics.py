@@ -11,6 +11,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage.claims import FINISHED_STATES
 from storage.models import EpochMetric, TrialClaim, TrialSummary, utcnow
 
 _REQUIRED_KEYS = ("task", "train_loss", "val_loss", "metric", "weight")
@@ -145,9 +146,6 @@ def trial_curves(session: Session, *, job_id: int, trial_number: int) -> list[Ep
     return list(session.scalars(query))
 
 
-#: The trial states whose epochs the ``dominated`` pruner compares a running trial with.
-FINISHED_STATES = ("complete", "pruned")
-
 _RUNG_VECTORS = (
     select(EpochMetric.trial_number, EpochMetric.task, EpochMetric.metric)
     .join(
@@ -156,7 +154,7 @@ _RUNG_VECTORS = (
     )
     .where(
         TrialSummary.job_id == bindparam("job_id"),
-        TrialSummary.state.in_(FINISHED_STATES),
+        TrialSummary.state.in_(FINISHED_STATES),  # the trials the ``dominated`` pruner compares a running one with
         EpochMetric.job_id == bindparam("job_id"),
         EpochMetric.epoch == bindparam("epoch"),
     )
