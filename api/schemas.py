@@ -245,6 +245,9 @@ class TrialRow(BaseModel):
 
 
 class Comparison(BaseModel):
+    """The best trial against the baseline on the validation split that chose the best: optimistic. The verdict
+    (``GET /api/studies/{name}/verdict``) judges them on held-out data."""
+
     metric: str
     direction: Direction | None = Field(None, description="the task's direction; null for a task it does not know")
     baseline: float | None
@@ -257,7 +260,9 @@ class StudyDetail(StudySummary):
     tasks: list[TaskInfo]
     best: list[TrialRow] = Field(description="the best trial (scalar) or the Pareto set (pareto)")
     baseline: TrialRow | None
-    comparison: dict[str, Comparison]
+    comparison: dict[str, Comparison] = Field(
+        description="per task, best vs baseline on validation (optimistic; the verdict is on held-out data)"
+    )
     confirm_seeds: int = Field(description="seeds of the confirmation queued when the target is reached (0: none)")
 
 
