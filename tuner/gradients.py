@@ -59,8 +59,9 @@ class _View:
     node: Node  # the view's own node
     grad: Tensor | None = None
 
-    def receive(self, grad: Tensor) -> None:
-        self.grad = grad
+    def receive(self, grads: tuple[Tensor | None, ...]) -> None:
+        """The view node's pre-hook: ``grads`` holds the gradient of the view."""
+        self.grad = grads[0]
 
 
 @dataclass(eq=False)
@@ -112,16 +113,20 @@ class HeadViews:
     def _enter_head(
         self, task: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        view = partial(self._view, task, not self._views)
+        first = not self._views
+        if not kwargs and len(args) == 1 and isinstance(args[0], Tensor):  # the common case, without tree_map
+            return (self._view(task, first, args[0]),), kwargs
+        view = partial(self._view, task, first)
         return tree_map(view, args), tree_map(view, kwargs) if kwargs else kwargs
 
     def _view(self, task: int, first: bool, t: Tensor) -> Tensor:
         if not t.requires_grad:
             return t
         v = t.view_as(t)  # a view, not a copy: a head that modifies its input in place still does so
-        assert v.grad_fn is not None
-        record = _View(task, t, _edge(t), v.grad_fn)
-        v.register_hook(record.receive)
+        node = v.grad_fn
+        assert node is not None
+        record = _View(task, t, _edge(t), node)
+        node.register_prehook(record.receive)  # the view's gradient, as a hook on the view would get it
         self._views.append(record)
         if first:
             self._before_heads.add(record.edge[0])
@@ -420,7 +425,10 @@ def _batched(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grads: Sequenc
 
 
 def _edge(t: Tensor) -> tuple[Node, int]:
-    edge = get_gradient_edge(t)
+    node = t.grad_fn
+    if node is not None:
+        return node, t.output_nr
+    edge = get_gradient_edge(t)  # a leaf: its gradient accumulator
     return edge.node, edge.output_nr
 
 
