@@ -19,7 +19,7 @@ from typing import Any, Literal
 import storage
 from api.cache import JobKey
 from api.schemas import Importance
-from storage import api_queries as q
+from storage import queries as q
 
 log = logging.getLogger("mtl_tune.api")
 

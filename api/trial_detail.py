@@ -14,7 +14,7 @@ from api import views
 from api.errors import NotFound
 from api.schemas import TrialDetail, TrialRow
 from storage import StudyJob
-from storage import api_queries as q
+from storage import queries as q
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -37,7 +37,7 @@ def trial_detail(url: str, session: Session, job: StudyJob, number: int, *, afte
     else:
         raise NotFound(f"study {job.study_name!r} has no trial {number}")
     attrs = frozen.user_attrs if frozen is not None else {}
-    epochs = views.epoch_rows(q.epochs(session, job_id=job.id, number=number, after_epoch=after_epoch))
+    epochs = views.epoch_rows(q.trial_curves(session, job_id=job.id, trial_number=number, after_epoch=after_epoch))
     return TrialDetail(
         **row.model_dump(),
         config=as_trained(job, attrs.get("config") or {}),

@@ -27,8 +27,7 @@ from api.schemas import (
     TrialRow,
 )
 from storage import EpochMetric, StudyJob, TrialSummary
-from storage import api_queries as q
-from storage.reports import recorded_tasks
+from storage import queries as q
 
 BASELINE_ATTR = storage.BASELINE_ATTR
 
@@ -153,7 +152,7 @@ def study_tasks(session: Session, job: StudyJob) -> list[TaskInfo]:
     tasks = _task_lists.get(key)
     if tasks is None:
         sid = study_id(session, job)
-        tasks = _recorded_tasks(session, sid) if sid is not None else []
+        tasks = [TaskInfo.model_validate(t) for t in q.study_tasks(session, study_id=sid)] if sid is not None else []
         if tasks:
             _task_lists.put(key, tasks)
     return tasks
@@ -184,12 +183,6 @@ def baseline_of(session: Session, job: StudyJob) -> int | None:
     if number is not None:
         _baselines.put(key, number)
     return number
-
-
-def _recorded_tasks(session: Session, sid: int) -> list[TaskInfo]:
-    recorded = q.study_user_attr(session, study_id=sid, key="tasks")
-    names = None if isinstance(recorded, list) else q.study_user_attr(session, study_id=sid, key="metric_names")
-    return [TaskInfo.model_validate(task) for task in recorded_tasks(recorded, names)]
 
 
 def _best_rows(session: Session, job: StudyJob) -> list[TrialSummary]:

@@ -5,7 +5,7 @@ its own knobs) runs to its target through a real worker on SQLite; reaching the 
 (launch field ``confirm_seeds``), which the same worker then runs: the baseline (equal weighting, the problem's
 default learning rates), the best trial, the best trial of each strategy and the non-dominated tuned ``static``
 weightings, each trained again over fresh seeds and judged on the test split, which the search never saw.
-``storage.verdict.study_verdict`` gives the verdict this prints.
+``tuner.verdict.study_verdict`` gives the verdict this prints.
 
     python bench/verdict.py [--problems gradnorm-toy multi-digits penguins] [--trials 76] [--seeds 5]
                             [--epochs N] [--pruner none] [--threads 1]
@@ -79,8 +79,8 @@ def run(
     """One compare study to its target and its confirmation, through one in-process worker on SQLite."""
     import optuna
 
-    from storage.verdict import study_verdict
     from tuner.study import StudySpec, Worker, WorkerSettings, create_study
+    from tuner.verdict import study_verdict
 
     DBS.mkdir(parents=True, exist_ok=True)
     stem = label(name, pruner)

@@ -365,7 +365,7 @@ def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: 
     """Best configuration, per-task best vs baseline, trials by state; the Pareto set for pareto studies; the verdict
     of its confirmation on held-out data."""
     from storage.reports import study_report
-    from storage.verdict import study_verdict
+    from tuner.verdict import study_verdict
 
     with user_errors():
         url = resolve_storage(storage_url)
@@ -450,7 +450,7 @@ def confirm(
         with suppress(OSError):
             console.print(f"interrupted: the confirmation of {name} waits for workers; run the command again to go on")
         raise typer.Exit(130) from None
-    from storage.verdict import study_verdict
+    from tuner.verdict import study_verdict
 
     with user_errors():
         print_verdict(study_verdict(url, name))

@@ -34,9 +34,9 @@ from storage.jobs import (
     resume,
     set_status,
 )
-from storage.metrics import trial_curves, write_epoch, write_summary
+from storage.metrics import write_epoch, write_summary
 from storage.models import EpochMetric, StudyJob, TrialClaim, TrialSummary
-from storage.queries import BASELINE_ATTR, StudyProgress, study_progress
+from storage.queries import BASELINE_ATTR, StudyProgress, study_progress, trial_curves
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -136,16 +136,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def trial_curves(session: Session, *, job_id: int, trial_number: int) -> list[EpochMetric]:
-    """Every epoch's rows of one trial, by epoch then task."""
-    query = (
-        select(EpochMetric)
-        .where(EpochMetric.job_id == job_id, EpochMetric.trial_number == trial_number)
-        .order_by(EpochMetric.epoch, EpochMetric.task)
-    )
-    return list(session.scalars(query))
-
-
 _RUNG_VECTORS = (
     select(EpochMetric.trial_number, EpochMetric.task, EpochMetric.metric)
     .join(

@@ -22,7 +22,7 @@ from storage._schema import ensure_schema
 from storage.claims import INTERRUPTED, INTERRUPTED_ATTR
 from storage.jobs import delete_job, get_job
 from storage.models import StudyJob
-from storage.queries import BASELINE_ATTR
+from storage.queries import BASELINE_ATTR, recorded_tasks
 
 
 @dataclass
@@ -66,26 +66,6 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return next((t for t in finished if t.user_attrs.get(BASELINE_ATTR)), None)
-
-
-def recorded_tasks(tasks: Any, metric_names: Any) -> list[dict[str, str]]:
-    """A study's tasks (name, kind, metric, direction) from its user attributes ``tasks`` and ``metric_names``.
-
-    Studies created before the ``tasks`` attribute recorded metric names only. Their tasks could have two kinds
-    of metric: accuracy (classification, the only maximised one) or rmse/mse (regression, minimised); this is what
-    those tasks declared, and no study recorded since is read this way.
-    """
-    if isinstance(tasks, list):
-        return [{k: str(task[k]) for k in ("name", "kind", "metric", "direction")} for task in tasks]
-    return [
-        {
-            "name": str(name),
-            "kind": "classification" if metric == "accuracy" else "regression",
-            "metric": str(metric),
-            "direction": "maximize" if metric == "accuracy" else "minimize",
-        }
-        for name, metric in (metric_names.items() if isinstance(metric_names, dict) else ())
-    ]
 
 
 def task_metrics(study: optuna.Study) -> dict[str, tuple[str, str]]:

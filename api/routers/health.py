@@ -9,7 +9,7 @@ from fastapi import APIRouter
 import storage
 from api.deps import SettingsDep, WorkerPoolDep
 from api.schemas import Health
-from storage import api_queries as q
+from storage import queries as q
 from storage.models import utcnow
 
 router = APIRouter(tags=["health"])

@@ -10,7 +10,7 @@ from api.cache import job_key
 from api.deps import ImportanceDep, JobDep, SessionDep, SettingsDep
 from api.importance import Job
 from api.schemas import Importance
-from storage import api_queries as q
+from storage import queries as q
 
 router = APIRouter(prefix="/studies/{name}", tags=["importance"])
 

@@ -59,7 +59,7 @@ def confirm_study(settings: SettingsDep, session: SessionDep, name: StudyName, b
     again with ``seeds`` fresh seeds, through the workers; ``GET .../verdict`` follows them. The runs never count
     toward the study's target and never reach its sampler."""
     from storage.confirmations import NothingToConfirm, request_confirmation
-    from storage.verdict import study_verdict
+    from tuner.verdict import study_verdict
 
     try:
         request_confirmation(session, name, seeds=body.seeds, top=body.top)
@@ -74,7 +74,7 @@ def get_verdict(settings: SettingsDep, name: StudyName) -> Verdict:
     """The verdict of the study's confirmation: each task's held-out metric, mean ± std over seeds, for the baseline
     and every confirmed configuration, the difference to the baseline with its 95 % interval (paired by seed), and
     which strategies tuned static weighting dominates."""
-    from storage.verdict import study_verdict
+    from tuner.verdict import study_verdict
 
     return Verdict.model_validate(study_verdict(settings.storage, name))
 

@@ -11,7 +11,7 @@ from api import enqueue, views
 from api.deps import Authorized, JobDep, SessionDep, SettingsDep, TrialNumber
 from api.schemas import INT32_MAX, Enqueued, EnqueueRequest, History, TrialDetail, TrialOrder, TrialPage
 from api.trial_detail import trial_detail
-from storage import api_queries as q
+from storage import queries as q
 
 router = APIRouter(prefix="/studies/{name}", tags=["trials"])
 

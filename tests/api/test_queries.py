@@ -9,7 +9,7 @@ import pytest
 
 import storage
 from api.pareto import extend, front_mask, pareto_numbers
-from storage import api_queries as q
+from storage import queries as q
 
 JOB = {
     "problem": "uncertainty-toy", "problem_options": {}, "space": None, "objective": "scalar",

@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 import storage
-from storage import api_queries
+from storage import queries
 from storage.claims import INTERRUPTED_ATTR
 from storage.epochs import claim_state
 from storage.reports import study_report
@@ -41,7 +41,7 @@ def _running(url: str, make_job: Callable[..., storage.StudyJob], **job: Any) ->
 
 def _states(url: str, job_id: int, claim: int) -> tuple[str, str | None]:
     with storage.session_scope(url) as session:
-        summary = api_queries.summary(session, job_id=job_id, number=0)
+        summary = queries.summary(session, job_id=job_id, number=0)
         row = session.get(storage.TrialClaim, claim)
         assert row is not None
         return row.state, summary.state if summary else None
@@ -58,11 +58,11 @@ def test_a_stopped_trial_is_interrupted_everywhere_and_the_study_stops(storage_u
         assert storage.get_job(session, "s").status == "stopped"
         counts = storage.claim_counts(session, "s")
         assert counts == {"running": 0, "complete": 0, "pruned": 0, "failed": 0, "interrupted": 1}
-        assert api_queries.claim_counts_by_job(session, job_ids=[job.id]) == {job.id: {"interrupted": 1}}
+        assert queries.claim_counts_by_job(session, job_ids=[job.id]) == {job.id: {"interrupted": 1}}
         progress = storage.study_progress(session, "s")
         assert (progress.failed, progress.interrupted) == (0, 1)
-        assert api_queries.count_trials(session, job_id=job.id, state="failed") == 0
-        total, rows = api_queries.trial_page(
+        assert queries.count_trials(session, job_id=job.id, state="failed") == 0
+        total, rows = queries.trial_page(
             session, job_id=job.id, state="interrupted", order="number", limit=10, offset=0
         )
         assert total == 1 and [r.trial_number for r in rows] == [0]
@@ -82,8 +82,8 @@ def test_a_failed_trial_is_still_failed(storage_url: str, make_job: Callable) ->
     with storage.session_scope(storage_url) as session:
         counts = storage.claim_counts(session, "s")
         assert (counts["failed"], counts["interrupted"]) == (1, 0)
-        assert api_queries.count_trials(session, job_id=job.id, state="failed") == 1
-        assert api_queries.count_trials(session, job_id=job.id, state="interrupted") == 0
+        assert queries.count_trials(session, job_id=job.id, state="failed") == 1
+        assert queries.count_trials(session, job_id=job.id, state="interrupted") == 0
     assert study_report(storage_url, "s").states == {"fail": 1}
 
 

@@ -13,7 +13,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 import storage
-from storage import api_queries
+from storage import queries
 from tests.storage.helpers import JOB_DEFAULTS, held_trial
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}]
@@ -67,7 +67,7 @@ def test_start_epochs_and_the_final_state_write_everything(storage_url: str, mak
     with storage.session_scope(storage_url) as session:
         row = session.get(storage.TrialClaim, claim)
         assert (row.state, row.trial_number) == ("complete", 0)
-        summary = api_queries.summary(session, job_id=job.id, number=0)
+        summary = queries.summary(session, job_id=job.id, number=0)
         assert summary is not None and summary.state == "complete" and summary.objective == 0.2
         assert summary.params == outside.params and summary.task_metrics == {"a": {"metric": 0.3}}
         assert summary.finished_at == outside.datetime_complete.astimezone(UTC)
@@ -122,7 +122,7 @@ def test_a_trial_whose_summary_cannot_be_written_is_not_finished(storage_url: st
     assert _outside(storage_url).state == TrialState.COMPLETE
     with storage.session_scope(storage_url) as session:
         assert session.get(storage.TrialClaim, claim).state == "complete"
-        assert api_queries.summary(session, job_id=job.id, number=0) is not None
+        assert queries.summary(session, job_id=job.id, number=0) is not None
 
 
 def test_a_stop_request_is_seen_at_the_end_of_a_long_epoch(storage_url: str, make_job: Callable) -> None:

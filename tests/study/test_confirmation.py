@@ -23,13 +23,13 @@ from storage.confirmations import (
     request_confirmation,
 )
 from storage.models import ConfirmationRun, utcnow
-from storage.verdict import study_verdict
 from tests.pg import fresh_database
 from tests.study.helpers import TINY, run_study
 from tuner.config import TrainConfig
 from tuner.problems import create_problem
 from tuner.study import Worker, WorkerSettings
 from tuner.train import train
+from tuner.verdict import study_verdict
 
 SPACE = {"strategy": ["equal", "static", "dwa"]}
 OPTIONS = {**TINY, "n_test": 150}

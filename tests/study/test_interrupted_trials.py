@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 import storage
-from storage import api_queries
+from storage import queries
 from storage.claims import INTERRUPTED_ATTR
 from storage.reports import study_report
 from tests.api.helpers import client_for
@@ -62,7 +62,7 @@ def _recorded(url: str) -> tuple[dict[str, int], str | None, str]:
     """Claim counts, trial 1's summary state and the job's status."""
     with storage.session_scope(url) as session:
         job = storage.get_job(session, NAME)
-        summary = api_queries.summary(session, job_id=job.id, number=1)
+        summary = queries.summary(session, job_id=job.id, number=1)
         return storage.claim_counts(session, NAME), summary.state if summary else None, job.status
 
 

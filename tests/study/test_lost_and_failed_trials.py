@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from sqlalchemy import update
 
 import storage
-from storage import api_queries
+from storage import queries
 from storage.models import utcnow
 from tests.study.test_workers import launch
 from tuner.study import Worker, WorkerSettings
@@ -70,7 +70,7 @@ def test_a_trial_whose_worker_died_is_failed_listed_and_retried(tmp_path: Path) 
         job = storage.get_job(session, "dead")
         assert job.status == "completed"
         assert storage.claim_counts(session, "dead")["failed"] == 1
-        assert api_queries.count_trials(session, job_id=job.id, state="failed") == 1
+        assert queries.count_trials(session, job_id=job.id, state="failed") == 1
 
 
 def test_a_trial_lost_after_its_study_reached_the_target_is_failed(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 import storage
-from storage import api_queries
+from storage import queries
 from tests.study.test_workers import FINISHED, _wait_for_running_trial, launch, start_worker
 
 
@@ -52,7 +52,7 @@ def test_sigterm_marks_the_running_trial_interrupted_and_frees_its_slot(tmp_path
     with storage.session_scope(url) as session:
         counts = storage.claim_counts(session, "term")
         job = storage.get_job(session, "term")
-        summary = api_queries.summary(session, job_id=job.id, number=running)
+        summary = queries.summary(session, job_id=job.id, number=running)
     assert counts["running"] == 0 and counts["interrupted"] == 1 and counts["failed"] == 0
     assert summary is not None and summary.state == "interrupted"
     assert storage.claim_slot(url, study_name="term", worker="next", grace_seconds=60) is not None  # slot freed

@@ -23,11 +23,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 import storage
 from storage.confirmations import Candidate
-from storage.verdict import non_dominated
 from tuner.config import TrainConfig
 from tuner.problems import Problem
 from tuner.study._suggest import baseline_config
 from tuner.train import train
+from tuner.verdict import non_dominated
 
 #: At most this many tuned static weightings are confirmed (with ``top`` when larger).
 STATIC_FRONT = 4

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from storage.verdict import dominates as _dominates
+from tuner.verdict import dominates as _dominates
 
 #: How many finished trials must dominate a running trial at a rung for it to be pruned.
 MIN_DOMINATING = 3
@@ -28,7 +28,7 @@ MIN_DOMINATING = 3
 
 def dominates(q: Mapping[str, float | None], p: Mapping[str, float | None], directions: Mapping[str, str]) -> bool:
     """``q`` is at least as good as ``p`` on every task of ``p`` and strictly better on one, each task judged by
-    its own direction (``storage.verdict.dominates``, the one definition). False when ``q`` lacks one of ``p``'s
+    its own direction (``tuner.verdict.dominates``, the one definition). False when ``q`` lacks one of ``p``'s
     tasks."""
     if any(task not in q for task in p):
         return False

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from storage.models import ConfirmationRun, StudyJob
-from storage.verdict import build_verdict, dominates, judge, non_dominated, paired_interval, sentence
+from tuner.verdict import build_verdict, dominates, judge, non_dominated, paired_interval, sentence
 
 TASKS = [
     {"name": "left", "kind": "classification", "metric": "accuracy", "direction": "maximize"},

@@ -5,7 +5,7 @@ Every confirmed configuration was trained with the same seeds as the baseline, s
 baseline is taken seed by seed (paired) and its 95 % confidence interval is Student's t interval of the paired
 differences (n - 1 degrees of freedom). A task is better (or worse) when the whole interval lies on that side of
 zero, by the task's own metric direction; otherwise the difference is within noise. Plain data: the CLI, the API and
-the dashboard render it.
+the dashboard render it. No torch: the API imports it.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from typing import Any
 
 from scipy import stats
 
-from storage._engine import session_scope
-from storage._optuna import optuna_storage
+import storage
+from storage import queries
 from storage.confirmations import confirmation_seeds, current_runs
-from storage.jobs import get_job
 from storage.models import ConfirmationRun, StudyJob
-from storage.reports import recorded_tasks
 
 CONFIDENCE = 0.95
 INTERVAL = "95 % paired t interval of the per-seed differences to the baseline (Student's t, n - 1 degrees of freedom)"
@@ -101,16 +99,12 @@ def _and(names: list[str]) -> str:
 def study_verdict(url: str, name: str) -> dict[str, Any]:
     """The verdict of the study's latest confirmation (``status`` says whether one was asked for and how far it
     got); raises ``StudyNotFound``."""
-    with session_scope(url) as session:
-        job = get_job(session, name)
+    with storage.session_scope(url) as session:
+        job = storage.get_job(session, name)
         runs = current_runs(session, job.id)
+        study_id = queries.optuna_study_id(session, study_name=name)  # None: deleted with Optuna's own tools
+        tasks = queries.study_tasks(session, study_id=study_id) if study_id is not None else []
         session.expunge_all()
-    rdb = optuna_storage(url)
-    try:
-        attrs = rdb.get_study_user_attrs(rdb.get_study_id_from_name(name))
-    except KeyError:  # the Optuna study is gone (deleted with Optuna's own tools)
-        attrs = {}
-    tasks = recorded_tasks(attrs.get("tasks"), attrs.get("metric_names"))
     return build_verdict(job, runs, tasks)
 
 
