@@ -17,16 +17,16 @@ weights torchjd's weighting computed); GradDrop masks gradients elementwise and 
 against that task. A step whose gradients on the shared parameters were not finite (an fp16 overflow, which the
 gradient scaler skips) is left out.
 
-Host reads. Most of torchjd's weightings compute on the host: quadprog (UPGrad, DualProj) and cvxpy (CAGrad,
-Nash-MTL) solve on numpy arrays; PCGrad and MGDA loop on comparisons of tensor values; Aligned-MTL reads a rank and
-IMTL-G a threshold. Those get the Gramian J J^T (T x T) copied to the host once per step, in float64, and only the T
-weights go back to the device: one synchronisation per step instead of one per comparison. GradDrop and random
-weighting stay on the device and read nothing.
+Host reads. Most of torchjd's weightings compute on the host: quadprog (UPGrad, DualProj) solves on numpy arrays;
+CAGrad's and Nash-MTL's problems are solved in numpy (``tuner.weighting._solvers``, falling back to torchjd's cvxpy
+solves where that cannot certify its answer); PCGrad and MGDA loop on comparisons of tensor values; Aligned-MTL
+reads a rank and IMTL-G a threshold. Those get the Gramian J J^T (T x T) copied to the host once per step, in
+float64, and only the T weights go back to the device: one synchronisation per step instead of one per comparison.
+GradDrop and random weighting stay on the device and read nothing.
 """
 
 from __future__ import annotations
 
-import warnings
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
@@ -39,6 +39,7 @@ from tuner.config import ConfigError
 from tuner.gradients import TaskGradients, TaskJacobian
 from tuner.problems import Knob, Task
 from tuner.weighting._base import WeightingStrategy
+from tuner.weighting._solvers import CAGradWeighting, NashMTLWeighting, graddrop
 
 
 class GradientAggregator(WeightingStrategy):
@@ -153,9 +154,14 @@ class CAGrad(_GramianWeighted):
     gradient g_0, that maximises the smallest improvement of any task.
 
     Liu et al., "Conflict-Averse Gradient Descent for Multi-task Learning", NeurIPS 2021
-    (https://arxiv.org/abs/2110.14048). torchjd's ``CAGradWeighting``: its dual problem is solved by cvxpy (CLARABEL)
-    on the host, a new problem every step: about 17 ms a step on one CPU core, whatever the model. c = 0 is the
-    average (here the sum).
+    (https://arxiv.org/abs/2110.14048). torchjd's ``CAGradWeighting`` defines the weights: its dual problem (min
+    over the simplex of a^T w + s ||R^T w||, on the Gramian normalised by its trace) and its formula for the weights
+    from the solution. torchjd solves that problem with cvxpy (CLARABEL), a new problem every step (15 to 25 ms);
+    here an active-set method in numpy (for two tasks, a closed form on the segment) solves the same problem on the
+    host in tens of microseconds, and its answer is checked against the problem's optimality conditions; where the
+    check fails (a singular Gramian on the optimum's face, c = 0 with ties), the step is torchjd's cvxpy solve
+    (``tuner.weighting._solvers``). The two agree to CLARABEL's accuracy (its objective is never lower). c = 0 is
+    the average (here the sum).
     """
 
     name: ClassVar[str] = "cagrad"
@@ -167,7 +173,7 @@ class CAGrad(_GramianWeighted):
     def __init__(self, tasks: Sequence[Task], c: float = 0.4) -> None:
         if c < 0:
             raise ConfigError(f"strategy_options: cagrad's c must be >= 0, got {c}")
-        super().__init__(tasks, jd.CAGradWeighting(c=c))
+        super().__init__(tasks, CAGradWeighting(c=c))
         self.c = c
 
 
@@ -255,15 +261,21 @@ class DualProj(_GramianWeighted):
 
 
 class NashMTL(GradientAggregator):
-    """Nash-MTL: the weights of the Nash bargaining solution between the tasks (G alpha = 1 / alpha, solved by a
-    sequence of convex problems); the aggregate's norm is capped at ``max_norm``.
+    """Nash-MTL: the weights of the Nash bargaining solution between the tasks (alpha > 0 with G alpha = 1 / alpha);
+    the aggregate's norm is capped at ``max_norm``.
 
     Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022 (https://arxiv.org/abs/2202.01017).
-    torchjd's ``NashMTL`` (stateful: it warm-starts from the last weights), solved by cvxpy (ECOS) on the host. It
-    needs only the Gramian: it is given a T x T factor R of it (R R^T = J J^T, from its eigendecomposition), which
-    yields the same weights and norm as J itself. cvxpy compiles the problem again at each of up to 20 solves a step
-    (it is not DPP): 0.1 to 0.3 s a step on one CPU core for 2 to 10 tasks. ``update_weights_every`` > 1 keeps the
-    weights for that many steps (the paper's faster variants): 50 makes it about as cheap as the other aggregators.
+    torchjd's ``NashMTL`` defines the step: alpha with G alpha = 1 / alpha (G = J J^T; torchjd hands its solver
+    G / ||G||_F and ||G||_F, which cancel), the norm of alpha^T J capped at ``max_norm``, a new alpha every
+    ``update_weights_every`` steps and the last one in between. torchjd reaches alpha by up to 20 cvxpy (ECOS)
+    solves a step, each compiled again (0.1 to 0.3 s a step for 2 to 10 tasks), and stops when alpha changes by
+    less than 1e-6. Here alpha is the minimum of the strictly convex 1/2 alpha^T G alpha - sum(log alpha), found by
+    Newton steps in numpy on the host (``tuner.weighting._solvers.NashMTLWeighting``), warm-started from the last
+    alpha (stateful like torchjd's), to |alpha_i (G alpha)_i - 1| <= 1e-10 (to rounding on an ill-conditioned
+    Gramian): the same alpha where torchjd's converges. Where Newton does not converge (no such alpha exists: a task
+    without gradient, gradients some positive combination of which is 0), that step's alpha is torchjd's, from a
+    ``NashMTL`` reset to its initial state and given a T x T factor of G. ``update_weights_every`` > 1 keeps alpha
+    for that many steps (the paper's faster variants).
     """
 
     name: ClassVar[str] = "nash-mtl"
@@ -282,20 +294,13 @@ class NashMTL(GradientAggregator):
                 f"strategy_options: nash-mtl's update_weights_every must be >= 1, got {update_weights_every}"
             )
         super().__init__(tasks)
-        self.aggregator = jd.NashMTL(
+        self.weighting = NashMTLWeighting(
             n_tasks=self.n_tasks, max_norm=max_norm, update_weights_every=int(update_weights_every)
         )
 
     def aggregate(self, grads: TaskGradients) -> tuple[Tensor, Tensor, Tensor]:
         matrix, gramian = grads.matrix, grads.gramian()
-        eigenvalues, vectors = torch.linalg.eigh(_on_host(gramian))
-        factor = vectors * eigenvalues.clamp_min(0.0).sqrt()
-        with warnings.catch_warnings():
-            # cvxpy warns at every solve that the problem is not DPP (it is compiled again each time), and whenever
-            # ECOS stops short of its tolerance: every step, for the log of a whole run.
-            warnings.filterwarnings("ignore", message=".*(not DPP|may be inaccurate).*", category=UserWarning)
-            weights = self.aggregator.weighting(factor)
-        weights = weights.to(matrix.device, matrix.dtype)
+        weights = self.weighting(_on_host(gramian)).to(matrix.device, matrix.dtype)
         return weights, weights @ matrix, _gramian_cosine(gramian, weights)
 
 
@@ -304,9 +309,11 @@ class GradDrop(GradientAggregator):
     tasks' gradient mass that is positive there, and only the gradients of that sign are kept, then summed.
 
     Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models with Gradient Sign Dropout", NeurIPS 2020
-    (https://arxiv.org/abs/2010.06808). torchjd's ``GradDrop``, applied to the
-    shared parameters' gradients, on the device. It has no per-task weights: ``weight`` is 1; ``cosine`` tells how
-    each task fared.
+    (https://arxiv.org/abs/2010.06808). torchjd's ``GradDrop`` rule (identity f), applied to the shared parameters'
+    gradients, on the device: ``tuner.weighting._solvers.graddrop`` computes it in a few whole-matrix operations
+    instead of torchjd's loop over the tasks (about 10 vector operations each), drawing the same uniform numbers from
+    the same generator, and gives torchjd's vector bit for bit. It has no per-task weights: ``weight`` is 1;
+    ``cosine`` tells how each task fared.
     """
 
     name: ClassVar[str] = "graddrop"
@@ -320,11 +327,12 @@ class GradDrop(GradientAggregator):
         if not 0.0 <= leak <= 1.0:
             raise ConfigError(f"strategy_options: graddrop's leak must be in [0, 1], got {leak}")
         super().__init__(tasks)
-        self.aggregator = jd.GradDrop(leak=torch.full((self.n_tasks,), float(leak)) if leak else None)
+        # torchjd's leak: one value per task, float32 (its dtype sets the one the masks are weighted in).
+        self.leak = torch.full((self.n_tasks,), float(leak)) if leak else None
 
     def aggregate(self, grads: TaskGradients) -> tuple[Tensor, Tensor, Tensor]:
         matrix = grads.matrix
-        vector = self.aggregator(matrix)
+        vector = graddrop(matrix, self.leak)
         return matrix.new_ones(self.n_tasks), vector, _cosine(matrix, vector)
 
 

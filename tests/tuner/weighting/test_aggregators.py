@@ -321,7 +321,7 @@ def test_cagrad_takes_c_from_the_strategy_options_and_c_zero_is_the_plain_sum(re
 
 @pytest.mark.filterwarnings("ignore:.*not DPP")
 def test_nash_mtl_from_the_gramian_gives_the_weights_of_the_jacobian() -> None:
-    """The strategy hands torchjd's Nash-MTL a T x T factor of the Gramian instead of J: the same weights."""
+    """The strategy solves Nash-MTL from the Gramian alone: torchjd's weights from J itself."""
     import torchjd.aggregation as jd
 
     matrix = torch.randn(3, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
