@@ -319,6 +319,7 @@ class GradDrop(GradientAggregator):
     name: ClassVar[str] = "graddrop"
     description: ClassVar[str] = "GradDrop: gradient sign dropout on the shared parameters (Chen et al., NeurIPS 2020)"
     averages: ClassVar[bool] = False
+    leak: Tensor | None
     knobs: ClassVar[Mapping[str, Knob]] = {
         "leak": Knob(0.0, low=0.0, high=1.0, help="share of every task's gradient kept whatever the drawn sign"),
     }
@@ -327,8 +328,9 @@ class GradDrop(GradientAggregator):
         if not 0.0 <= leak <= 1.0:
             raise ConfigError(f"strategy_options: graddrop's leak must be in [0, 1], got {leak}")
         super().__init__(tasks)
-        # torchjd's leak: one value per task, float32 (its dtype sets the one the masks are weighted in).
-        self.leak = torch.full((self.n_tasks,), float(leak)) if leak else None
+        # torchjd's leak: one value per task, float32 (its dtype sets the one the masks are weighted in); a buffer,
+        # so that it moves with the strategy to the Jacobian's device.
+        self.register_buffer("leak", torch.full((self.n_tasks,), float(leak)) if leak else None, persistent=False)
 
     def aggregate(self, grads: TaskGradients) -> tuple[Tensor, Tensor, Tensor]:
         matrix = grads.matrix
