@@ -3,7 +3,7 @@
 A 20-epoch, 3-task trial whose training is replaced by a stub that reports 20 epochs instantly, run through the
 real worker step (claim a slot, ask, suggest, the trial's start, one transaction per epoch with the stop check,
 the pruner at its rungs, tell with the claim and summary) on SQLite and PostgreSQL. Also: one epoch's transaction
-alone (``record_epoch``), and Optuna alone for reference: ask + 4 suggestions + 20 reports + tell. Target: <= 20 ms
+alone, queued and waited for, and Optuna alone for reference: ask + 4 suggestions + 20 reports + tell. Target: <= 20 ms
 per trial. Then worker scaling, steady-state trials per minute with 1 and 2 worker processes, beside plain
 training loops without storage (the machine's ceiling).
 
@@ -33,7 +33,7 @@ from sqlalchemy import select
 import storage
 from api.workers import worker_environment
 from mtl_tune_cli.worker_cmd import worker_command
-from storage.epochs import record_epoch
+from storage.epochs import TrialRecorder
 from tuner.study import StudySpec, Worker, WorkerSettings, create_study
 from tuner.study import _trial as trial_module
 from tuner.train import EpochReport, TaskEpoch, TrainResult
@@ -87,23 +87,27 @@ def bookkeeping_ms(url: str, n_trials: int) -> list[float]:
 
 
 def epoch_transaction_ms(url: str, n_epochs: int) -> list[float]:
-    """The per-epoch transaction alone, waited for: 3 metric rows, Optuna's intermediate value, the job and trial
-    check."""
+    """One epoch's transaction alone, queued and waited for: 3 metric rows, Optuna's intermediate value, the job and
+    trial check."""
     name = f"epoch-{uuid.uuid4().hex[:6]}"
     spec = StudySpec(name=name, problem="multi-digits", n_trials=1, epochs=EPOCHS, confirm_seeds=0)
     create_study(url, spec, source="cli")
+    claim = storage.claim_slot(url, study_name=name, worker="bench", grace_seconds=60)
+    assert claim is not None
     rdb = storage.worker_storage(url)
     study = optuna.load_study(study_name=name, storage=rdb)
     trial = study.ask()
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name(name))
     with storage.session_scope(url) as session:
         job_id = storage.get_job(session, name).id
+    recorder = TrialRecorder(url, rdb, job_id=job_id, claim_id=claim, trial_id=trial._trial_id, trial_number=0)
+    rdb.hold(trial._trial_id, rdb.get_study_id_from_name(name), finisher=recorder.finish)
     rows = [{"task": t, "train_loss": 0.5, "val_loss": 0.5, "metric": 0.5, "weight": 1.0} for t in TASKS]
     times = []
     for epoch in range(n_epochs):
         start = time.perf_counter()
         trial.report(0.5, epoch)
-        record_epoch(url, rdb, job_id=job_id, trial_id=trial._trial_id, trial_number=0, epoch=epoch, rows=rows)
+        recorder.epoch(epoch, rows)
+        recorder.flush()
         times.append((time.perf_counter() - start) * 1000)
     study.tell(trial, 0.5)
     return times[3:]
@@ -228,7 +232,7 @@ def main() -> None:
         for label, url in (("SQLite", sqlite_url), ("PostgreSQL", pg_url)):
             rows += [
                 row(f"whole worker path, {label}", bookkeeping_ms(url, args.trials)),
-                row(f"one epoch's transaction waited for, {label}", epoch_transaction_ms(url, 20 * args.trials)),
+                row(f"one epoch's transaction, waited for, {label}", epoch_transaction_ms(url, 20 * args.trials)),
                 row(f"Optuna alone, {label}", optuna_only_ms(url, args.trials)),
             ]
         # Rounds interleave the three, so that the machine's own ups and downs touch them alike.

@@ -2,8 +2,8 @@
 
 Optuna's ``RDBStorage`` commits every ``suggest_*``, ``report``, ``set_user_attr`` and pruner bookkeeping call on
 its own: a 20-epoch trial costs about 60 commits. Here a trial the worker *holds* keeps those writes in memory;
-they reach the database in the trial's own transactions (``flush``, once per epoch with mtl-tune's epoch rows, and
-the trial's final state, written by its holder's ``finisher`` with the claim and the summary).
+they reach the database in the trial's own transactions (its holder ``take``s them once per epoch, for mtl-tune's
+epoch rows, and writes the rest with the trial's final state, in its ``finisher``, with the claim and the summary).
 
 Everything else goes to the wrapped ``RDBStorage`` through Optuna's public storage interface. Trials are created
 and read with Core statements (``storage._optuna_tables``, the one module that knows Optuna's tables), as Optuna
@@ -25,7 +25,6 @@ from optuna.distributions import BaseDistribution, check_distribution_compatibil
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import Connection
 
 from storage import _optuna_tables as tables
 from storage._engine import get_engine, translate_errors, write_transaction
@@ -163,7 +162,7 @@ class WorkerStorage(BaseStorage):
             self._created.pop(trial_id, None)
 
     def hold(self, trial_id: int, study_id: int, finisher: Finisher | None = None) -> None:
-        """Keep the writes of this running trial in memory until ``flush`` or its final state.
+        """Keep the writes of this running trial in memory until they are taken (``take``) or its final state.
 
         ``finisher`` writes the final state instead of this storage, so that what the holder records with it (a
         worker closes its claim) commits with Optuna's state or not at all.
@@ -181,18 +180,10 @@ class WorkerStorage(BaseStorage):
         with self._lock:
             self._held.pop(trial_id, None)
 
-    def flush(self, trial_id: int, connection: Connection) -> None:
-        """Write the held trial's pending writes in ``connection``'s transaction, which the caller commits after
-        checking, in the same transaction, that the trial still runs."""
+    def take(self, trial_id: int) -> Writes:
+        """The held trial's writes not taken yet, for its holder to write (none when it is not held)."""
         held = self._held.get(trial_id)
-        if held is None:
-            return
-        taken = held.take()
-        try:
-            tables.write(connection, trial_id, taken)
-        except BaseException:
-            held.put_back(taken)
-            raise
+        return held.take() if held is not None else Writes()
 
     def set_trial_param(
         self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
@@ -288,7 +279,8 @@ class WorkerStorage(BaseStorage):
         self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[FrozenTrial]:
         """One light query finds the study's trials; held ones and finished ones this process read before come
-        from memory, only the others are loaded (what the pruner reads at every rung)."""
+        from memory (copied only with ``deepcopy``, as Optuna's interface allows), only the others are loaded (what
+        the pruner reads at every rung)."""
         memory = {t: kept for t, (s, kept) in self._finished.items() if s == study_id}
         memory |= {t: h.known for t, h in self._held.items() if h.study_id == study_id}
         with translate_errors(self.url), get_engine(self.url).connect() as connection:
@@ -298,5 +290,5 @@ class WorkerStorage(BaseStorage):
             loaded = tables.load_trials(connection, sorted(set(identities) - from_memory))
         with self._lock:
             self._finished.update({t._trial_id: (study_id, t) for t in loaded if t.state.is_finished()})
-        trials = [Writes().applied_to(memory[t]) for t in from_memory] + loaded
+        trials = [Writes().applied_to(memory[t]) if deepcopy else memory[t] for t in from_memory] + loaded
         return sorted(trials, key=lambda t: t.number)

@@ -1,11 +1,15 @@
 """A running trial's writes: its start, one transaction per epoch (mtl-tune's metric rows and Optuna's writes
-together), each with a read of the job's status and the trial's state.
+together, with a read of the job's status and the trial's state), then its final state with the claim and the
+summary.
 
+The start and the epochs go to the process's ``EpochWriter`` for the database: one thread that commits whatever
+is queued in one transaction (group commit), so training never waits for a commit; the final state waits for them.
 Kept apart from ``storage/__init__`` because it needs Optuna's tables (and importing Optuna takes a while).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,11 +20,19 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from storage._engine import get_engine, translate_errors, write_transaction
-from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost_trials
+from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost_trials, write
+from storage._url import normalize_url
 from storage._worker_storage import WorkerStorage
 from storage.claims import INTERRUPTED, INTERRUPTED_ATTR, attach_trial, finish_claim
 from storage.metrics import write_epoch, write_summary
 from storage.models import StudyJob
+
+#: How many of a trial's transactions may wait in the queue when its next epoch ends: a stop request (or the trial
+#: failed by another worker) is seen at most this many epochs late. Only epochs shorter than a commit (a few ms)
+#: queue up at all; longer ones find the previous epoch's transaction committed.
+MAX_QUEUED = 16
+#: A writer thread with nothing to do for this long ends; the next submission starts another.
+IDLE_EXIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -46,8 +58,16 @@ def claim_state(trial: FrozenTrial | None) -> str:
 
 class TrialRecorder:
     """The writes of one trial a worker runs and holds in ``rdb``: ``start``, ``epoch`` per epoch, then ``finish``
-    (``rdb`` calls it with the trial's final state, see ``WorkerStorage.hold``). Each is one transaction,
-    the same Core statements on SQLite and PostgreSQL, committed before it returns.
+    (``rdb`` calls it with the trial's final state, see ``WorkerStorage.hold``).
+
+    ``start`` and ``epoch`` queue their transaction on the process's ``EpochWriter`` and return at once (``epoch``
+    waits only while more than ``MAX_QUEUED`` of the trial's transactions are queued). So the job's status and the
+    trial's state an epoch returns (``outcome``) are those the latest committed transaction read: a stop request
+    is seen up to ``MAX_QUEUED`` epochs late, in practice one (a commit takes milliseconds, an epoch far longer).
+    A transaction that fails raises its error at the trial's next ``epoch`` or ``flush``: the trial fails with it;
+    its Optuna writes go with the final state. ``finish`` waits for every queued transaction first, so the final
+    state is written after every epoch, and a trial that ends (an interrupt or a worker shutting down included)
+    leaves nothing queued.
 
     This recorder is the trial's one owner in the database: ``lost`` (the trial was finished elsewhere: failed as
     lost by another worker) and ``finished`` (its final state, claim and summary written together) are its own.
@@ -58,41 +78,147 @@ class TrialRecorder:
     ) -> None:
         self.url, self.rdb = url, rdb
         self.job_id, self.claim_id, self.trial_id, self.trial_number = job_id, claim_id, trial_id, trial_number
-        self.lost = False
-        self.finished = False
+        self.lost = self.finished = False
+        self.outcome: EpochOutcome | None = None  # what the latest committed transaction read
+        self.writer = epoch_writer(url)
+        # Guarded by the writer's lock: transactions queued, a write error not raised yet, Optuna writes of
+        # transactions that failed (they go with the final state).
+        self.queued, self.unwritten = 0, Writes()
+        self.error: BaseException | None = None
 
     def start(self) -> None:
         """Before training: the claim's trial number (from then on, a worker that dies leaves a lost trial that
         other workers fail and retry) and the trial's parameters and attributes so far."""
-        with write_transaction(self.url) as connection:
-            attach_trial(connection, self.claim_id, self.trial_number)
-            self.rdb.flush(self.trial_id, connection)
+        self.writer.submit(_Queued(self, None, (), self.rdb.take(self.trial_id)))
 
-    def epoch(self, epoch: int, rows: Sequence[Mapping[str, Any]]) -> EpochOutcome:
+    def epoch(self, epoch: int, rows: Sequence[Mapping[str, Any]]) -> EpochOutcome | None:
         """Every task's metric row and the trial's pending Optuna writes (its intermediate value, the pruner's
-        bookkeeping); nothing is written once the trial is no longer running."""
-        outcome = record_epoch(
-            self.url,
-            self.rdb,
-            job_id=self.job_id,
-            trial_id=self.trial_id,
-            trial_number=self.trial_number,
-            epoch=epoch,
-            rows=rows,
-        )
-        self.lost = self.lost or not outcome.trial_running
-        return outcome
+        bookkeeping), queued; the outcome of the latest committed transaction, None before the first."""
+        self.writer.submit(_Queued(self, epoch, rows, self.rdb.take(self.trial_id)))
+        self.flush(MAX_QUEUED)
+        return self.outcome
+
+    def flush(self, queued: int = 0) -> None:
+        """Wait until at most ``queued`` of the trial's transactions are queued; raise a write error of the trial
+        not raised yet."""
+        if (error := self.writer.wait(self, queued)) is not None:
+            raise error
+
+    def drain(self) -> None:
+        """Wait for every queued transaction of the trial, whatever became of them."""
+        self.writer.wait(self, 0)
 
     def finish(self, writes: Writes, trial: FrozenTrial) -> bool:
-        """``WorkerStorage``'s finisher: the trial's final state and values, its pending writes, the claim
-        closed and the trial's summary, in one transaction; False (nothing written) if it was not running."""
+        """``WorkerStorage``'s finisher: once every queued transaction of the trial is done, its final state and
+        values, its pending writes, the claim closed and the trial's summary, in one transaction; False (nothing
+        written) if it was not running."""
+        self.drain()
         with write_transaction(self.url) as connection:
-            written = finish_trial(connection, trial, writes)
+            written = finish_trial(connection, trial, self.unwritten | writes)
             if written:
                 record_finished(connection, job_id=self.job_id, claim_id=self.claim_id, trial=trial)
         self.lost = self.lost or not written
         self.finished = written
         return written
+
+
+@dataclass(frozen=True)
+class _Queued:
+    recorder: TrialRecorder
+    epoch: int | None  # None: the trial's start
+    rows: Sequence[Mapping[str, Any]]
+    writes: Writes
+
+
+class EpochWriter:
+    """Running trials' starts and epochs for one database, written by one thread of this process: whatever is
+    queued when it gets to it goes out in one transaction (group commit)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.Condition()
+        self._queue: list[_Queued] = []
+        self._thread: threading.Thread | None = None
+
+    def submit(self, item: _Queued) -> None:
+        with self._lock:
+            item.recorder.queued += 1
+            self._queue.append(item)
+            if self._thread is None or not self._thread.is_alive():  # not started, idle, or the parent's (a fork)
+                self._thread = threading.Thread(target=self._run, name="mtl-tune-epoch-writer", daemon=True)
+                self._thread.start()
+            self._lock.notify_all()
+
+    def wait(self, recorder: TrialRecorder, queued: int) -> BaseException | None:
+        """Wait until at most ``queued`` of the recorder's transactions are queued; its write error not taken yet."""
+        with self._lock:
+            self._lock.wait_for(lambda: recorder.queued <= queued)
+            error, recorder.error = recorder.error, None
+        return error
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._lock.wait_for(lambda: self._queue, timeout=IDLE_EXIT_S):
+                    self._thread = None
+                    return
+                batch, self._queue = self._queue, []
+            error: BaseException | None = None
+            try:
+                outcomes = _write_batch(self.url, batch)
+            except BaseException as exc:  # the trials' owners raise it; this thread goes on
+                outcomes, error = {}, exc
+            with self._lock:
+                for item in batch:
+                    recorder = item.recorder
+                    recorder.queued -= 1
+                    if error is not None:
+                        recorder.error = recorder.error or error
+                        recorder.unwritten = recorder.unwritten | item.writes
+                for recorder, outcome in outcomes.items():
+                    recorder.outcome = outcome
+                    recorder.lost = recorder.lost or not outcome.trial_running
+                self._lock.notify_all()
+
+
+_writers: dict[str, EpochWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def epoch_writer(url: str) -> EpochWriter:
+    """The process's writer for ``url``."""
+    url = normalize_url(url)
+    with _writers_lock:
+        return _writers.setdefault(url, EpochWriter(url))
+
+
+def _write_batch(url: str, batch: Sequence[_Queued]) -> dict[TrialRecorder, EpochOutcome]:
+    """Queued starts and epochs in one transaction: the metric rows, then per trial its claim's trial number when
+    it starts, one read of the job's status and the trial's state, and its Optuna writes when it still runs (a
+    trial finished elsewhere gets none). Rows that reference the job come before the claim's update, the order a
+    job's deletion (the job, then its claims) takes its locks in."""
+    pending: dict[TrialRecorder, Writes] = {}
+    outcomes = {}
+    with write_transaction(url) as connection:  # BEGIN IMMEDIATE: the write lock first, then the reads
+        for item in batch:
+            r = item.recorder
+            if item.epoch is not None:
+                write_epoch(connection, job_id=r.job_id, trial_number=r.trial_number, epoch=item.epoch, rows=item.rows)
+            pending[r] = pending.get(r, Writes()) | item.writes
+        for r, writes in pending.items():
+            if any(item.recorder is r and item.epoch is None for item in batch):
+                attach_trial(connection, r.claim_id, r.trial_number)
+            status, state = connection.execute(_CHECK, {"job_id": r.job_id, "trial_id": r.trial_id}).one()
+            outcomes[r] = EpochOutcome(status, state == TrialState.RUNNING)
+            if state == TrialState.RUNNING:
+                write(connection, r.trial_id, writes)
+    return outcomes
+
+
+_CHECK = select(
+    select(StudyJob.status).where(StudyJob.id == bindparam("job_id")).scalar_subquery(),
+    select(TRIALS.c.state).where(TRIALS.c.trial_id == bindparam("trial_id")).scalar_subquery(),
+)
 
 
 def record_finished(db: Session | Connection, *, job_id: int, claim_id: int, trial: FrozenTrial) -> None:
@@ -124,36 +250,6 @@ def _summary_fields(trial: FrozenTrial) -> dict[str, Any]:
 def _utc(moment: datetime | None) -> datetime | None:
     """Optuna hands out naive local times; the summaries store aware UTC ones."""
     return moment.astimezone(UTC) if moment is not None else None
-
-
-def record_epoch(
-    url: str,
-    rdb: WorkerStorage,
-    *,
-    job_id: int,
-    trial_id: int,
-    trial_number: int,
-    epoch: int,
-    rows: Sequence[Mapping[str, Any]],
-) -> EpochOutcome:
-    """One epoch's transaction, committed before this returns: every task's metric row and the trial's pending
-    Optuna writes, with one read of the job's status and the trial's state.
-
-    Nothing is written to a trial that is no longer running.
-    """
-    with write_transaction(url) as connection:  # BEGIN IMMEDIATE: the write lock first, then the reads
-        write_epoch(connection, job_id=job_id, trial_number=trial_number, epoch=epoch, rows=rows)
-        status, state = connection.execute(_CHECK, {"job_id": job_id, "trial_id": trial_id}).one()
-        running = state == TrialState.RUNNING
-        if running:
-            rdb.flush(trial_id, connection)
-    return EpochOutcome(status, running)
-
-
-_CHECK = select(
-    select(StudyJob.status).where(StudyJob.id == bindparam("job_id")).scalar_subquery(),
-    select(TRIALS.c.state).where(TRIALS.c.trial_id == bindparam("trial_id")).scalar_subquery(),
-)
 
 
 def find_lost_trials(url: str) -> list[LostTrial]:

@@ -15,7 +15,7 @@ from sqlalchemy import event
 import storage
 from storage._optuna_tables import Writes, finish_trial
 from storage._worker_storage import WorkerStorage
-from storage.epochs import record_epoch
+from storage.epochs import EpochOutcome, TrialRecorder
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1.0}]
 
@@ -42,8 +42,13 @@ def _held_trial(url: str, name: str = "s") -> tuple[WorkerStorage, optuna.Study,
     return rdb, study, trial
 
 
-def _epoch(url: str, rdb: WorkerStorage, job_id: int, trial: optuna.Trial, epoch: int = 0):
-    return record_epoch(url, rdb, job_id=job_id, trial_id=trial._trial_id, trial_number=0, epoch=epoch, rows=ROWS)
+def _epoch(url: str, rdb: WorkerStorage, job_id: int, trial: optuna.Trial, epoch: int = 0) -> EpochOutcome:
+    """One epoch's transaction, waited for (the claim is not used by epochs)."""
+    recorder = TrialRecorder(url, rdb, job_id=job_id, claim_id=0, trial_id=trial._trial_id, trial_number=0)
+    recorder.epoch(epoch, ROWS)
+    recorder.flush()
+    assert recorder.outcome is not None
+    return recorder.outcome
 
 
 @contextmanager
@@ -240,7 +245,7 @@ def test_reads_build_the_same_trials_as_optunas_storage(storage_url: str) -> Non
 
 
 def test_an_epoch_is_all_or_nothing(storage_url: str, make_job: Callable) -> None:
-    """A write that fails takes the whole epoch with it; the trial's pending writes are kept for the next try."""
+    """A write that fails takes the whole epoch with it; the trial's pending writes are kept for its final state."""
     job = make_job(study_name="s")
     rdb, _study, trial = _held_trial(storage_url)
     trial.suggest_float("x", 0.0, 1.0)
@@ -249,12 +254,15 @@ def test_an_epoch_is_all_or_nothing(storage_url: str, make_job: Callable) -> Non
     plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
     plain.set_trial_param(trial._trial_id, "x", 0.1, optuna.distributions.FloatDistribution(0.0, 1.0))
     plain.engine.dispose()
+    recorder = TrialRecorder(storage_url, rdb, job_id=job.id, claim_id=0, trial_id=trial._trial_id, trial_number=0)
+    recorder.epoch(0, ROWS)
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
-        _epoch(storage_url, rdb, job.id, trial)
+        recorder.flush()
+    recorder.flush()  # raised once
     with storage.session_scope(storage_url) as session:
         assert storage.trial_curves(session, job_id=job.id, trial_number=0) == []
     assert _outside(storage_url, "s").intermediate_values == {}
-    assert rdb._held[trial._trial_id].pending.intermediate == {1: 0.7}
+    assert recorder.unwritten.intermediate == {1: 0.7} and recorder.outcome is None
     rdb.release(trial._trial_id)
 
 

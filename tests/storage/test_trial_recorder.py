@@ -52,8 +52,10 @@ def test_start_epochs_and_the_final_state_write_everything(storage_url: str, mak
     recorder.start()
     for epoch in range(5):
         trial.report(1.0 / (epoch + 1), epoch + 1)
-        outcome = recorder.epoch(epoch, ROWS)
-        assert outcome.trial_running and outcome.job_status == "running"
+        recorder.epoch(epoch, ROWS)
+        recorder.flush()
+        assert recorder.outcome is not None
+        assert recorder.outcome.trial_running and recorder.outcome.job_status == "running"
     trial.set_user_attr("tasks", {"a": {"metric": 0.3}})
     told = study.tell(trial, 0.2)  # through the recorder: the final state, the claim and the summary together
     assert recorder.finished and not recorder.lost
@@ -131,8 +133,9 @@ def test_a_stop_request_is_seen_at_the_end_of_a_long_epoch(storage_url: str, mak
     recorder.epoch(0, ROWS)
     with storage.session_scope(storage_url) as session:
         storage.request_stop(session, "s")
-    outcome = recorder.epoch(1, ROWS)
-    assert outcome.job_status == "stopping"
+    recorder.epoch(1, ROWS)
+    recorder.flush()
+    assert recorder.outcome is not None and recorder.outcome.job_status == "stopping"
     storage.worker_storage(storage_url).release(trial._trial_id)
 
 
@@ -143,8 +146,9 @@ def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, 
     plain.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     plain.engine.dispose()
     trial.report(0.5, 1)
-    outcome = recorder.epoch(0, ROWS)
-    assert not outcome.trial_running and recorder.lost
+    recorder.epoch(0, ROWS)
+    recorder.flush()
+    assert recorder.outcome is not None and not recorder.outcome.trial_running and recorder.lost
     assert _outside(storage_url).intermediate_values == {}
     assert _curve_epochs(storage_url, job.id) == [0]  # mtl-tune's own rows record what was trained
     storage.worker_storage(storage_url).release(trial._trial_id)
@@ -159,5 +163,6 @@ def test_a_trial_whose_study_job_was_deleted_still_finishes(storage_url: str, ma
         storage.delete_job(session, "s")
     with suppress(storage.StorageError, sqlalchemy.exc.IntegrityError):
         recorder.epoch(1, ROWS)  # its metric rows have no job any more
+        recorder.flush()
     study.tell(trial, state=TrialState.FAIL)
     assert _outside(storage_url).state == TrialState.FAIL

@@ -138,7 +138,7 @@ class TrialRunner:
         try:
             config = suggest_config(trial, self.space, self.problem, epochs=self.job.epochs, seed=self.job.seed)
             trial.set_user_attr("config", config.model_dump(mode="json"))
-            self.recorder.start()  # the parameters and configuration are written before training starts
+            self.recorder.start()  # the parameters and configuration, queued before training starts
             result = train(
                 self.problem,
                 config,
@@ -146,6 +146,7 @@ class TrialRunner:
                 on_epoch_end=lambda r: self._epoch(trial, r, last),
                 evaluate_test=False,  # trials select on validation; only confirmation runs read the test split
             )
+            self.recorder.flush()  # every epoch written, or the trial fails with the write's error
         except (optuna.TrialPruned, TrialLost):
             raise
         except BaseException as exc:  # every failure says why, an interrupt (SIGTERM, Ctrl-C) included
@@ -186,19 +187,21 @@ class TrialRunner:
             }
             for name, t in report.tasks.items()
         ]
-        # One transaction per epoch: every task's numbers and Optuna's intermediate value (with whatever else the
-        # trial wrote since), then the stop flag. The claim's heartbeat comes from the worker's heartbeat thread.
+        # One transaction per epoch, queued: every task's numbers and Optuna's intermediate value (with whatever else
+        # the trial wrote since), and the stop flag. The claim's heartbeat comes from the worker's heartbeat thread.
         assert self.recorder is not None
         self._check(trial, self.recorder.epoch(report.epoch, rows))
-        asks = self.prune_steps is None or step in self.prune_steps
-        if not (self.prunable and asks):
+        if not (self.prunable and (self.prune_steps is None or step in self.prune_steps)):
             return
         if self.job.objective == "pareto":
-            self._prune_if_dominated(trial, report)
-        elif trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {step}")
+            reason = self._dominated(trial, report)
+        else:
+            reason = f"pruned after epoch {step}" if trial.should_prune() else None
+        if reason is not None:
+            self.recorder.flush()  # its epochs written, or it fails with the write's error, before it is pruned
+            raise optuna.TrialPruned(reason)
 
-    def _prune_if_dominated(self, trial: optuna.Trial, report: EpochReport) -> None:
+    def _dominated(self, trial: optuna.Trial, report: EpochReport) -> str | None:
         """The ``dominated`` rule at a rung: pruned when at least ``MIN_DOMINATING`` finished trials of the study
         had better per-task validation metrics after the same epoch (each task by its own direction)."""
         if self.directions is None:
@@ -212,10 +215,14 @@ class TrialRunner:
             finished = rung_vectors(session, self.job.id, report.epoch)
         count = dominated_by(vector, finished, self.directions)
         if count >= MIN_DOMINATING:
-            raise optuna.TrialPruned(f"pruned after epoch {report.epoch + 1}: dominated by {count} finished trials")
+            return f"pruned after epoch {report.epoch + 1}: dominated by {count} finished trials"
+        return None
 
-    def _check(self, trial: optuna.Trial, outcome: EpochOutcome) -> None:
-        """Stop when the trial was failed by another worker or the study was asked to stop."""
+    def _check(self, trial: optuna.Trial, outcome: EpochOutcome | None) -> None:
+        """Stop when the trial was failed by another worker or the study was asked to stop, as the latest
+        committed epoch transaction read them (``TrialRecorder.epoch``)."""
+        if outcome is None:
+            return
         if not outcome.trial_running:
             raise TrialLost(f"trial {trial.number} of {self.job.study_name} was finished elsewhere or deleted")
         if outcome.job_status is None or outcome.job_status in STOPPING:

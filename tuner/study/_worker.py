@@ -269,8 +269,11 @@ class Worker:
         One it cannot (its Optuna study deleted, options its problem refuses) is marked failed with the reason, and
         the worker goes on with other jobs; a storage error is left to the retry loop. A problem that is not
         registered here (or whose plugin is broken here) may be installed on other workers: this worker leaves the
-        job to them and says so once.
+        job to them and says so once. A job read before is readable: what it needs is kept (``_study``,
+        ``_problem``, ``_space``), and looking the problem up again costs a scan of the installed plugins.
         """
+        if job.key in self._studies and job.key in self._problems and job.key in self._spaces:
+            return True
         if job.problem not in available_problems():
             self._elsewhere.add(job.key)
             log.warning(
@@ -337,6 +340,8 @@ class Worker:
                 raise
             log.warning("trial %s of %s was finished elsewhere or deleted", trial.number, job.study_name)
         finally:
+            if runner.recorder is not None:
+                runner.recorder.drain()  # nothing of the trial left queued, whatever ended it
             rdb.release(trial._trial_id)
         self.trials_run += 1
         _log_trial(job, trial, finished, time.monotonic() - started)
