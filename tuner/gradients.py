@@ -27,7 +27,7 @@ another, a head that modifies its input in place) gets ``task_grad_norms`` inste
 
 ``TaskJacobian`` records the same views for the gradient aggregators, which need every task's whole gradient on the
 shared parameters (the Jacobian, one row per task): one autograd call through the heads gives each view its task's
-gradient and the heads their own gradients, and torchjd's ``jac`` runs one pass through the shared part, batched
+gradient and the heads their own gradients, and one autograd call runs through the shared part, batched
 over the tasks, from the views' gradients stacked by task. The same check decides; where it fails the batched pass
 starts from the losses.
 """
@@ -44,7 +44,6 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
 from torch.utils.hooks import RemovableHandle
-from torchjd.autojac import jac
 
 from tuner.problems import tree_map
 
@@ -324,8 +323,8 @@ class TaskJacobian(HeadViews):
 
     A step runs its forward pass inside ``recording()`` and then ``backward(losses, scale)``. One autograd call on
     the losses' sum runs through the heads only: it leaves each task parameter's gradient in ``.grad`` (its own
-    loss's, as a plain backward pass would) and gives each view of a head input its task's gradient. torchjd's
-    ``jac`` then runs once through the shared part, batched over the tasks with ``torch.vmap``, from the head inputs
+    loss's, as a plain backward pass would) and gives each view of a head input its task's gradient. One autograd
+    call (``is_grads_batched``) then runs through the shared part, batched over the tasks, from the head inputs
     with those gradients stacked by task: T times the shared part's backward work in one call, the heads once.
     Where a task's gradient may reach the shared parameters other than through its own views (a ``through``
     chain, a loss that reads shared features, a head input modified in place), the batched pass starts from the
@@ -380,7 +379,7 @@ class TaskJacobian(HeadViews):
                 per_task.append(_per_task(received, n))
         if not outputs or not self.shared:
             return tuple(p.new_zeros((n, *p.shape)) for p in self.shared)
-        return jac(outputs, self.shared, jac_outputs=per_task)
+        return self._jacobian(outputs, per_task, n)
 
     def _from_losses(self, scaled: Tensor) -> tuple[Tensor, ...]:
         if self.task_params:
@@ -388,7 +387,14 @@ class TaskJacobian(HeadViews):
             _accumulate(self.task_params, grads)
         if not self.shared:
             return ()
-        return jac(scaled, self.shared)
+        n = scaled.shape[0]
+        return self._jacobian([scaled], [torch.eye(n, device=scaled.device, dtype=scaled.dtype)], n)
+
+    def _jacobian(self, outputs: Sequence[Tensor], per_task: Sequence[Tensor], n: int) -> tuple[Tensor, ...]:
+        """Every task's gradient on the shared parameters from ``per_task`` (the gradients on ``outputs``, stacked
+        by task): one autograd call batched over the tasks; zeros where a parameter is not reached."""
+        grads = _batched(outputs, self.shared, per_task, keep=False)
+        return tuple(p.new_zeros((n, *p.shape)) if g is None else g for p, g in zip(self.shared, grads, strict=True))
 
 
 def task_modules(model: nn.Module, task_params: Sequence[Sequence[nn.Parameter]]) -> list[list[nn.Module]]:
@@ -416,11 +422,14 @@ def task_grad_norms(losses: Tensor, params: Sequence[Tensor]) -> Tensor:
     return _norms(_batched([losses], params, [eye]), losses)
 
 
-def _batched(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grads: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
-    """Entry i of each result is the gradient for entry i of ``grads``: autograd vectorises over the entries. The
-    graph is kept for the step's own backward pass."""
+def _batched(
+    outputs: Sequence[Tensor], inputs: Sequence[Tensor], grads: Sequence[Tensor], keep: bool = True
+) -> tuple[Tensor | None, ...]:
+    """Entry i of each result is the gradient for entry i of ``grads``: autograd vectorises over the entries
+    (``None`` for an input not reached). The graph is kept (for the step's own backward pass) unless ``keep`` is
+    false."""
     return torch.autograd.grad(
-        outputs, inputs, list(grads), is_grads_batched=True, retain_graph=True, allow_unused=True
+        outputs, inputs, list(grads), is_grads_batched=True, retain_graph=keep, allow_unused=True
     )
 
 

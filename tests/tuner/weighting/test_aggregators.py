@@ -99,13 +99,13 @@ def test_a_conv_model_of_a_user_s_own_trains(name: str, registered: None, monkey
 def _jac_outputs(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[int, ...]]]:
     """The shapes of what every batched Jacobian pass starts from."""
     calls: list[list[tuple[int, ...]]] = []
-    original = gradients.jac
+    original = gradients._batched
 
-    def recorded(outputs: Tensor | Sequence[Tensor], *args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
-        calls.append([tuple(t.shape) for t in ([outputs] if isinstance(outputs, Tensor) else outputs)])
+    def recorded(outputs: Sequence[Tensor], *args: Any, **kwargs: Any) -> tuple[Tensor | None, ...]:
+        calls.append([tuple(t.shape) for t in outputs])
         return original(outputs, *args, **kwargs)
 
-    monkeypatch.setattr(gradients, "jac", recorded)
+    monkeypatch.setattr(gradients, "_batched", recorded)
     return calls
 
 
