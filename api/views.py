@@ -6,7 +6,6 @@ Pareto front is cached until the study's count of complete trials changes.
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +27,7 @@ from api.schemas import (
 )
 from storage import EpochMetric, StudyJob, TrialSummary
 from storage import queries as q
+from storage.queries import finite
 
 BASELINE_ATTR = storage.BASELINE_ATTR
 
@@ -35,13 +35,6 @@ _study_ids: Lru[JobKey, int] = Lru()
 _task_lists: Lru[JobKey, list[TaskInfo]] = Lru()
 _baselines: Lru[JobKey, int] = Lru()
 _fronts: Lru[JobKey, Front] = Lru(64)
-
-
-def finite(value: Any) -> float | None:
-    """JSON has no NaN or infinity: a diverged metric is shown as null."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def summary_of(job: StudyJob, *, counts: dict[str, int], best_value: float | None) -> StudySummary:
@@ -80,14 +73,18 @@ def study_detail(session: Session, job: StudyJob) -> StudyDetail:
     baseline = q.summary(session, job_id=job.id, number=baseline_number) if baseline_number is not None else None
     tasks = study_tasks(session, job)
     best_rows = [trial_row(row, baseline_number=baseline_number) for row in best]
-    scalar_best = best[0].objective if job.objective != "pareto" and best else None
+    scalar_best = best[0] if job.objective != "pareto" and best else None
+    compared = {}
+    if baseline is not None and scalar_best is not None:
+        metrics = {t.name: (t.metric, t.direction) for t in tasks}
+        compared = q.comparison(baseline.task_metrics, scalar_best.task_metrics, metrics)
     return StudyDetail(
-        **summary_of(job, counts=counts, best_value=scalar_best).model_dump(),
+        **summary_of(job, counts=counts, best_value=scalar_best.objective if scalar_best else None).model_dump(),
         space=job.space,
         tasks=tasks,
         best=best_rows,
         baseline=trial_row(baseline, baseline_number=baseline_number) if baseline is not None else None,
-        comparison=_compare(baseline, best[0] if job.objective != "pareto" and best else None, tasks),
+        comparison={task: Comparison.model_validate(c) for task, c in compared.items()},
         confirm_seeds=job.confirm_seeds,
     )
 
@@ -206,28 +203,6 @@ def _pareto_front(session: Session, job: StudyJob) -> Front:
     front = extend(front, rows, list(job.directions))
     _fronts.put(key, front)
     return front
-
-
-def _compare(baseline: TrialSummary | None, best: TrialSummary | None, tasks: list[TaskInfo]) -> dict[str, Comparison]:
-    """Per task: the baseline's and the best trial's validation metric, the relative change and the task's
-    direction (whether the change is an improvement is the direction's to say, not the sign's)."""
-    if baseline is None or best is None:
-        return {}
-    known = {t.name: t for t in tasks}
-    out = {}
-    best_tasks = best.task_metrics or {}
-    for task, numbers in (baseline.task_metrics or {}).items():
-        before = finite(numbers.get("metric")) if isinstance(numbers, dict) else None
-        after = finite((best_tasks.get(task) or {}).get("metric"))
-        change = None
-        if before is not None and after is not None and before != 0:
-            change = (after - before) / abs(before)
-        info = known.get(task)
-        out[task] = Comparison(
-            metric=info.metric if info else "metric", direction=info.direction if info else None,
-            baseline=before, best=after, change=change,
-        )  # fmt: skip
-    return out
 
 
 def as_utc(value: datetime | None) -> datetime | None:

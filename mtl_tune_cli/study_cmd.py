@@ -390,7 +390,7 @@ def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: 
             change = f"{c['change']:+.1%}" if c["change"] is not None else "-"
             if c["better"] is not None:
                 change += " better" if c["better"] else " worse"
-            metric = f"{c['metric_name']} {'↑' if c['direction'] == 'maximize' else '↓'}"
+            metric = f"{c['metric']} {'↑' if c['direction'] == 'maximize' else '↓'}"
             table.add_row(task, metric, _fmt(c["baseline"]), _fmt(c["best"]), change)
         print_table(table)
     print_verdict(verdict)

@@ -51,7 +51,10 @@ def request_confirmation(session: Session, study_name: str, *, seeds: int | None
     one still running confirms again, with as many seeds, when it reaches its target. Raises ``StudyNotFound``,
     ``NothingToConfirm``; ``ValueError`` when ``seeds`` is not 2 to ``MAX_SEEDS`` (one seed gives no interval) or
     ``top`` not 1 to ``MAX_TOP``."""
-    check_request(seeds, top)
+    if seeds is not None and not 2 <= seeds <= MAX_SEEDS:
+        raise ValueError(f"seeds: 2 to {MAX_SEEDS} (an interval needs two), got {seeds}")
+    if not 1 <= top <= MAX_TOP:
+        raise ValueError(f"top: 1 to {MAX_TOP}, got {top}")
     write_lock(session)
     job = get_job(session, study_name)
     if seeds is None:
@@ -61,14 +64,6 @@ def request_confirmation(session: Session, study_name: str, *, seeds: int | None
         raise NothingToConfirm(f"study {study_name!r} has no complete trial yet: nothing to confirm")
     job.confirm_seeds, job.confirm_top, job.confirm_pending = seeds, top, True
     return job
-
-
-def check_request(seeds: int | None, top: int) -> None:
-    """The bounds of a confirmation request; ``ValueError`` naming the field."""
-    if seeds is not None and not 2 <= seeds <= MAX_SEEDS:
-        raise ValueError(f"seeds: 2 to {MAX_SEEDS} (an interval needs two), got {seeds}")
-    if not 1 <= top <= MAX_TOP:
-        raise ValueError(f"top: 1 to {MAX_TOP}, got {top}")
 
 
 def mark_confirm_pending(session: Session | Connection, job_id: int) -> None:
@@ -191,10 +186,14 @@ def claim_run(url: str, *, worker: str, grace_seconds: float, study_name: str | 
     return None
 
 
+def _held(run_id: int, worker: str) -> Any:
+    """The run, while this worker holds it (another may have taken it over)."""
+    return and_(ConfirmationRun.id == run_id, ConfirmationRun.state == "running", ConfirmationRun.worker == worker)
+
+
 def run_heartbeat(session: Session, run_id: int, worker: str) -> None:
     """Keep a running run this worker holds: one silent for the grace period is claimed again by another."""
-    held = and_(ConfirmationRun.id == run_id, ConfirmationRun.state == "running", ConfirmationRun.worker == worker)
-    session.execute(update(ConfirmationRun).where(held).values(heartbeat_at=utcnow()))
+    session.execute(update(ConfirmationRun).where(_held(run_id, worker)).values(heartbeat_at=utcnow()))
 
 
 def finish_run(
@@ -208,18 +207,16 @@ def finish_run(
 ) -> bool:
     """Record a run's held-out metrics (``results`` on ``split``) or why it failed; a run another worker took over
     meanwhile is left to it. Returns whether it was recorded."""
-    held = and_(ConfirmationRun.id == run_id, ConfirmationRun.state == "running", ConfirmationRun.worker == worker)
     state = "failed" if fail_reason is not None else "complete"
     values = {"state": state, "split": split, "results": results, "fail_reason": fail_reason, "finished_at": utcnow()}
-    return bool(session.execute(update(ConfirmationRun).where(held).values(**values)).rowcount)  # type: ignore[attr-defined]
+    return bool(session.execute(update(ConfirmationRun).where(_held(run_id, worker)).values(**values)).rowcount)  # type: ignore[attr-defined]
 
 
 def release_run(session: Session, run_id: int, *, worker: str) -> None:
     """Give a run back to the queue (its worker was interrupted): the next worker takes it at once, and the attempt
     does not count toward ``MAX_ATTEMPTS`` (those are for workers that went silent)."""
-    held = and_(ConfirmationRun.id == run_id, ConfirmationRun.state == "running", ConfirmationRun.worker == worker)
     values = {"state": "queued", "worker": None, "attempts": ConfirmationRun.attempts - 1}
-    session.execute(update(ConfirmationRun).where(held).values(**values))
+    session.execute(update(ConfirmationRun).where(_held(run_id, worker)).values(**values))
 
 
 def confirmation_work(session: Session, *, study_name: str | None = None) -> bool:

@@ -21,23 +21,10 @@ STUDY_NAME_MAX = 64
 
 
 def create_job(
-    session: Session,
-    *,
-    study_name: str,
-    problem: str,
-    problem_options: dict[str, Any],
-    space: dict[str, Any] | None,
-    objective: str,
-    directions: Sequence[str],
-    sampler: str,
-    pruner: str,
-    epochs: int,
-    n_trials: int,
-    seed: int,
-    source: str,
-    confirm_seeds: int = 3,
+    session: Session, *, study_name: str, objective: str, directions: Sequence[str], source: str, **columns: Any
 ) -> StudyJob:
-    """Record a queued study job; raises ``StudyExists`` when the name is taken."""
+    """Record a queued study job (``columns``: its other ``StudyJob`` columns); raises ``StudyExists`` when the
+    name is taken."""
     _check_name(study_name)
     check_choice("objective", objective, OBJECTIVES)
     check_choice("source", source, SOURCES)
@@ -46,12 +33,8 @@ def create_job(
     write_lock(session)
     if find_job(session, study_name) is not None:
         raise StudyExists(f"study {study_name!r} already exists")
-    job = StudyJob(
-        study_name=study_name, problem=problem, problem_options=dict(problem_options),
-        space=None if space is None else dict(space), objective=objective, directions=list(directions),
-        sampler=sampler, pruner=pruner, epochs=epochs, n_trials=n_trials, seed=seed, source=source, status="queued",
-        confirm_seeds=confirm_seeds,
-    )  # fmt: skip
+    job = StudyJob(study_name=study_name, objective=objective, directions=list(directions), source=source, **columns)
+    job.status = "queued"
     session.add(job)
     session.flush()
     return job

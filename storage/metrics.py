@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from storage.claims import FINISHED_STATES
 from storage.models import EpochMetric, TrialClaim, TrialSummary, utcnow
+from storage.queries import finite
 
 _REQUIRED_KEYS = ("task", "train_loss", "val_loss", "metric", "weight")
 
@@ -29,9 +29,15 @@ def write_epoch(
     """One row per task in a single bulk INSERT, plus the claim's heartbeat; the caller's scope commits once.
 
     Each row maps ``task, train_loss, val_loss, metric, weight`` and optionally ``series``: the strategy's other
-    per-task series by name (``sigma``, ``grad_norm``, any a strategy reports), stored in one JSON column.
+    per-task series by name (``sigma``, ``grad_norm``, any a strategy reports), stored in one JSON column (null
+    when there is none; a non-finite value, a diverged strategy's, as null: JSON has no NaN).
     """
-    records = [metric_record(job_id, trial_number, epoch, row) for row in rows]
+    records = [
+        {"job_id": job_id, "trial_number": trial_number, "epoch": epoch}
+        | {key: row[key] for key in _REQUIRED_KEYS}
+        | {"series": _series(row.get("series"))}
+        for row in rows
+    ]
     # Core statements on the session's connection: this runs every epoch of every trial, and the ORM layer's
     # per-statement bookkeeping would cost more than the database does.
     connection = session.connection() if isinstance(session, Session) else session
@@ -39,23 +45,6 @@ def write_epoch(
         connection.execute(_INSERT_EPOCH, records)
     if claim_id is not None:
         connection.execute(_HEARTBEAT, {"claim_id": claim_id, "now": utcnow()})
-
-
-def metric_record(job_id: int, trial_number: int, epoch: int, row: Mapping[str, Any]) -> dict[str, Any]:
-    """One ``epoch_metrics`` row: the required keys must be there; ``series`` is null when there is none."""
-    return (
-        {"job_id": job_id, "trial_number": trial_number, "epoch": epoch}
-        | {key: row[key] for key in _REQUIRED_KEYS}
-        | {"series": series_record(row.get("series"))}
-    )
-
-
-def series_record(series: Mapping[str, Any] | None) -> dict[str, float | None] | None:
-    """A task's series as stored: name -> value, a non-finite value (a diverged strategy) as null, since JSON
-    has no NaN; None when the strategy reports nothing besides the weight."""
-    if not series:
-        return None
-    return {str(name): None if value is None else _finite(float(value)) for name, value in series.items()}
 
 
 _INSERT_EPOCH = insert(EpochMetric)
@@ -75,18 +64,20 @@ def write_summary(
     started_at: datetime | None,
     finished_at: datetime | None,
 ) -> None:
-    """Insert or replace the summary row of one trial."""
-    record = summary_record(
-        job_id=job_id,
-        trial_number=trial_number,
-        state=state,
-        values=values,
-        params=params,
-        task_metrics=task_metrics,
-        duration_s=duration_s,
-        started_at=started_at,
-        finished_at=finished_at,
-    )
+    """Insert or replace the summary row of one trial: the first value is the objective; non-finite numbers (JSON
+    has no NaN, PostgreSQL refuses it) are stored as null."""
+    record = {
+        "job_id": job_id,
+        "trial_number": trial_number,
+        "state": state,
+        "objective": finite(values[0]) if values else None,
+        "values": None if values is None else [finite(v) for v in values],
+        "params": dict(params),
+        "task_metrics": None if task_metrics is None else _json_safe(task_metrics),
+        "duration_s": duration_s,
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
     bind = session.get_bind() if isinstance(session, Session) else session
     dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
     upsert = dialect.insert(TrialSummary).values(record)
@@ -94,41 +85,13 @@ def write_summary(
     session.execute(upsert.on_conflict_do_update(index_elements=["job_id", "trial_number"], set_=changed))
 
 
-def summary_record(
-    *,
-    job_id: int,
-    trial_number: int,
-    state: str,
-    values: Sequence[float] | None,
-    params: Mapping[str, Any],
-    task_metrics: Mapping[str, Any] | None,
-    duration_s: float | None,
-    started_at: datetime | None,
-    finished_at: datetime | None,
-) -> dict[str, Any]:
-    """A ``trial_summaries`` row: the first value is the objective; non-finite numbers are stored as null."""
-    return {
-        "job_id": job_id,
-        "trial_number": trial_number,
-        "state": state,
-        "objective": _finite(values[0]) if values else None,
-        "values": None if values is None else [_finite(v) for v in values],
-        "params": dict(params),
-        "task_metrics": None if task_metrics is None else _json_safe(task_metrics),
-        "duration_s": duration_s,
-        "started_at": started_at,
-        "finished_at": finished_at,
-    }
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def _series(series: Mapping[str, Any] | None) -> dict[str, float | None] | None:
+    return {str(k): None if v is None else finite(float(v)) for k, v in series.items()} if series else None
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN and infinities become null: JSON has no spelling for them and PostgreSQL refuses them."""
     if isinstance(value, float):
-        return _finite(value)
+        return finite(value)
     if isinstance(value, Mapping):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

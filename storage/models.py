@@ -6,22 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Dialect,
-    Float,
-    ForeignKey,
-    Index,
-    MetaData,
-    String,
-    Text,
-    UniqueConstraint,
-    false,
-)
+from sqlalchemy import Dialect, ForeignKey, Index, MetaData, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import JSON, DateTime, Float, String, Text, TypeDecorator
 
 # Deterministic constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -56,7 +43,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        float: Float(),
+        dict[str, Any]: JSON(),
+        list[Any]: JSON(),
+    }
 
 
 class StudyJob(Base):
@@ -69,7 +61,7 @@ class StudyJob(Base):
     problem: Mapped[str] = mapped_column(String(128))
     problem_options: Mapped[dict[str, Any]]
     space: Mapped[dict[str, Any] | None]
-    objective: Mapped[str] = mapped_column(String(16))  # scalar | pareto
+    objective: Mapped[str] = mapped_column(String(16))  # scalar | pareto | compare
     directions: Mapped[list[Any]]  # "minimize" / "maximize", one per objective value
     sampler: Mapped[str] = mapped_column(String(64))
     pruner: Mapped[str] = mapped_column(String(64))
@@ -86,7 +78,7 @@ class StudyJob(Base):
     #: How many of the best configurations are confirmed (with the best of each strategy and of static weighting).
     confirm_top: Mapped[int] = mapped_column(default=1, server_default="1")
     #: Confirmation was asked for (target reached, or ``study confirm``) and its runs are not queued yet.
-    confirm_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    confirm_pending: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class TrialClaim(Base):
@@ -119,10 +111,10 @@ class EpochMetric(Base):
     trial_number: Mapped[int]
     epoch: Mapped[int]
     task: Mapped[str] = mapped_column(String(128))
-    train_loss: Mapped[float] = mapped_column(Float)
-    val_loss: Mapped[float] = mapped_column(Float)
-    metric: Mapped[float] = mapped_column(Float)
-    weight: Mapped[float] = mapped_column(Float)
+    train_loss: Mapped[float]
+    val_loss: Mapped[float]
+    metric: Mapped[float]
+    weight: Mapped[float]
     #: Every other per-task series the strategy reported, by name (``sigma``, ``grad_norm``, ...); null when none.
     #: A new series needs no column: a strategy names it in ``report()``.
     series: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
@@ -143,11 +135,11 @@ class TrialSummary(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("study_jobs.id", ondelete="CASCADE"))
     trial_number: Mapped[int]
     state: Mapped[str] = mapped_column(String(16))
-    objective: Mapped[float | None] = mapped_column(Float)  # the first objective value
+    objective: Mapped[float | None]  # the first objective value
     values: Mapped[list[Any] | None]
     params: Mapped[dict[str, Any]]
     task_metrics: Mapped[dict[str, Any] | None]  # {task: {val_loss, metric, weight, sigma, series}}
-    duration_s: Mapped[float | None] = mapped_column(Float)
+    duration_s: Mapped[float | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
@@ -167,7 +159,7 @@ class ConfirmationRun(Base):
     trial_number: Mapped[int]  # the Optuna trial whose configuration is trained again
     seed: Mapped[int]
     roles: Mapped[list[Any]]  # why it is confirmed: "baseline", "best", "top 2", "best gradnorm", "static", "pareto"
-    current: Mapped[bool] = mapped_column(Boolean)
+    current: Mapped[bool]
     config: Mapped[dict[str, Any]]  # the trial's configuration with this run's seed
     state: Mapped[str] = mapped_column(String(16))  # queued | running | complete | failed
     worker: Mapped[str | None] = mapped_column(String(255))

@@ -22,7 +22,7 @@ from storage._schema import ensure_schema
 from storage.claims import INTERRUPTED, INTERRUPTED_ATTR
 from storage.jobs import delete_job, get_job
 from storage.models import StudyJob
-from storage.queries import BASELINE_ATTR, recorded_tasks
+from storage.queries import BASELINE_ATTR, comparison, recorded_tasks
 
 
 @dataclass
@@ -52,10 +52,6 @@ def _load(url: str, name: str) -> tuple[StudyJob, optuna.Study]:
         ) from None
 
 
-def _row(trial: FrozenTrial) -> dict[str, Any]:
-    return {"number": trial.number, "values": trial.values, "config": trial.user_attrs.get("config", {})}
-
-
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The best trial of a scalar study, or the Pareto set of a multi-objective one."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -63,45 +59,10 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.best_trials if len(study.directions) > 1 else [study.best_trial]
 
 
-def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
-    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return next((t for t in finished if t.user_attrs.get(BASELINE_ATTR)), None)
-
-
 def task_metrics(study: optuna.Study) -> dict[str, tuple[str, str]]:
     """Each task's metric name and direction, as its problem declared them at launch."""
     tasks = recorded_tasks(study.user_attrs.get("tasks"), study.user_attrs.get("metric_names"))
     return {t["name"]: (t["metric"], t["direction"]) for t in tasks}
-
-
-def compare(
-    baseline: FrozenTrial | None, best: FrozenTrial | None, metrics: dict[str, tuple[str, str]]
-) -> dict[str, Any]:
-    """Per task: the baseline's and the best trial's validation metric, the relative change and whether the best
-    is better by the task's own direction."""
-    if baseline is None or best is None:
-        return {}
-    base_tasks, best_tasks = baseline.user_attrs.get("tasks", {}), best.user_attrs.get("tasks", {})
-    out = {}
-    for task, b in base_tasks.items():
-        after = best_tasks.get(task, {}).get("metric")
-        before = b.get("metric")
-        change = (after - before) / abs(before) if before not in (None, 0) and after is not None else None
-        name, direction = metrics.get(task, ("metric", "minimize"))
-        better = (
-            None
-            if after is None or before is None or after == before
-            else (after > before) == (direction == "maximize")
-        )
-        out[task] = {
-            "metric_name": name,
-            "direction": direction,
-            "baseline": before,
-            "best": after,
-            "change": change,
-            "better": better,
-        }
-    return out
 
 
 def report_state(trial: FrozenTrial) -> str:
@@ -120,9 +81,14 @@ def study_report(url: str, name: str) -> StudyReport:
         state = report_state(t)
         states[state] = states.get(state, 0) + 1
     bests = best_trials(study)
-    report = StudyReport(name, job.problem, job.objective, job.status, states, [_row(t) for t in bests])
-    baseline = baseline_trial(study)
-    report.comparison = compare(baseline, bests[0] if len(bests) == 1 else None, task_metrics(study))
+    rows = [{"number": t.number, "values": t.values, "config": t.user_attrs.get("config", {})} for t in bests]
+    report = StudyReport(name, job.problem, job.objective, job.status, states, rows)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    baseline = next((t for t in complete if t.user_attrs.get(BASELINE_ATTR)), None)
+    if baseline is not None and len(bests) == 1:
+        report.comparison = comparison(
+            baseline.user_attrs.get("tasks"), bests[0].user_attrs.get("tasks"), task_metrics(study)
+        )
     report.baseline_missing = baseline is None and len(bests) == 1
     return report
 

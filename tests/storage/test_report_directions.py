@@ -1,15 +1,16 @@
-"""The CLI's best-vs-baseline comparison judges each task by the direction its problem declared."""
+"""The best-vs-baseline comparison (the CLI's and the API's) judges each task by the direction its problem declared."""
 
 from __future__ import annotations
 
 import optuna
 
-from storage.reports import compare, task_metrics
+from storage.queries import comparison
+from storage.reports import task_metrics
 
 
-def _trial(metrics: dict[str, float]) -> optuna.trial.FrozenTrial:
-    tasks = {name: {"metric": value} for name, value in metrics.items()}
-    return optuna.trial.create_trial(value=1.0, user_attrs={"tasks": tasks})
+def _tasks(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """A trial's ``tasks`` user attribute, as Optuna and the trial summaries keep it."""
+    return {name: {"metric": value} for name, value in metrics.items()}
 
 
 def test_better_follows_each_tasks_declared_direction() -> None:
@@ -23,10 +24,12 @@ def test_better_follows_each_tasks_declared_direction() -> None:
     )
     metrics = task_metrics(study)
     assert metrics == {"click": ("auc", "maximize"), "loss": ("accuracy", "minimize")}
-    out = compare(_trial({"click": 0.70, "loss": 0.5}), _trial({"click": 0.65, "loss": 0.4}), metrics)
+    out = comparison(_tasks({"click": 0.70, "loss": 0.5}), _tasks({"click": 0.65, "loss": 0.4}), metrics)
     assert out["click"]["better"] is False and out["click"]["change"] < 0
     assert out["loss"]["better"] is True  # a minimised metric called "accuracy": the name decides nothing
-    assert compare(_trial({"click": 0.7}), _trial({"click": 0.7}), metrics)["click"]["better"] is None
+    assert comparison(_tasks({"click": 0.7}), _tasks({"click": 0.7}), metrics)["click"]["better"] is None
+    unknown = comparison(_tasks({"other": 1.0}), _tasks({"other": 2.0}), metrics)["other"]
+    assert (unknown["metric"], unknown["direction"], unknown["better"]) == ("metric", None, None)
 
 
 def test_studies_recorded_before_directions_keep_their_meaning() -> None:
