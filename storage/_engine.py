@@ -170,6 +170,17 @@ def write_transaction(url: str) -> Iterator[Connection]:
 
 
 @contextmanager
+def read_connection(url: str) -> Iterator[Connection]:
+    """A connection for reads. On PostgreSQL each statement commits on its own: that spares a read its BEGIN and
+    ROLLBACK round trips and sees what a READ COMMITTED transaction's statements would. SQLite, whose statements
+    cost no round trip, reads in a transaction."""
+    with translate_errors(url), get_engine(url).connect() as connection:
+        if connection.dialect.name != "sqlite":
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
+
+
+@contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A session that commits when the block succeeds and rolls back when it raises.
 

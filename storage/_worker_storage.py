@@ -27,7 +27,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from storage import _optuna_tables as tables
-from storage._engine import get_engine, translate_errors, write_transaction
+from storage._engine import read_connection, translate_errors, write_transaction
 from storage._optuna_tables import Writes
 
 # Writes a held trial's final state for its holder: given the writes still pending and the trial as it will then
@@ -239,7 +239,7 @@ class WorkerStorage(BaseStorage):
             raise
         if not written:  # no longer running: refused as Optuna refuses it, and nothing of it was written
             held.put_back(taken)
-            with get_engine(self.url).connect() as connection:
+            with read_connection(self.url) as connection:
                 current = tables.trial_state(connection, trial_id)
             if current is None:
                 raise KeyError(f"No trial with trial_id {trial_id} exists.")
@@ -259,7 +259,7 @@ class WorkerStorage(BaseStorage):
         trial recorded it, the first one seen in this process."""
         reference = self._distributions.get((study_id, name))
         if reference is None:
-            with get_engine(self.url).connect() as connection:
+            with read_connection(self.url) as connection:
                 reference = tables.first_distribution(connection, study_id, name) or distribution
             self._distributions[(study_id, name)] = reference
         return reference
@@ -283,7 +283,7 @@ class WorkerStorage(BaseStorage):
         the pruner reads at every rung)."""
         memory = {t: kept for t, (s, kept) in self._finished.items() if s == study_id}
         memory |= {t: h.known for t, h in self._held.items() if h.study_id == study_id}
-        with translate_errors(self.url), get_engine(self.url).connect() as connection:
+        with read_connection(self.url) as connection:
             identities = tables.trial_identities(connection, study_id, states)
             # The same id, state, number and start: the same trial, not one that took a deleted trial's id.
             from_memory = {t for t, seen in identities.items() if t in memory and tables.identity(memory[t]) == seen}

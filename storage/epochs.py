@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from storage._engine import get_engine, translate_errors, write_transaction
+from storage._engine import read_connection, write_transaction
 from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost_trials, write
 from storage._url import normalize_url
 from storage._worker_storage import WorkerStorage
@@ -254,5 +254,5 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 def find_lost_trials(url: str) -> list[LostTrial]:
     """Trials running in Optuna whose worker was lost (their claim reaped) and that no running claim holds."""
-    with translate_errors(url), get_engine(url).connect() as connection:
+    with read_connection(url) as connection:
         return lost_trials(connection)
