@@ -28,16 +28,6 @@ from storage.models import EpochMetric, StudyJob, TrialClaim, TrialSummary
 #: The Optuna user attribute that marks a study's baseline trial (equal weighting, default learning rates).
 BASELINE_ATTR = "baseline"
 
-#: ``order`` values of a trial page: a column and whether it sorts descending.
-TRIAL_ORDERS: dict[str, tuple[str, bool]] = {
-    "number": ("trial_number", False),
-    "-number": ("trial_number", True),
-    "objective": ("objective", False),
-    "-objective": ("objective", True),
-    "duration_s": ("duration_s", False),
-    "-duration_s": ("duration_s", True),
-}
-
 # The one Optuna table ``_optuna_tables`` does not declare (workers never read it there).
 _STUDY_ATTRS = table("study_user_attributes", col("study_id"), col("key"), col("value_json"))
 
@@ -145,15 +135,19 @@ def trial_page(
     JSON, so sorting whole rows would read them all), then only those rows are loaded. Rows with a value and rows
     without one are paged apart, because an ``IS NULL`` sort key would keep either backend off the index.
     """
-    name, descending = TRIAL_ORDERS[order]
-    key = getattr(TrialSummary, name)
+    descending, field = order.startswith("-"), order.removeprefix("-")  # [-]number, [-]objective, [-]duration_s
+    key = {
+        "number": TrialSummary.trial_number,
+        "objective": TrialSummary.objective,
+        "duration_s": TrialSummary.duration_s,
+    }[field]
     ids = select(TrialSummary.id).where(TrialSummary.job_id == job_id)
     if state is not None:
         ids = ids.where(TrialSummary.state == state)
-    keys = [key] if name == "trial_number" else [key, TrialSummary.id]  # trial numbers are unique per job
+    keys = [key] if field == "number" else [key, TrialSummary.id]  # trial numbers are unique per job
     ordering = [k.desc() if descending else k.asc() for k in keys]
     page_ids = list(session.scalars(ids.where(key.is_not(None)).order_by(*ordering).limit(limit).offset(offset)))
-    if len(page_ids) < limit and name != "trial_number":
+    if len(page_ids) < limit and field != "number":
         with_value = session.scalar(select(func.count()).select_from(ids.where(key.is_not(None)).subquery())) or 0
         missing = ids.where(key.is_(None)).order_by(TrialSummary.id)
         page_ids += session.scalars(missing.limit(limit - len(page_ids)).offset(max(0, offset - with_value)))

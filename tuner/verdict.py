@@ -20,7 +20,7 @@ from scipy import stats
 
 import storage
 from storage import queries
-from storage.confirmations import confirmation_seeds, current_runs
+from storage.confirmations import RUN_STATES, confirmation_seeds, current_runs
 from storage.models import ConfirmationRun, StudyJob
 
 CONFIDENCE = 0.95
@@ -109,7 +109,7 @@ def study_verdict(url: str, name: str) -> dict[str, Any]:
 
 
 def build_verdict(job: StudyJob, runs: Sequence[ConfirmationRun], tasks: list[dict[str, str]]) -> dict[str, Any]:
-    counts = dict.fromkeys(("queued", "running", "complete", "failed"), 0)
+    counts = dict.fromkeys(RUN_STATES, 0)
     for run in runs:
         counts[run.state] += 1
     splits = {run.split for run in runs if run.state == "complete"}

@@ -282,7 +282,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.settings import Settings
 with TestClient(create_app(Settings(storage="sqlite:///{tmp_path / "reads.db"}"))) as client:
-    for path in ("/api/health", "/api/studies", "/api/studies/x", "/docs", "/openapi.json"):
+    for path in ("/api/health", "/api/studies", "/api/studies/x", "/api/studies/x/verdict", "/docs", "/openapi.json"):
         client.get(path)
 assert "torch" not in sys.modules, "torch was imported"
 """
