@@ -49,20 +49,11 @@ from storage.models import StudyJob, TrialClaim
 KNOWN_SCHEMAS = ("v3.2.0.a",)
 
 
-class _ValueType(enum.Enum):  # Optuna's trialvaluetype
-    FINITE = 1
-    INF_POS = 2
-    INF_NEG = 3
+_ValueType = enum.Enum("_ValueType", "FINITE INF_POS INF_NEG")  # Optuna's trialvaluetype, stored by name
+_StepType = enum.Enum("_StepType", "FINITE INF_POS INF_NEG NAN")  # Optuna's trialintermediatevaluetype
 
 
-class _StepType(enum.Enum):  # Optuna's trialintermediatevaluetype
-    FINITE = 1
-    INF_POS = 2
-    INF_NEG = 3
-    NAN = 4
-
-
-_meta = MetaData()
+_meta, _DOUBLE = MetaData(), Float(precision=53)
 STUDIES = Table("studies", _meta, Column("study_id", Integer, primary_key=True), Column("study_name", String(512)))
 TRIALS = Table(
     "trials",
@@ -74,39 +65,26 @@ TRIALS = Table(
     Column("datetime_start", DateTime),
     Column("datetime_complete", DateTime),
 )
-PARAMS = Table(
-    "trial_params",
-    _meta,
-    Column("param_id", Integer, primary_key=True),
-    Column("trial_id", Integer),
-    Column("param_name", String(512)),
-    Column("param_value", Float(precision=53)),
-    Column("distribution_json", Text),
-)
-VALUES = Table(
-    "trial_values",
-    _meta,
-    Column("trial_value_id", Integer, primary_key=True),
-    Column("trial_id", Integer),
-    Column("objective", Integer),
-    Column("value", Float(precision=53)),
-    Column("value_type", Enum(_ValueType, name="trialvaluetype")),
-)
-STEPS = Table(
-    "trial_intermediate_values",
-    _meta,
-    Column("trial_intermediate_value_id", Integer, primary_key=True),
-    Column("trial_id", Integer),
-    Column("step", Integer),
-    Column("intermediate_value", Float(precision=53)),
-    Column("intermediate_value_type", Enum(_StepType, name="trialintermediatevaluetype")),
-)
+
+
+def _trial_table(name: str, key: str, *columns: Column[Any]) -> Table:
+    """One of Optuna's per-trial tables: its own id, the trial's id, then ``columns``."""
+    return Table(name, _meta, Column(key, Integer, primary_key=True), Column("trial_id", Integer), *columns)
+
+
+# fmt: off
+PARAMS = _trial_table("trial_params", "param_id", Column("param_name", String(512)),
+                      Column("param_value", _DOUBLE), Column("distribution_json", Text))
+VALUES = _trial_table("trial_values", "trial_value_id", Column("objective", Integer),
+                      Column("value", _DOUBLE), Column("value_type", Enum(_ValueType, name="trialvaluetype")))
+STEPS = _trial_table("trial_intermediate_values", "trial_intermediate_value_id", Column("step", Integer),
+                     Column("intermediate_value", _DOUBLE),
+                     Column("intermediate_value_type", Enum(_StepType, name="trialintermediatevaluetype")))
 USER_ATTRS, SYSTEM_ATTRS = (
-    Table(name, _meta, Column(f"{kind}_id", Integer, primary_key=True), Column("trial_id", Integer),
-          Column("key", String(512)), Column("value_json", Text))
-    for name, kind in (("trial_user_attributes", "trial_user_attribute"),
-                       ("trial_system_attributes", "trial_system_attribute"))
-)  # fmt: skip
+    _trial_table(name, f"{name.removesuffix('s')}_id", Column("key", String(512)), Column("value_json", Text))
+    for name in ("trial_user_attributes", "trial_system_attributes")
+)
+# fmt: on
 
 
 def check_schema(rdb: RDBStorage) -> None:

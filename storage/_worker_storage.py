@@ -53,10 +53,6 @@ class _Held:
         taken, self.pending = self.pending, Writes()
         return taken
 
-    def put_back(self, taken: Writes) -> None:
-        """Writes taken for a transaction that failed go back in front of anything newer."""
-        self.pending = taken | self.pending
-
 
 class WorkerStorage(BaseStorage):
     """Optuna's storage interface over ``rdb``, with held trials' writes kept for their own transactions."""
@@ -188,37 +184,35 @@ class WorkerStorage(BaseStorage):
     def set_trial_param(
         self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
     ) -> None:
-        held = self._held.get(trial_id)
-        if held is None:
-            self._forget_created(trial_id)
+        if (held := self._held_or_forget(trial_id)) is None:
             return self.rdb.set_trial_param(trial_id, param_name, param_value_internal, distribution)
         check_distribution_compatibility(self._reference(held.study_id, param_name, distribution), distribution)
         held.write(Writes(params={param_name: (param_value_internal, distribution)}))
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        if (held := self._held.get(trial_id)) is None:
-            self._forget_created(trial_id)
+        if (held := self._held_or_forget(trial_id)) is None:
             return self.rdb.set_trial_intermediate_value(trial_id, step, intermediate_value)
         held.write(Writes(intermediate={step: intermediate_value}))
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        if (held := self._held.get(trial_id)) is None:
-            self._forget_created(trial_id)
+        if (held := self._held_or_forget(trial_id)) is None:
             return self.rdb.set_trial_user_attr(trial_id, key, value)
         json.dumps(value)  # refuse what cannot be stored now, as Optuna would, not at the next flush
         held.write(Writes(user_attrs={key: value}))
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        if (held := self._held.get(trial_id)) is None:
-            self._forget_created(trial_id)
+        if (held := self._held_or_forget(trial_id)) is None:
             return self.rdb.set_trial_system_attr(trial_id, key, value)
         json.dumps(value)
         held.write(Writes(system_attrs={key: value}))
 
-    def _forget_created(self, trial_id: int) -> None:
-        """A write to a trial not held here (a sampler tagging it, say) makes the copy kept at its creation stale."""
-        with self._lock:
-            self._created.pop(trial_id, None)
+    def _held_or_forget(self, trial_id: int) -> _Held | None:
+        """The trial held here; or None, and a write to a trial not held (a sampler tagging it, say) makes the copy
+        kept at its creation stale."""
+        if (held := self._held.get(trial_id)) is None:
+            with self._lock:
+                self._created.pop(trial_id, None)
+        return held
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         """A held trial's final state, values and pending writes in one transaction (its holder's ``finisher``,
@@ -231,14 +225,9 @@ class WorkerStorage(BaseStorage):
         finished = Writes().applied_to(held.known)
         finished.state, finished.values = state, None if values is None else [float(v) for v in values]
         finished.datetime_complete = datetime.now(UTC).astimezone().replace(tzinfo=None)
-        taken = held.take()
-        try:
-            written = (held.finisher or self._finish)(taken, Writes().applied_to(finished))
-        except BaseException:
-            held.put_back(taken)
-            raise
+        # The pending writes stay held until the final state is written: a finisher that fails leaves them.
+        written = (held.finisher or self._finish)(held.pending, Writes().applied_to(finished))
         if not written:  # no longer running: refused as Optuna refuses it, and nothing of it was written
-            held.put_back(taken)
             with read_connection(self.url) as connection:
                 current = tables.trial_state(connection, trial_id)
             if current is None:

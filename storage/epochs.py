@@ -9,10 +9,11 @@ Kept apart from ``storage/__init__`` because it needs Optuna's tables (and impor
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -27,10 +28,10 @@ from storage.claims import INTERRUPTED, INTERRUPTED_ATTR, attach_trial, finish_c
 from storage.metrics import write_epoch, write_summary
 from storage.models import StudyJob
 
-#: How many of a trial's transactions may wait in the queue when its next epoch ends: a stop request (or the trial
-#: failed by another worker) is seen at most this many epochs late. Only epochs shorter than a commit (a few ms)
-#: queue up at all; longer ones find the previous epoch's transaction committed.
-MAX_QUEUED = 16
+#: How many of a trial's transactions may wait in the queue when its next epoch ends. Epochs longer than a commit
+#: (a few ms) find the previous epoch's committed, so a stop request (or the trial failed by another worker) is
+#: seen one epoch late; shorter ones queue up, and it is seen at most this many epochs (tens of ms) late.
+MAX_QUEUED = 32
 #: A writer thread with nothing to do for this long ends; the next submission starts another.
 IDLE_EXIT_S = 5.0
 
@@ -60,17 +61,14 @@ class TrialRecorder:
     """The writes of one trial a worker runs and holds in ``rdb``: ``start``, ``epoch`` per epoch, then ``finish``
     (``rdb`` calls it with the trial's final state, see ``WorkerStorage.hold``).
 
-    ``start`` and ``epoch`` queue their transaction on the process's ``EpochWriter`` and return at once (``epoch``
-    waits only while more than ``MAX_QUEUED`` of the trial's transactions are queued). So the job's status and the
-    trial's state an epoch returns (``outcome``) are those the latest committed transaction read: a stop request
-    is seen up to ``MAX_QUEUED`` epochs late, in practice one (a commit takes milliseconds, an epoch far longer).
-    A transaction that fails raises its error at the trial's next ``epoch`` or ``flush``: the trial fails with it;
-    its Optuna writes go with the final state. ``finish`` waits for every queued transaction first, so the final
-    state is written after every epoch, and a trial that ends (an interrupt or a worker shutting down included)
-    leaves nothing queued.
+    ``start`` and ``epoch`` queue their transaction on the process's ``EpochWriter`` and return at once; ``epoch``
+    waits only while more than ``MAX_QUEUED`` of the trial's are queued. So the stop check an epoch returns is the
+    latest committed transaction's: a stop request is seen one epoch late, at most ``MAX_QUEUED``. A
+    transaction that fails raises its error at the trial's next ``epoch`` or ``flush`` (the trial fails with it)
+    and its Optuna writes go with the final state, which ``finish`` writes once every queued transaction is done.
 
-    This recorder is the trial's one owner in the database: ``lost`` (the trial was finished elsewhere: failed as
-    lost by another worker) and ``finished`` (its final state, claim and summary written together) are its own.
+    ``lost`` (the trial was finished elsewhere: failed as lost by another worker) and ``finished`` (its final state,
+    claim and summary written together) are this recorder's own: it is the trial's one owner in the database.
     """
 
     def __init__(
@@ -80,7 +78,7 @@ class TrialRecorder:
         self.job_id, self.claim_id, self.trial_id, self.trial_number = job_id, claim_id, trial_id, trial_number
         self.lost = self.finished = False
         self.outcome: EpochOutcome | None = None  # what the latest committed transaction read
-        self.writer = epoch_writer(url)
+        self.writer = epoch_writer(normalize_url(url))
         # Guarded by the writer's lock: transactions queued, a write error not raised yet, Optuna writes of
         # transactions that failed (they go with the final state).
         self.queued, self.unwritten = 0, Writes()
@@ -181,15 +179,10 @@ class EpochWriter:
                 self._lock.notify_all()
 
 
-_writers: dict[str, EpochWriter] = {}
-_writers_lock = threading.Lock()
-
-
+@functools.cache
 def epoch_writer(url: str) -> EpochWriter:
-    """The process's writer for ``url``."""
-    url = normalize_url(url)
-    with _writers_lock:
-        return _writers.setdefault(url, EpochWriter(url))
+    """The process's writer for a normalized URL."""
+    return EpochWriter(url)
 
 
 def _write_batch(url: str, batch: Sequence[_Queued]) -> dict[TrialRecorder, EpochOutcome]:
@@ -198,7 +191,7 @@ def _write_batch(url: str, batch: Sequence[_Queued]) -> dict[TrialRecorder, Epoc
     trial finished elsewhere gets none). Rows that reference the job come before the claim's update, the order a
     job's deletion (the job, then its claims) takes its locks in."""
     pending: dict[TrialRecorder, Writes] = {}
-    outcomes = {}
+    outcomes, started = {}, {item.recorder for item in batch if item.epoch is None}
     with write_transaction(url) as connection:  # BEGIN IMMEDIATE: the write lock first, then the reads
         for item in batch:
             r = item.recorder
@@ -206,7 +199,7 @@ def _write_batch(url: str, batch: Sequence[_Queued]) -> dict[TrialRecorder, Epoc
                 write_epoch(connection, job_id=r.job_id, trial_number=r.trial_number, epoch=item.epoch, rows=item.rows)
             pending[r] = pending.get(r, Writes()) | item.writes
         for r, writes in pending.items():
-            if any(item.recorder is r and item.epoch is None for item in batch):
+            if r in started:
                 attach_trial(connection, r.claim_id, r.trial_number)
             status, state = connection.execute(_CHECK, {"job_id": r.job_id, "trial_id": r.trial_id}).one()
             outcomes[r] = EpochOutcome(status, state == TrialState.RUNNING)
@@ -235,21 +228,17 @@ def record_lost(db: Session | Connection, *, job_id: int, trial: FrozenTrial) ->
 
 
 def _summary_fields(trial: FrozenTrial) -> dict[str, Any]:
-    duration = trial.duration.total_seconds() if trial.duration else None
+    """Optuna hands out naive local times; the summaries store aware UTC ones."""
+    start, complete = trial.datetime_start, trial.datetime_complete
     return {
         "trial_number": trial.number,
         "values": trial.values,
         "params": trial.params,
         "task_metrics": trial.user_attrs.get("tasks"),
-        "duration_s": duration,
-        "started_at": _utc(trial.datetime_start),
-        "finished_at": _utc(trial.datetime_complete),
+        "duration_s": trial.duration.total_seconds() if trial.duration else None,
+        "started_at": start.astimezone(UTC) if start else None,
+        "finished_at": complete.astimezone(UTC) if complete else None,
     }
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """Optuna hands out naive local times; the summaries store aware UTC ones."""
-    return moment.astimezone(UTC) if moment is not None else None
 
 
 def find_lost_trials(url: str) -> list[LostTrial]:

@@ -116,7 +116,7 @@ def test_a_stop_request_is_seen_within_the_queue_bound(
     with storage.session_scope(storage_url) as session:
         storage.request_stop(session, "s")
     late = 0
-    for epoch in range(1, 20):  # epochs far faster than the writer
+    for epoch in range(1, 3 * epochs.MAX_QUEUED):  # epochs far faster than the writer
         outcome = recorder.epoch(epoch, ROWS)
         assert outcome is not None
         if outcome.job_status == "stopping":

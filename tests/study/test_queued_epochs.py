@@ -96,7 +96,7 @@ def test_a_stop_request_is_seen_within_the_queue_bound(backend_url: str, slow_wr
             with storage.session_scope(backend_url) as session:
                 storage.request_stop(session, "s")
 
-    trial = _run(backend_url, _train(20, stop_at_epoch_2))[0]  # the baseline, queued again
+    trial = _run(backend_url, _train(3 * epochs.MAX_QUEUED, stop_at_epoch_2))[0]  # the baseline, queued again
     assert trial.state == TrialState.FAIL and "asked to stop" in trial.user_attrs["fail_reason"]
     written = _epochs(backend_url, 0)
     assert 3 <= len(written) <= 3 + epochs.MAX_QUEUED and written == list(range(len(written)))

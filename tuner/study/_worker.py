@@ -340,9 +340,9 @@ class Worker:
                 raise
             log.warning("trial %s of %s was finished elsewhere or deleted", trial.number, job.study_name)
         finally:
+            rdb.release(trial._trial_id)
             if runner.recorder is not None:
                 runner.recorder.drain()  # nothing of the trial left queued, whatever ended it
-            rdb.release(trial._trial_id)
         self.trials_run += 1
         _log_trial(job, trial, finished, time.monotonic() - started)
         self._record(job, claim_id, finished, recorded=runner.recorded)
