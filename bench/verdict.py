@@ -47,7 +47,7 @@ from typing import Any
 
 OUT = Path(__file__).parent / "out"
 DBS = OUT / "verdict"
-# Loss-weighting strategies only: the cvxpy-based aggregators (nash-mtl, cagrad) would dominate the run time.
+# Loss-weighting strategies only: a gradient aggregator's step costs about twice equal's (the run would take longer).
 SPACE = {"strategy": ["equal", "static", "uncertainty", "gradnorm", "dwa"]}
 PENGUIN_TARGETS = ["species:classification", "sex:binary", "body_mass_g:regression"]
 PROBLEMS = ("gradnorm-toy", "multi-digits", "penguins")

@@ -22,9 +22,9 @@ DEMO_PROBLEM = "multi-digits"
 DEMO_EPOCHS = 4
 DEMO_TRIALS = 30
 DEMO_PRUNER = "median"
-#: Loss-based strategies and one aggregator (UPGrad) whose step stays within about twice equal's: a cvxpy solve per
-#: step, as CAGrad and Nash-MTL make, would slow a first look down. Learning rates keep the problem's default
-#: ranges, a decade either side of its defaults, sampled log-uniformly.
+#: Four loss-based strategies and one gradient aggregator (UPGrad, whose step costs about twice equal's): few enough
+#: for 30 trials to show which works. Learning rates keep the problem's default ranges, a decade either side of its
+#: defaults, sampled log-uniformly.
 DEMO_STRATEGIES = ["equal", "uncertainty", "gradnorm", "dwa", "upgrad"]
 
 
