@@ -25,7 +25,7 @@ from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost
 from storage._url import normalize_url
 from storage._worker_storage import WorkerStorage
 from storage.claims import INTERRUPTED, INTERRUPTED_ATTR, attach_trial, finish_claim
-from storage.metrics import write_epoch, write_summary
+from storage.metrics import epoch_records, insert_epochs, write_summary
 from storage.models import StudyJob
 
 #: How many of a trial's transactions may wait in the queue when its next epoch ends. Epochs longer than a commit
@@ -192,12 +192,18 @@ def _write_batch(url: str, batch: Sequence[_Queued]) -> dict[TrialRecorder, Epoc
     job's deletion (the job, then its claims) takes its locks in."""
     pending: dict[TrialRecorder, Writes] = {}
     outcomes, started = {}, {item.recorder for item in batch if item.epoch is None}
+    records = [
+        record
+        for item in batch
+        if item.epoch is not None
+        for record in epoch_records(
+            job_id=item.recorder.job_id, trial_number=item.recorder.trial_number, epoch=item.epoch, rows=item.rows
+        )
+    ]
     with write_transaction(url) as connection:  # BEGIN IMMEDIATE: the write lock first, then the reads
+        insert_epochs(connection, records)  # every queued epoch's rows in one INSERT
         for item in batch:
-            r = item.recorder
-            if item.epoch is not None:
-                write_epoch(connection, job_id=r.job_id, trial_number=r.trial_number, epoch=item.epoch, rows=item.rows)
-            pending[r] = pending.get(r, Writes()) | item.writes
+            pending[item.recorder] = pending.get(item.recorder, Writes()) | item.writes
         for r, writes in pending.items():
             if r in started:
                 attach_trial(connection, r.claim_id, r.trial_number)

@@ -32,19 +32,29 @@ def write_epoch(
     per-task series by name (``sigma``, ``grad_norm``, any a strategy reports), stored in one JSON column (null
     when there is none; a non-finite value, a diverged strategy's, as null: JSON has no NaN).
     """
-    records = [
+    connection = session.connection() if isinstance(session, Session) else session
+    insert_epochs(connection, epoch_records(job_id=job_id, trial_number=trial_number, epoch=epoch, rows=rows))
+    if claim_id is not None:
+        connection.execute(_HEARTBEAT, {"claim_id": claim_id, "now": utcnow()})
+
+
+def epoch_records(
+    *, job_id: int, trial_number: int, epoch: int, rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """One epoch's rows as ``insert_epochs`` writes them (see ``write_epoch``)."""
+    return [
         {"job_id": job_id, "trial_number": trial_number, "epoch": epoch}
         | {key: row[key] for key in _REQUIRED_KEYS}
         | {"series": _series(row.get("series"))}
         for row in rows
     ]
-    # Core statements on the session's connection: this runs every epoch of every trial, and the ORM layer's
-    # per-statement bookkeeping would cost more than the database does.
-    connection = session.connection() if isinstance(session, Session) else session
+
+
+def insert_epochs(connection: Connection, records: Sequence[Mapping[str, Any]]) -> None:
+    """Epoch rows of any trials and epochs in one bulk INSERT. Core statements on the connection: this runs for
+    every epoch of every trial, and the ORM layer's per-statement bookkeeping would cost more than the database."""
     if records:
         connection.execute(_INSERT_EPOCH, records)
-    if claim_id is not None:
-        connection.execute(_HEARTBEAT, {"claim_id": claim_id, "now": utcnow()})
 
 
 _INSERT_EPOCH = insert(EpochMetric)

@@ -115,3 +115,12 @@ def held_trial(
     )
     rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=recorder.finish)
     return made, claim, study, trial, recorder
+
+
+def outside_trial(url: str, name: str = "s") -> optuna.trial.FrozenTrial:
+    """The newest trial of study ``name`` as another process sees it: a plain Optuna storage of its own."""
+    plain = optuna.storages.RDBStorage(storage.normalize_url(url))
+    try:
+        return optuna.load_study(study_name=name, storage=plain).trials[-1]
+    finally:
+        plain.engine.dispose()

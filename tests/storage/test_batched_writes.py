@@ -16,6 +16,7 @@ import storage
 from storage._optuna_tables import Writes, finish_trial
 from storage._worker_storage import WorkerStorage
 from storage.epochs import EpochOutcome, TrialRecorder
+from tests.storage.helpers import outside_trial
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1.0}]
 
@@ -23,15 +24,6 @@ ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight
 @pytest.fixture(autouse=True)
 def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def _outside(url: str, name: str) -> optuna.trial.FrozenTrial:
-    """The newest trial as another process sees it: a plain Optuna storage of its own."""
-    plain = optuna.storages.RDBStorage(storage.normalize_url(url))
-    try:
-        return optuna.load_study(study_name=name, storage=plain).trials[-1]
-    finally:
-        plain.engine.dispose()
 
 
 def _held_trial(url: str, name: str = "s") -> tuple[WorkerStorage, optuna.Study, optuna.Trial]:
@@ -75,7 +67,7 @@ def test_held_writes_wait_for_a_flush_but_reads_here_see_them(storage_url: str, 
     trial.set_user_attr("config", {"x": x})
     trial.report(0.7, 1)
 
-    outside = _outside(storage_url, "s")
+    outside = outside_trial(storage_url, "s")
     assert outside.params == {} and outside.intermediate_values == {} and outside.user_attrs == {}
     here = study.trials[-1]
     assert here.params == {"x": x} and here.intermediate_values == {1: 0.7} and here.user_attrs == {"config": {"x": x}}
@@ -83,14 +75,14 @@ def test_held_writes_wait_for_a_flush_but_reads_here_see_them(storage_url: str, 
 
     outcome = _epoch(storage_url, rdb, job.id, trial)
     assert outcome.trial_running and outcome.job_status == "queued"
-    outside = _outside(storage_url, "s")
+    outside = outside_trial(storage_url, "s")
     assert outside.params == {"x": x} and outside.intermediate_values == {1: 0.7}
     assert outside.user_attrs == {"config": {"x": x}}
 
     trial.report(0.5, 2)
     trial.set_user_attr("tasks", {"a": 0.4})
     study.tell(trial, 0.5)  # the rest goes with the final state, in the same transaction
-    outside = _outside(storage_url, "s")
+    outside = outside_trial(storage_url, "s")
     assert outside.state == TrialState.COMPLETE and outside.value == 0.5
     assert outside.intermediate_values == {1: 0.7, 2: 0.5} and outside.user_attrs["tasks"] == {"a": 0.4}
     assert trial._trial_id not in rdb._held
@@ -109,7 +101,7 @@ def test_writes_before_the_hold_are_not_lost(storage_url: str) -> None:
     trial.report(0.5, 1)
     assert rdb.get_trial(trial._trial_id).system_attrs["generation"] == 3
     study.tell(trial, 0.5)
-    assert _outside(storage_url, "s").system_attrs["generation"] == 3
+    assert outside_trial(storage_url, "s").system_attrs["generation"] == 3
     assert rdb.get_trial(trial._trial_id).system_attrs["generation"] == 3
 
 
@@ -122,7 +114,7 @@ def test_one_commit_per_epoch_with_the_metrics_and_the_intermediate_value(storag
             trial.report(1.0 / (epoch + 1), epoch + 1)
             _epoch(storage_url, rdb, job.id, trial, epoch)
         assert commits() == 5
-    assert len(_outside(storage_url, "s").intermediate_values) == 5
+    assert len(outside_trial(storage_url, "s").intermediate_values) == 5
     with storage.session_scope(storage_url) as session:
         assert len(storage.trial_curves(session, job_id=job.id, trial_number=0)) == 5
     study.tell(trial, 0.2)
@@ -138,7 +130,7 @@ def test_a_trial_finished_elsewhere_is_reported_and_not_written(storage_url: str
     plain.engine.dispose()
     outcome = _epoch(storage_url, rdb, job.id, trial)
     assert not outcome.trial_running
-    assert _outside(storage_url, "s").intermediate_values == {}
+    assert outside_trial(storage_url, "s").intermediate_values == {}
 
 
 def test_a_held_parameter_keeps_optunas_distribution_check(storage_url: str) -> None:
@@ -261,7 +253,7 @@ def test_an_epoch_is_all_or_nothing(storage_url: str, make_job: Callable) -> Non
     recorder.flush()  # raised once
     with storage.session_scope(storage_url) as session:
         assert storage.trial_curves(session, job_id=job.id, trial_number=0) == []
-    assert _outside(storage_url, "s").intermediate_values == {}
+    assert outside_trial(storage_url, "s").intermediate_values == {}
     assert recorder.unwritten.intermediate == {1: 0.7} and recorder.outcome is None
     rdb.release(trial._trial_id)
 
@@ -284,12 +276,12 @@ def test_a_holders_finisher_writes_the_final_state(storage_url: str) -> None:
     rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=broken)
     with pytest.raises(RuntimeError, match="summary"):
         study.tell(trial, 0.25)
-    assert _outside(storage_url, "s").state == TrialState.RUNNING
+    assert outside_trial(storage_url, "s").state == TrialState.RUNNING
     assert rdb._held[trial._trial_id].pending.intermediate == {1: 0.5}  # kept for the next try
 
     rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=finisher)
     told = study.tell(trial, 0.25)
-    outside = _outside(storage_url, "s")
+    outside = outside_trial(storage_url, "s")
     assert outside.state == TrialState.COMPLETE and outside.intermediate_values == {1: 0.5}
     assert [(t.state, t.values, t.intermediate_values) for t in seen] == [(TrialState.COMPLETE, [0.25], {1: 0.5})]
     assert repr(seen[0]) == repr(outside) == repr(told)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 import storage
 from storage import epochs
-from tests.storage.helpers import held_trial
+from tests.storage.helpers import held_trial, outside_trial
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}]
 
@@ -40,14 +40,6 @@ def batches() -> Iterator[list[int]]:
         yield sizes
 
 
-def _outside(url: str) -> optuna.trial.FrozenTrial:
-    plain = optuna.storages.RDBStorage(storage.normalize_url(url))
-    try:
-        return optuna.load_study(study_name="s", storage=plain).trials[-1]
-    finally:
-        plain.engine.dispose()
-
-
 def _summary_states(session: Any, job_id: int) -> list[str]:
     return list(session.scalars(select(storage.TrialSummary.state).where(storage.TrialSummary.job_id == job_id)))
 
@@ -64,7 +56,7 @@ def test_queued_epochs_share_transactions_and_all_come_before_the_final_state(
     study.tell(trial, 0.1)  # waits for the queue, then the final state, the claim and the summary
     assert recorder.finished and recorder.queued == 0
     assert sum(batches) == 13 and len(batches) < 13  # the start and 12 epochs, several per transaction
-    outside = _outside(storage_url)
+    outside = outside_trial(storage_url)
     assert outside.state == TrialState.COMPLETE and outside.params == {"layers": trial.params["layers"]}
     assert outside.intermediate_values == {e + 1: 1.0 / (e + 1) for e in range(12)}
     with storage.session_scope(storage_url) as session:
@@ -99,7 +91,7 @@ def test_a_failed_transaction_raises_at_the_next_epoch_and_its_writes_go_with_th
     recorder.flush()  # raised once: the trial's owner fails it
     trial.set_user_attr("fail_reason", "RuntimeError: disk full")
     study.tell(trial, state=TrialState.FAIL)
-    outside = _outside(storage_url)
+    outside = outside_trial(storage_url)
     assert outside.state == TrialState.FAIL and outside.intermediate_values == {1: 0.9, 2: 0.8}
     with storage.session_scope(storage_url) as session:
         assert [m.epoch for m in storage.trial_curves(session, job_id=job.id, trial_number=0)] == [0]
@@ -138,4 +130,4 @@ def test_an_idle_writer_thread_ends_and_the_next_epoch_starts_another(storage_ur
         recorder.flush()
     assert recorder.outcome is not None and recorder.outcome.trial_running
     study.tell(trial, 0.5)
-    assert _outside(storage_url).state == TrialState.COMPLETE
+    assert outside_trial(storage_url).state == TrialState.COMPLETE

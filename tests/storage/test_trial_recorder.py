@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 import storage
 from storage import queries
-from tests.storage.helpers import JOB_DEFAULTS, held_trial
+from tests.storage.helpers import JOB_DEFAULTS, held_trial, outside_trial
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}]
 
@@ -32,14 +32,6 @@ def _maker(url: str) -> Callable[..., storage.StudyJob]:
             return storage.create_job(session, study_name=study_name, **(JOB_DEFAULTS | overrides))
 
     return make
-
-
-def _outside(url: str) -> optuna.trial.FrozenTrial:
-    plain = optuna.storages.RDBStorage(storage.normalize_url(url))
-    try:
-        return optuna.load_study(study_name="s", storage=plain).trials[-1]
-    finally:
-        plain.engine.dispose()
 
 
 def _curve_epochs(url: str, job_id: int) -> list[int]:
@@ -60,7 +52,7 @@ def test_start_epochs_and_the_final_state_write_everything(storage_url: str, mak
     told = study.tell(trial, 0.2)  # through the recorder: the final state, the claim and the summary together
     assert recorder.finished and not recorder.lost
     assert _curve_epochs(storage_url, job.id) == [0, 1, 2, 3, 4]
-    outside = _outside(storage_url)
+    outside = outside_trial(storage_url)
     assert outside.state == TrialState.COMPLETE and outside.value == 0.2
     assert outside.params == {"layers": trial.params["layers"]}
     assert outside.intermediate_values == {e + 1: 1.0 / (e + 1) for e in range(5)}
@@ -114,14 +106,14 @@ def test_a_trial_whose_summary_cannot_be_written_is_not_finished(storage_url: st
         connection.exec_driver_sql("ALTER TABLE trial_summaries RENAME TO summaries_away")
     with pytest.raises(Exception, match="summar"):
         study.tell(trial, 0.5)
-    assert _outside(storage_url).state == TrialState.RUNNING
+    assert outside_trial(storage_url).state == TrialState.RUNNING
     with storage.session_scope(storage_url) as session:
         assert session.get(storage.TrialClaim, claim).state == "running"
     with storage.get_engine(storage_url).begin() as connection:
         connection.exec_driver_sql("ALTER TABLE summaries_away RENAME TO trial_summaries")
     study.tell(trial, 0.5)
     assert recorder.finished
-    assert _outside(storage_url).state == TrialState.COMPLETE
+    assert outside_trial(storage_url).state == TrialState.COMPLETE
     with storage.session_scope(storage_url) as session:
         assert session.get(storage.TrialClaim, claim).state == "complete"
         assert queries.summary(session, job_id=job.id, number=0) is not None
@@ -149,7 +141,7 @@ def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, 
     recorder.epoch(0, ROWS)
     recorder.flush()
     assert recorder.outcome is not None and not recorder.outcome.trial_running and recorder.lost
-    assert _outside(storage_url).intermediate_values == {}
+    assert outside_trial(storage_url).intermediate_values == {}
     assert _curve_epochs(storage_url, job.id) == [0]  # mtl-tune's own rows record what was trained
     storage.worker_storage(storage_url).release(trial._trial_id)
 
@@ -165,4 +157,4 @@ def test_a_trial_whose_study_job_was_deleted_still_finishes(storage_url: str, ma
         recorder.epoch(1, ROWS)  # its metric rows have no job any more
         recorder.flush()
     study.tell(trial, state=TrialState.FAIL)
-    assert _outside(storage_url).state == TrialState.FAIL
+    assert outside_trial(storage_url).state == TrialState.FAIL

@@ -13,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 import storage
+from storage import epochs as epochs_module
 from storage import queries
 from storage.claims import INTERRUPTED_ATTR
 from storage.reports import study_report
@@ -73,8 +74,14 @@ def test_a_study_stopped_mid_trial_shows_the_trial_interrupted(backend_url: str)
         with storage.session_scope(backend_url) as session:
             storage.request_stop(session, NAME)
 
-    # One failure in a row would fail the study: the interrupted trial is not one, and the study ends stopped.
-    with _at_trial_1_epoch_1(stop), mock.patch.object(worker_module, "MAX_CONSECUTIVE_FAILURES", 1):
+    # One failure in a row would fail the study: the interrupted trial is not one, and the study ends stopped. Each
+    # epoch waits for its own transaction here, so the stop is read at the epoch it came in (a trial this short
+    # could otherwise end before the queued transaction reading it commits: tests/study/test_queued_epochs.py).
+    with (
+        _at_trial_1_epoch_1(stop),
+        mock.patch.object(worker_module, "MAX_CONSECUTIVE_FAILURES", 1),
+        mock.patch.object(epochs_module, "MAX_QUEUED", 0),
+    ):
         _run(backend_url)
 
     trial = _trial_1(backend_url)
