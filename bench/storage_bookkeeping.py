@@ -142,8 +142,8 @@ def pg_database(admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-#: Strategies whose steps cost about equal's: a random draw of one solving a cvxpy problem every step (CAGrad,
-#: Nash-MTL) would make one trial 30 times longer than the others and measure that draw, not the storage.
+#: Loss-weighting strategies, whose steps cost about equal's: a gradient aggregator's costs about twice as much, so
+#: which strategies the sampler drew would show in the trials per minute, not the storage.
 CHEAP_STRATEGIES = ["equal", "static", "uncertainty", "gradnorm", "dwa"]
 
 
