@@ -10,6 +10,7 @@ Kept apart from ``storage/__init__`` because it needs Optuna's tables (and impor
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,12 +29,16 @@ from storage.claims import INTERRUPTED, INTERRUPTED_ATTR, attach_trial, finish_c
 from storage.metrics import epoch_records, insert_epochs, write_summary
 from storage.models import StudyJob
 
+log = logging.getLogger("mtl_tune.worker")
+
 #: How many of a trial's transactions may wait in the queue when its next epoch ends. Epochs longer than a commit
 #: (a few ms) find the previous epoch's committed, so a stop request (or the trial failed by another worker) is
 #: seen one epoch late; shorter ones queue up, and it is seen at most this many epochs (tens of ms) late.
 MAX_QUEUED = 32
 #: A writer thread with nothing to do for this long ends; the next submission starts another.
 IDLE_EXIT_S = 5.0
+#: How often a wait for the writer checks that what it waits for can still come.
+WAIT_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,10 @@ class TrialRecorder:
             raise error
 
     def drain(self) -> None:
-        """Wait for every queued transaction of the trial, whatever became of them."""
-        self.writer.wait(self, 0)
+        """Wait for every queued transaction of the trial, whatever became of them; a write error not raised yet
+        is logged (the trial is ending for another reason)."""
+        if (error := self.writer.wait(self, 0)) is not None:
+            log.warning("trial %d: an epoch's transaction failed: %s", self.trial_number, error)
 
     def finish(self, writes: Writes, trial: FrozenTrial) -> bool:
         """``WorkerStorage``'s finisher: once every queued transaction of the trial is done, its final state and
@@ -136,23 +143,41 @@ class EpochWriter:
         self.url = url
         self._lock = threading.Condition()
         self._queue: list[_Queued] = []
+        self._writing: list[_Queued] = []  # the batch the thread is writing
         self._thread: threading.Thread | None = None
 
     def submit(self, item: _Queued) -> None:
         with self._lock:
+            self._ensure_thread()  # first: a thread that cannot start leaves nothing counted
             item.recorder.queued += 1
             self._queue.append(item)
-            if self._thread is None or not self._thread.is_alive():  # not started, idle, or the parent's (a fork)
-                self._thread = threading.Thread(target=self._run, name="mtl-tune-epoch-writer", daemon=True)
-                self._thread.start()
             self._lock.notify_all()
 
     def wait(self, recorder: TrialRecorder, queued: int) -> BaseException | None:
-        """Wait until at most ``queued`` of the recorder's transactions are queued; its write error not taken yet."""
+        """Wait until at most ``queued`` of the recorder's transactions are queued; its write error not taken yet.
+
+        Every ``WAIT_CHECK_S`` the count is checked against what is really queued or being written (an interrupt
+        between counting and queueing leaves one that will never come down) and a thread that died with work
+        queued is replaced, so that no wait lasts forever."""
         with self._lock:
-            self._lock.wait_for(lambda: recorder.queued <= queued)
+            while not self._lock.wait_for(lambda: recorder.queued <= queued, timeout=WAIT_CHECK_S):
+                if self._writing and not (self._thread is not None and self._thread.is_alive()):
+                    for item in self._writing:  # the thread died writing them: they fail, with a reason
+                        item.recorder.queued -= 1
+                        item.recorder.error = item.recorder.error or RuntimeError("the epoch writer thread died")
+                    self._writing = []
+                pending = sum(item.recorder is recorder for item in (*self._queue, *self._writing))
+                recorder.queued = min(recorder.queued, pending)
+                if self._queue:
+                    self._ensure_thread()
             error, recorder.error = recorder.error, None
         return error
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():  # not started, idle, died, or the parent's (a fork)
+            thread = threading.Thread(target=self._run, name="mtl-tune-epoch-writer", daemon=True)
+            thread.start()
+            self._thread = thread
 
     def _run(self) -> None:
         while True:
@@ -161,12 +186,14 @@ class EpochWriter:
                     self._thread = None
                     return
                 batch, self._queue = self._queue, []
+                self._writing = batch
             error: BaseException | None = None
             try:
                 outcomes = _write_batch(self.url, batch)
             except BaseException as exc:  # the trials' owners raise it; this thread goes on
                 outcomes, error = {}, exc
             with self._lock:
+                self._writing = []
                 for item in batch:
                     recorder = item.recorder
                     recorder.queued -= 1

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 import storage
 from storage import epochs
+from storage._optuna_tables import Writes
 from tests.storage.helpers import held_trial, outside_trial
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}]
@@ -131,3 +132,46 @@ def test_an_idle_writer_thread_ends_and_the_next_epoch_starts_another(storage_ur
     assert recorder.outcome is not None and recorder.outcome.trial_running
     study.tell(trial, 0.5)
     assert outside_trial(storage_url).state == TrialState.COMPLETE
+
+
+def test_a_write_error_a_trial_ending_otherwise_never_raised_is_logged(
+    storage_url: str, make_job: Callable, caplog: pytest.LogCaptureFixture
+) -> None:
+    _job, _claim, _study, _trial, recorder = held_trial(storage_url, make_job)
+    with mock.patch.object(epochs, "_write_batch", mock.Mock(side_effect=RuntimeError("disk full"))):
+        recorder.start()
+        with caplog.at_level("WARNING", logger="mtl_tune.worker"):
+            recorder.drain()
+    assert "disk full" in caplog.text
+
+
+def test_no_wait_outlasts_what_it_waits_for(storage_url: str, make_job: Callable) -> None:
+    """A count an interrupt left without its queued transaction, a thread that cannot start and a thread that died
+    writing: each wait still returns, the last with a reason."""
+    _job, _claim, _study, _trial, recorder = held_trial(storage_url, make_job)
+    writer = recorder.writer
+    with mock.patch.object(epochs, "WAIT_CHECK_S", 0.05):
+        recorder.queued += 1  # counted, never queued
+        started = time.monotonic()
+        recorder.drain()
+        assert recorder.queued == 0 and time.monotonic() - started < 5
+
+        writer._thread = None
+        with (
+            mock.patch.object(epochs.threading.Thread, "start", side_effect=RuntimeError("can't start new thread")),
+            pytest.raises(RuntimeError, match="start new thread"),
+        ):
+            recorder.start()
+        assert recorder.queued == 0
+        recorder.flush()
+
+        finished = epochs.threading.Thread(target=lambda: None)
+        finished.start()
+        finished.join()
+        with writer._lock:  # a thread that died while writing one of the trial's transactions
+            writer._writing = [epochs._Queued(recorder, 0, ROWS, Writes())]
+            recorder.queued += 1
+            writer._thread = finished
+        with pytest.raises(RuntimeError, match="writer thread died"):
+            recorder.flush()
+    assert recorder.queued == 0

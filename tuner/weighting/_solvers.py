@@ -317,7 +317,9 @@ class NashMTLWeighting:
 
     def _solve(self, g: Array) -> Array:
         scale = float(np.linalg.norm(g))
-        if scale > 0.0 and math.isfinite(scale):
+        if scale == 0.0:  # no task has a gradient: the aggregate is 0 whatever alpha (torchjd's solve fails on it)
+            return self.alpha
+        if math.isfinite(scale):
             normalized = nash_alpha(g / scale, self.start)
             if normalized is not None:
                 self.start = normalized

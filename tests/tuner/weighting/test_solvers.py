@@ -291,6 +291,19 @@ def test_nash_mtl_falls_back_to_torchjd_where_no_alpha_exists() -> None:
         assert ours.fallbacks == 1 and _residual((regular @ regular.T).numpy(), alpha) <= 1e-9
 
 
+@pytest.mark.parametrize("n_tasks", [1, 2, 3])
+def test_nash_mtl_keeps_its_last_alpha_where_no_task_has_a_gradient(n_tasks: int) -> None:
+    """A zero Gramian: every alpha gives the same (zero) aggregate, and torchjd's solve fails on it; the step keeps
+    the last alpha and the next one is solved as before."""
+    ours = NashMTLWeighting(n_tasks, max_norm=0.0, update_weights_every=1)
+    regular = torch.eye(n_tasks, dtype=torch.float64) * 2.0
+    before = ours(regular)
+    kept = ours(torch.zeros(n_tasks, n_tasks, dtype=torch.float64))
+    torch.testing.assert_close(kept, before)
+    assert ours.fallbacks == 0
+    torch.testing.assert_close(ours(regular), before)
+
+
 def test_nash_alpha_is_warm_started_and_needs_few_newton_steps_from_the_last_alpha() -> None:
     generator = np.random.default_rng(1)
     factor = generator.normal(size=(5, 8))
