@@ -274,8 +274,9 @@ class NashMTL(GradientAggregator):
     alpha (stateful like torchjd's), to |alpha_i (G alpha)_i - 1| <= 1e-10 (to rounding on an ill-conditioned
     Gramian): the same alpha where torchjd's converges. Where Newton does not converge (no such alpha exists: a task
     without gradient, gradients some positive combination of which is 0), that step's alpha is torchjd's, from a
-    ``NashMTL`` reset to its initial state and given a T x T factor of G. ``update_weights_every`` > 1 keeps alpha
-    for that many steps (the paper's faster variants).
+    ``NashMTL`` reset to its initial state and given a T x T factor of G; where no task has a gradient (G = 0, on
+    which torchjd's solve fails) alpha stays the last one. ``update_weights_every`` > 1 keeps alpha for that many
+    steps (the paper's faster variants).
     """
 
     name: ClassVar[str] = "nash-mtl"
