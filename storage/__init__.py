@@ -14,7 +14,6 @@ from storage._url import default_url, normalize_url, redact
 from storage.claims import (
     CLAIM_STATES,
     attach_trial,
-    claim_counts,
     claim_slot,
     finish_claim,
     heartbeat,
@@ -36,7 +35,7 @@ from storage.jobs import (
 )
 from storage.metrics import write_epoch, write_summary
 from storage.models import EpochMetric, StudyJob, TrialClaim, TrialSummary
-from storage.queries import BASELINE_ATTR, StudyProgress, study_progress, trial_curves
+from storage.queries import BASELINE_ATTR, StudyProgress, claim_counts, study_progress, trial_curves
 
 __all__ = [
     "ACTIVE_STATUSES",

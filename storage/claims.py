@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from storage._engine import write_lock, write_transaction
 from storage.confirmations import mark_confirm_pending
-from storage.jobs import ACTIVE_STATUSES, check_choice, get_job, running_claims
+from storage.jobs import ACTIVE_STATUSES, check_choice, running_claims
 from storage.models import StudyJob, TrialClaim, utcnow
 
 CLAIM_STATES = ("running", "complete", "pruned", "failed", "interrupted")
@@ -188,16 +188,6 @@ def _lost_in_a_row(session: Session, job_id: int) -> list[int | None]:
     since = or_(last_finished.is_(None), TrialClaim.finished_at > last_finished)
     query = select(TrialClaim.trial_number).where(TrialClaim.job_id == job_id, TrialClaim.state == LOST, since)
     return list(session.scalars(query.order_by(TrialClaim.id)))
-
-
-def claim_counts(session: Session, study_name: str) -> dict[str, int]:
-    """Claims of the job per state (every state present, zero included); raises ``StudyNotFound``."""
-    job = get_job(session, study_name)
-    query = select(TrialClaim.state, func.count()).where(TrialClaim.job_id == job.id).group_by(TrialClaim.state)
-    counts = dict.fromkeys(CLAIM_STATES, 0)
-    for state, n in session.execute(query):
-        counts[counted_state(state)] += n
-    return counts
 
 
 def counted_state(state: str) -> str:

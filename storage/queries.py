@@ -20,7 +20,7 @@ from sqlalchemy import column as col
 from sqlalchemy.orm import Session
 
 from storage._optuna_tables import PARAMS, STUDIES, TRIALS, USER_ATTRS
-from storage.claims import counted_state
+from storage.claims import CLAIM_STATES, counted_state
 from storage.confirmations import run_counts
 from storage.jobs import get_job
 from storage.models import EpochMetric, StudyJob, TrialClaim, TrialSummary
@@ -69,6 +69,12 @@ def study_progress(session: Session, study_name: str) -> StudyProgress:
         confirm_pending=job.confirm_pending, confirm_runs=run_counts(session, job.id),
         interrupted=counts.get("interrupted", 0),
     )  # fmt: skip
+
+
+def claim_counts(session: Session, study_name: str) -> dict[str, int]:
+    """Claims of the job per state (every state present, zero included); raises ``StudyNotFound``."""
+    job = get_job(session, study_name)
+    return dict.fromkeys(CLAIM_STATES, 0) | claim_counts_by_job(session, job_ids=[job.id]).get(job.id, {})
 
 
 def claim_counts_by_job(session: Session, *, job_ids: Sequence[int] | None = None) -> dict[int, dict[str, int]]:
