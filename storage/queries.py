@@ -59,22 +59,24 @@ class StudyProgress:
 def study_progress(session: Session, study_name: str) -> StudyProgress:
     """Where the job stands; raises ``StudyNotFound``."""
     job = get_job(session, study_name)
-    counts = claim_counts_by_job(session, job_ids=[job.id]).get(job.id, {})
+    counts = _job_claim_counts(session, job.id)
     best = best_trial(session, job=job) if job.objective != "pareto" else None
     return StudyProgress(
         study_name=job.study_name, problem=job.problem, objective=job.objective, status=job.status,
-        n_trials=job.n_trials, running=counts.get("running", 0), complete=counts.get("complete", 0),
-        pruned=counts.get("pruned", 0), failed=counts.get("failed", 0),
-        best_value=best.objective if best is not None else None, last_error=job.last_error,
+        n_trials=job.n_trials, running=counts["running"], complete=counts["complete"], pruned=counts["pruned"],
+        failed=counts["failed"], best_value=best.objective if best is not None else None, last_error=job.last_error,
         confirm_pending=job.confirm_pending, confirm_runs=run_counts(session, job.id),
-        interrupted=counts.get("interrupted", 0),
+        interrupted=counts["interrupted"],
     )  # fmt: skip
 
 
 def claim_counts(session: Session, study_name: str) -> dict[str, int]:
     """Claims of the job per state (every state present, zero included); raises ``StudyNotFound``."""
-    job = get_job(session, study_name)
-    return dict.fromkeys(CLAIM_STATES, 0) | claim_counts_by_job(session, job_ids=[job.id]).get(job.id, {})
+    return _job_claim_counts(session, get_job(session, study_name).id)
+
+
+def _job_claim_counts(session: Session, job_id: int) -> dict[str, int]:
+    return dict.fromkeys(CLAIM_STATES, 0) | claim_counts_by_job(session, job_ids=[job_id]).get(job_id, {})
 
 
 def claim_counts_by_job(session: Session, *, job_ids: Sequence[int] | None = None) -> dict[int, dict[str, int]]:

@@ -326,7 +326,7 @@ class NashMTLWeighting:
                 return normalized / math.sqrt(scale)
         self.fallbacks += 1
         alpha = self._torchjd(g)
-        if scale > 0.0 and math.isfinite(scale) and np.isfinite(alpha).all() and (alpha > 0.0).all():
+        if math.isfinite(scale) and np.isfinite(alpha).all() and (alpha > 0.0).all():
             self.start = alpha * math.sqrt(scale)
         return alpha
 
