@@ -272,8 +272,8 @@ def test_a_closed_terminal_leaves_the_study_stopped(tmp_path: Path, workers: int
             break
     assert proc.poll() is None, "the study finished before its terminal closed"
     os.killpg(proc.pid, signal.SIGHUP)
-    proc.wait(timeout=120)
-    assert proc.returncode == 130
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode(errors="replace")[-3000:]
     trials = optuna.load_study(study_name="hup", storage=url).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     with storage_session(url) as session:
