@@ -8,6 +8,7 @@ through Optuna's public ``RDBStorage.get_current_version`` before a worker uses 
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 import json
@@ -119,30 +120,22 @@ class Writes:
 
     def applied_to(self, trial: FrozenTrial) -> FrozenTrial:
         """A copy of ``trial`` with these writes applied (``trial`` itself is left alone)."""
-        trial = FrozenTrial(
-            number=trial.number,
-            state=trial.state,
-            value=None,
-            values=trial.values,
-            datetime_start=trial.datetime_start,
-            datetime_complete=trial.datetime_complete,
-            params=dict(trial.params),
-            distributions=dict(trial.distributions),
-            user_attrs=trial.user_attrs | self.user_attrs,
-            system_attrs=trial.system_attrs | self.system_attrs,
-            intermediate_values=trial.intermediate_values | self.intermediate,
-            trial_id=trial._trial_id,
-        )
+        trial = copy.copy(trial)
+        trial.params, trial.distributions = dict(trial.params), dict(trial.distributions)
+        trial.user_attrs = trial.user_attrs | self.user_attrs
+        trial.system_attrs = trial.system_attrs | self.system_attrs
+        trial.intermediate_values = trial.intermediate_values | self.intermediate
+        trial.values = None if trial.values is None else list(trial.values)
         for name, (internal, distribution) in self.params.items():
             trial.params[name] = distribution.to_external_repr(internal)
             trial.distributions[name] = distribution
         return trial
 
 
-def create_running_trial(connection: Connection, study_id: int) -> FrozenTrial:
-    """A new running trial numbered after every trial of the study, in the caller's transaction (which commits
-    before anyone else numbers one): the study row's lock, then an insert whose count sees every trial committed
-    before it. ``KeyError``, as Optuna's, when there is no such study."""
+def create_running_trial(connection: Connection, study_id: int) -> tuple[int, FrozenTrial]:
+    """The id and trial of a new running trial numbered after every trial of the study, in the caller's transaction
+    (which commits before anyone else numbers one): the study row's lock, then an insert whose count sees every
+    trial committed before it. ``KeyError``, as Optuna's, when there is no such study."""
     lock = select(STUDIES.c.study_id).where(STUDIES.c.study_id == study_id).with_for_update()
     if connection.execute(lock).scalar_one_or_none() is None:
         raise KeyError(f"No study with study_id {study_id} exists.")
@@ -150,7 +143,7 @@ def create_running_trial(connection: Connection, study_id: int) -> FrozenTrial:
     earlier = select(func.count()).select_from(TRIALS).where(TRIALS.c.study_id == study_id).scalar_subquery()
     created = TRIALS.insert().values(number=earlier, study_id=study_id, state=TrialState.RUNNING, datetime_start=start)
     trial_id, number = connection.execute(created.returning(TRIALS.c.trial_id, TRIALS.c.number)).one()
-    return FrozenTrial(
+    return trial_id, FrozenTrial(
         number=number, state=TrialState.RUNNING, value=None, values=None, datetime_start=_local(start),
         datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
         trial_id=trial_id,
@@ -180,24 +173,24 @@ def write(connection: Connection, trial_id: int, writes: Writes) -> None:
             _upsert(connection, table, rows, ("trial_id", "key"), ("value_json",))
 
 
-def finish_trial(connection: Connection, trial: FrozenTrial, writes: Writes) -> bool:
+def finish_trial(connection: Connection, trial_id: int, trial: FrozenTrial, writes: Writes) -> bool:
     """In the caller's transaction: a running trial's final state, values and pending writes, from ``trial`` as it
     now is; False (and nothing written) when the trial is not running."""
     assert trial.datetime_complete is not None
     changed = connection.execute(
         update(TRIALS)
-        .where(TRIALS.c.trial_id == trial._trial_id, TRIALS.c.state == TrialState.RUNNING)
+        .where(TRIALS.c.trial_id == trial_id, TRIALS.c.state == TrialState.RUNNING)
         .values(state=trial.state, datetime_complete=utc_naive(trial.datetime_complete))
     )
     if changed.rowcount != 1:
         return False
     if trial.values:
         rows = [
-            {"trial_id": trial._trial_id, "objective": objective, "value": stored[0], "value_type": stored[1]}
+            {"trial_id": trial_id, "objective": objective, "value": stored[0], "value_type": stored[1]}
             for objective, stored in enumerate(_stored(v, _ValueType) for v in trial.values)
         ]
         _upsert(connection, VALUES, rows, ("trial_id", "objective"), ("value", "value_type"))
-    write(connection, trial._trial_id, writes)
+    write(connection, trial_id, writes)
     return True
 
 
@@ -242,10 +235,10 @@ def identity(trial: FrozenTrial) -> tuple[TrialState, int, datetime | None]:
     return trial.state, trial.number, utc_naive(trial.datetime_start) if trial.datetime_start else None
 
 
-def load_trials(connection: Connection, trial_ids: Sequence[int]) -> list[FrozenTrial]:
-    """``FrozenTrial``s as Optuna builds them, from one plain query per table."""
+def load_trials(connection: Connection, trial_ids: Sequence[int]) -> dict[int, FrozenTrial]:
+    """``FrozenTrial``s by id as Optuna builds them, from one plain query per table."""
     if not trial_ids:
-        return []
+        return {}
     ids = list(trial_ids)
     c = TRIALS.c
     rows = connection.execute(
@@ -273,17 +266,14 @@ def load_trials(connection: Connection, trial_ids: Sequence[int]) -> list[Frozen
     query = select(STEPS.c.trial_id, STEPS.c.step, STEPS.c.intermediate_value, STEPS.c.intermediate_value_type)
     for trial_id, step, value, kind in connection.execute(query.where(STEPS.c.trial_id.in_(ids))):
         parts[trial_id]["steps"][step] = _restored(value, kind)
-    trials = []
+    trials = {}
     for trial_id, number, state, start, complete in rows:
         part = parts[trial_id]
         values = [part["values"][i] for i in sorted(part["values"])] if part["values"] else None
-        trials.append(
-            FrozenTrial(
-                number=number, state=state, value=None, values=values, datetime_start=_local(start),
-                datetime_complete=_local(complete), params=part["params"], distributions=part["distributions"],
-                user_attrs=part["user"], system_attrs=part["system"], intermediate_values=part["steps"],
-                trial_id=trial_id,
-            )
+        trials[trial_id] = FrozenTrial(
+            number=number, state=state, value=None, values=values, datetime_start=_local(start),
+            datetime_complete=_local(complete), params=part["params"], distributions=part["distributions"],
+            user_attrs=part["user"], system_attrs=part["system"], intermediate_values=part["steps"], trial_id=trial_id,
         )  # fmt: skip
     return trials
 

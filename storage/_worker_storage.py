@@ -13,6 +13,7 @@ behave exactly as on the plain storage; finished trials, which never change, are
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Container, Sequence
@@ -63,7 +64,7 @@ class WorkerStorage(BaseStorage):
         self.url, self.rdb = url, rdb
         self._lock = threading.Lock()
         self._held: dict[int, _Held] = {}
-        self._created: dict[int, FrozenTrial] = {}  # the latest trial created here, for its first read
+        self._created: dict[int, tuple[int, FrozenTrial]] = {}  # the latest trial created here: (study id, trial)
         self._finished: dict[int, tuple[int, FrozenTrial]] = {}  # finished trials read or told: (study id, trial)
         self._study_ids: dict[str, int] = {}
         # A study's directions never change; Hyperband builds a study object (which reads them) for every bracket at
@@ -131,6 +132,12 @@ class WorkerStorage(BaseStorage):
         return self.rdb.get_n_trials(study_id, state)
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        """From memory for a trial created or held here (a worker asks for the trial ``ask`` gave it)."""
+        with self._lock:
+            mine = [*self._created.items(), *((t, (h.study_id, h.known)) for t, h in self._held.items())]
+        for trial_id, (study, trial) in mine:
+            if study == study_id and trial.number == trial_number:
+                return trial_id
         return self.rdb.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
     def remove_session(self) -> None:
@@ -144,11 +151,11 @@ class WorkerStorage(BaseStorage):
             self._forget(trial_id)
             return trial_id
         with write_transaction(self.url) as connection:
-            trial = tables.create_running_trial(connection, study_id)
-        self._forget(trial._trial_id)
+            trial_id, trial = tables.create_running_trial(connection, study_id)
+        self._forget(trial_id)
         with self._lock:
-            self._created = {trial._trial_id: trial}  # ``ask`` reads it right away; then it is held, or gone
-        return trial._trial_id
+            self._created = {trial_id: (study_id, trial)}  # ``ask`` reads it right away; then it is held, or gone
+        return trial_id
 
     def _forget(self, trial_id: int) -> None:
         """A trial created or started here is new, even under an id this process saw finish (SQLite hands a
@@ -167,7 +174,7 @@ class WorkerStorage(BaseStorage):
             held = self._held.get(trial_id)
             created = self._created.pop(trial_id, None)
         if held is None:
-            held = _Held(study_id, created or self.rdb.get_trial(trial_id))
+            held = _Held(study_id, created[1] if created else self.rdb.get_trial(trial_id))
         held.finisher = finisher
         with self._lock:
             self._held[trial_id] = held
@@ -226,7 +233,8 @@ class WorkerStorage(BaseStorage):
         finished.state, finished.values = state, None if values is None else [float(v) for v in values]
         finished.datetime_complete = datetime.now(UTC).astimezone().replace(tzinfo=None)
         # The pending writes stay held until the final state is written: a finisher that fails leaves them.
-        written = (held.finisher or self._finish)(held.pending, Writes().applied_to(finished))
+        finisher = held.finisher or functools.partial(self._finish, trial_id)
+        written = finisher(held.pending, Writes().applied_to(finished))
         if not written:  # no longer running: refused as Optuna refuses it, and nothing of it was written
             with read_connection(self.url) as connection:
                 current = tables.trial_state(connection, trial_id)
@@ -239,9 +247,9 @@ class WorkerStorage(BaseStorage):
             self._held.pop(trial_id, None)
         return True
 
-    def _finish(self, writes: Writes, trial: FrozenTrial) -> bool:
+    def _finish(self, trial_id: int, writes: Writes, trial: FrozenTrial) -> bool:
         with write_transaction(self.url) as connection:
-            return tables.finish_trial(connection, trial, writes)
+            return tables.finish_trial(connection, trial_id, trial, writes)
 
     def _reference(self, study_id: int, name: str, distribution: BaseDistribution) -> BaseDistribution:
         """What a parameter's new distributions must agree with: the one the study recorded first or, before any
@@ -261,7 +269,7 @@ class WorkerStorage(BaseStorage):
         if (held := self._held.get(trial_id)) is not None:
             return Writes().applied_to(held.known)
         if (created := self._created.get(trial_id)) is not None:
-            return Writes().applied_to(created)
+            return Writes().applied_to(created[1])
         return self.rdb.get_trial(trial_id)
 
     def get_all_trials(
@@ -278,6 +286,8 @@ class WorkerStorage(BaseStorage):
             from_memory = {t for t, seen in identities.items() if t in memory and tables.identity(memory[t]) == seen}
             loaded = tables.load_trials(connection, sorted(set(identities) - from_memory))
         with self._lock:
-            self._finished.update({t._trial_id: (study_id, t) for t in loaded if t.state.is_finished()})
-        trials = [Writes().applied_to(memory[t]) if deepcopy else memory[t] for t in from_memory] + loaded
+            self._finished.update({t: (study_id, trial) for t, trial in loaded.items() if trial.state.is_finished()})
+        trials = [Writes().applied_to(memory[t]) if deepcopy else memory[t] for t in from_memory] + list(
+            loaded.values()
+        )
         return sorted(trials, key=lambda t: t.number)

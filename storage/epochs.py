@@ -119,7 +119,7 @@ class TrialRecorder:
         written) if it was not running."""
         self.drain()
         with write_transaction(self.url) as connection:
-            written = finish_trial(connection, trial, self.unwritten | writes)
+            written = finish_trial(connection, self.trial_id, trial, self.unwritten | writes)
             if written:
                 record_finished(connection, job_id=self.job_id, claim_id=self.claim_id, trial=trial)
         self.lost = self.lost or not written
@@ -175,9 +175,9 @@ class EpochWriter:
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():  # not started, idle, died, or the parent's (a fork)
-            thread = threading.Thread(target=self._run, name="mtl-tune-epoch-writer", daemon=True)
-            thread.start()
-            self._thread = thread
+            # Known before it starts: an interrupt during ``start`` cannot leave a running thread untracked.
+            self._thread = threading.Thread(target=self._run, name="mtl-tune-epoch-writer", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while True:

@@ -108,12 +108,12 @@ def held_trial(
     rdb = storage.worker_storage(url)
     study = optuna.create_study(study_name="s", storage=rdb)
     trial = study.ask()
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
+    rdb.hold(trial_id(url, trial), rdb.get_study_id_from_name("s"))
     trial.suggest_int("layers", 1, 4)
     recorder = TrialRecorder(
-        url, rdb, job_id=made.id, claim_id=claim, trial_id=trial._trial_id, trial_number=trial.number
+        url, rdb, job_id=made.id, claim_id=claim, trial_id=trial_id(url, trial), trial_number=trial.number
     )
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=recorder.finish)
+    rdb.hold(trial_id(url, trial), rdb.get_study_id_from_name("s"), finisher=recorder.finish)
     return made, claim, study, trial, recorder
 
 
@@ -124,3 +124,10 @@ def outside_trial(url: str, name: str = "s") -> optuna.trial.FrozenTrial:
         return optuna.load_study(study_name=name, storage=plain).trials[-1]
     finally:
         plain.engine.dispose()
+
+
+def trial_id(url: str, trial: optuna.Trial | optuna.trial.FrozenTrial, study: str = "s") -> int:
+    """A trial's storage id, through Optuna's public storage interface (a ``Trial`` keeps it private); from memory
+    for a trial the worker storage created or holds."""
+    rdb = storage.worker_storage(url)
+    return rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name(study), trial.number)

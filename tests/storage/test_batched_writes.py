@@ -16,7 +16,7 @@ import storage
 from storage._optuna_tables import Writes, finish_trial
 from storage._worker_storage import WorkerStorage
 from storage.epochs import EpochOutcome, TrialRecorder
-from tests.storage.helpers import outside_trial
+from tests.storage.helpers import outside_trial, trial_id
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1.0}]
 
@@ -30,13 +30,13 @@ def _held_trial(url: str, name: str = "s") -> tuple[WorkerStorage, optuna.Study,
     rdb = storage.worker_storage(url)
     study = optuna.create_study(study_name=name, storage=rdb)
     trial = study.ask()
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name(name))
+    rdb.hold(trial_id(url, trial, name), rdb.get_study_id_from_name(name))
     return rdb, study, trial
 
 
 def _epoch(url: str, rdb: WorkerStorage, job_id: int, trial: optuna.Trial, epoch: int = 0) -> EpochOutcome:
     """One epoch's transaction, waited for (the claim is not used by epochs)."""
-    recorder = TrialRecorder(url, rdb, job_id=job_id, claim_id=0, trial_id=trial._trial_id, trial_number=0)
+    recorder = TrialRecorder(url, rdb, job_id=job_id, claim_id=0, trial_id=trial_id(url, trial), trial_number=0)
     recorder.epoch(epoch, ROWS)
     recorder.flush()
     assert recorder.outcome is not None
@@ -71,7 +71,7 @@ def test_held_writes_wait_for_a_flush_but_reads_here_see_them(storage_url: str, 
     assert outside.params == {} and outside.intermediate_values == {} and outside.user_attrs == {}
     here = study.trials[-1]
     assert here.params == {"x": x} and here.intermediate_values == {1: 0.7} and here.user_attrs == {"config": {"x": x}}
-    assert rdb.get_trial(trial._trial_id).params == {"x": x}
+    assert rdb.get_trial(trial_id(storage_url, trial)).params == {"x": x}
 
     outcome = _epoch(storage_url, rdb, job.id, trial)
     assert outcome.trial_running and outcome.job_status == "queued"
@@ -85,9 +85,9 @@ def test_held_writes_wait_for_a_flush_but_reads_here_see_them(storage_url: str, 
     outside = outside_trial(storage_url, "s")
     assert outside.state == TrialState.COMPLETE and outside.value == 0.5
     assert outside.intermediate_values == {1: 0.7, 2: 0.5} and outside.user_attrs["tasks"] == {"a": 0.4}
-    assert trial._trial_id not in rdb._held
+    assert trial_id(storage_url, trial) not in rdb._held
     # What this process remembers of the finished trial is exactly what the database holds.
-    assert repr(rdb.get_trial(trial._trial_id)) == repr(outside)
+    assert repr(rdb.get_trial(trial_id(storage_url, trial))) == repr(outside)
     assert repr(rdb.get_all_trials(rdb.get_study_id_from_name("s"))) == repr([outside])
 
 
@@ -96,13 +96,13 @@ def test_writes_before_the_hold_are_not_lost(storage_url: str) -> None:
     rdb = storage.worker_storage(storage_url)
     study = optuna.create_study(study_name="s", storage=rdb)
     trial = study.ask()
-    rdb.set_trial_system_attr(trial._trial_id, "generation", 3)
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
+    rdb.set_trial_system_attr(trial_id(storage_url, trial), "generation", 3)
+    rdb.hold(trial_id(storage_url, trial), rdb.get_study_id_from_name("s"))
     trial.report(0.5, 1)
-    assert rdb.get_trial(trial._trial_id).system_attrs["generation"] == 3
+    assert rdb.get_trial(trial_id(storage_url, trial)).system_attrs["generation"] == 3
     study.tell(trial, 0.5)
     assert outside_trial(storage_url, "s").system_attrs["generation"] == 3
-    assert rdb.get_trial(trial._trial_id).system_attrs["generation"] == 3
+    assert rdb.get_trial(trial_id(storage_url, trial)).system_attrs["generation"] == 3
 
 
 def test_one_commit_per_epoch_with_the_metrics_and_the_intermediate_value(storage_url: str, make_job: Callable) -> None:
@@ -126,7 +126,7 @@ def test_a_trial_finished_elsewhere_is_reported_and_not_written(storage_url: str
     trial.report(0.9, 1)
     # Another worker's stale-trial check fails it (its plain storage writes the state directly).
     plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
-    plain.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    plain.set_trial_state_values(trial_id(storage_url, trial), TrialState.FAIL)
     plain.engine.dispose()
     outcome = _epoch(storage_url, rdb, job.id, trial)
     assert not outcome.trial_running
@@ -142,7 +142,7 @@ def test_a_held_parameter_keeps_optunas_distribution_check(storage_url: str) -> 
     rdb = storage.worker_storage(storage_url)
     study = optuna.load_study(study_name="s", storage=rdb)
     trial = study.ask()
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"))
+    rdb.hold(trial_id(storage_url, trial), rdb.get_study_id_from_name("s"))
     with pytest.raises(ValueError, match="distribution"):
         trial.suggest_float("opt", 0.0, 1.0)
     study.tell(trial, state=TrialState.FAIL)
@@ -171,7 +171,7 @@ def test_successive_halving_decides_as_on_optunas_own_storage(storage_url: str) 
     rdb = storage.worker_storage(storage_url)
     held = decide(
         optuna.create_study(study_name="s", storage=rdb, pruner=pruner()),
-        lambda t: rdb.hold(t._trial_id, rdb.get_study_id_from_name("s")),
+        lambda t: rdb.hold(trial_id(storage_url, t), rdb.get_study_id_from_name("s")),
     )
     assert held == decide(optuna.create_study(pruner=pruner()), lambda t: None)
     assert any(held) and not all(held)
@@ -219,14 +219,15 @@ def test_reads_build_the_same_trials_as_optunas_storage(storage_url: str) -> Non
                 wanted = [t for t in expected if t.state == state]
                 assert repr(rdb.get_all_trials(study_id, states=(state,))) == repr(wanted)
             for trial in expected:
-                assert repr(rdb.get_trial(trial._trial_id)) == repr(trial)
+                assert repr(rdb.get_trial(trial_id(storage_url, trial, name))) == repr(trial)
         assert {t.state for t in plain.get_all_trials(plain.get_study_id_from_name("s"))} == {
             TrialState.COMPLETE,
             TrialState.FAIL,
             TrialState.WAITING,
             TrialState.RUNNING,
         }
-        missing = max(t._trial_id for t in plain.get_all_trials(plain.get_study_id_from_name("single"))) + 100
+        single_id = plain.get_study_id_from_name("single")
+        missing = max(trial_id(storage_url, t, "single") for t in plain.get_all_trials(single_id)) + 100
         for reader in (plain, rdb):
             with pytest.raises(KeyError):
                 reader.get_trial(missing)
@@ -244,9 +245,11 @@ def test_an_epoch_is_all_or_nothing(storage_url: str, make_job: Callable) -> Non
     trial.report(0.7, 1)
     # Someone else recorded parameter x of this trial already: the epoch's insert of x must fail.
     plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
-    plain.set_trial_param(trial._trial_id, "x", 0.1, optuna.distributions.FloatDistribution(0.0, 1.0))
+    plain.set_trial_param(trial_id(storage_url, trial), "x", 0.1, optuna.distributions.FloatDistribution(0.0, 1.0))
     plain.engine.dispose()
-    recorder = TrialRecorder(storage_url, rdb, job_id=job.id, claim_id=0, trial_id=trial._trial_id, trial_number=0)
+    recorder = TrialRecorder(
+        storage_url, rdb, job_id=job.id, claim_id=0, trial_id=trial_id(storage_url, trial), trial_number=0
+    )
     recorder.epoch(0, ROWS)
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         recorder.flush()
@@ -255,7 +258,7 @@ def test_an_epoch_is_all_or_nothing(storage_url: str, make_job: Callable) -> Non
         assert storage.trial_curves(session, job_id=job.id, trial_number=0) == []
     assert outside_trial(storage_url, "s").intermediate_values == {}
     assert recorder.unwritten.intermediate == {1: 0.7} and recorder.outcome is None
-    rdb.release(trial._trial_id)
+    rdb.release(trial_id(storage_url, trial))
 
 
 def test_a_holders_finisher_writes_the_final_state(storage_url: str) -> None:
@@ -264,6 +267,7 @@ def test_a_holders_finisher_writes_the_final_state(storage_url: str) -> None:
     rdb, study, trial = _held_trial(storage_url)
     trial.report(0.5, 1)
     seen: list[optuna.trial.FrozenTrial] = []
+    held = trial_id(storage_url, trial)
 
     def broken(writes: object, finished: optuna.trial.FrozenTrial) -> bool:
         raise RuntimeError("the summary could not be written")
@@ -271,15 +275,15 @@ def test_a_holders_finisher_writes_the_final_state(storage_url: str) -> None:
     def finisher(writes: Writes, finished: optuna.trial.FrozenTrial) -> bool:
         seen.append(finished)
         with storage.get_engine(storage_url).begin() as connection:
-            return finish_trial(connection, finished, writes)
+            return finish_trial(connection, held, finished, writes)
 
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=broken)
+    rdb.hold(held, rdb.get_study_id_from_name("s"), finisher=broken)
     with pytest.raises(RuntimeError, match="summary"):
         study.tell(trial, 0.25)
     assert outside_trial(storage_url, "s").state == TrialState.RUNNING
-    assert rdb._held[trial._trial_id].pending.intermediate == {1: 0.5}  # kept for the next try
+    assert rdb._held[held].pending.intermediate == {1: 0.5}  # kept for the next try
 
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=finisher)
+    rdb.hold(held, rdb.get_study_id_from_name("s"), finisher=finisher)
     told = study.tell(trial, 0.25)
     outside = outside_trial(storage_url, "s")
     assert outside.state == TrialState.COMPLETE and outside.intermediate_values == {1: 0.5}
@@ -289,13 +293,13 @@ def test_a_holders_finisher_writes_the_final_state(storage_url: str) -> None:
 
 def test_a_finisher_that_finds_the_trial_finished_elsewhere_is_refused(storage_url: str) -> None:
     rdb, _study, trial = _held_trial(storage_url)
-    rdb.hold(trial._trial_id, rdb.get_study_id_from_name("s"), finisher=lambda writes, finished: False)
+    rdb.hold(trial_id(storage_url, trial), rdb.get_study_id_from_name("s"), finisher=lambda writes, finished: False)
     plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
-    plain.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    plain.set_trial_state_values(trial_id(storage_url, trial), TrialState.FAIL)
     plain.engine.dispose()
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        rdb.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.25])
-    rdb.release(trial._trial_id)
+        rdb.set_trial_state_values(trial_id(storage_url, trial), TrialState.COMPLETE, [0.25])
+    rdb.release(trial_id(storage_url, trial))
 
 
 def test_trials_created_at_once_get_unique_consecutive_numbers(storage_url: str) -> None:

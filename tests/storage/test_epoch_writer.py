@@ -16,7 +16,7 @@ from sqlalchemy import select
 import storage
 from storage import epochs
 from storage._optuna_tables import Writes
-from tests.storage.helpers import held_trial, outside_trial
+from tests.storage.helpers import held_trial, outside_trial, trial_id
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}]
 
@@ -117,7 +117,7 @@ def test_a_stop_request_is_seen_within_the_queue_bound(
         late += 1
     assert 0 < late <= epochs.MAX_QUEUED
     recorder.drain()
-    storage.worker_storage(storage_url).release(trial._trial_id)
+    storage.worker_storage(storage_url).release(trial_id(storage_url, trial))
 
 
 def test_an_idle_writer_thread_ends_and_the_next_epoch_starts_another(storage_url: str, make_job: Callable) -> None:

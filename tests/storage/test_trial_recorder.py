@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 import storage
 from storage import queries
-from tests.storage.helpers import JOB_DEFAULTS, held_trial, outside_trial
+from tests.storage.helpers import JOB_DEFAULTS, held_trial, outside_trial, trial_id
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}]
 
@@ -128,14 +128,14 @@ def test_a_stop_request_is_seen_at_the_end_of_a_long_epoch(storage_url: str, mak
     recorder.epoch(1, ROWS)
     recorder.flush()
     assert recorder.outcome is not None and recorder.outcome.job_status == "stopping"
-    storage.worker_storage(storage_url).release(trial._trial_id)
+    storage.worker_storage(storage_url).release(trial_id(storage_url, trial))
 
 
 def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, make_job: Callable) -> None:
     job, _claim, _study, trial, recorder = held_trial(storage_url, make_job)
     recorder.start()
     plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
-    plain.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    plain.set_trial_state_values(trial_id(storage_url, trial), TrialState.FAIL)
     plain.engine.dispose()
     trial.report(0.5, 1)
     recorder.epoch(0, ROWS)
@@ -143,7 +143,7 @@ def test_a_trial_failed_elsewhere_is_reported_and_not_written(storage_url: str, 
     assert recorder.outcome is not None and not recorder.outcome.trial_running and recorder.lost
     assert outside_trial(storage_url).intermediate_values == {}
     assert _curve_epochs(storage_url, job.id) == [0]  # mtl-tune's own rows record what was trained
-    storage.worker_storage(storage_url).release(trial._trial_id)
+    storage.worker_storage(storage_url).release(trial_id(storage_url, trial))
 
 
 def test_a_trial_whose_study_job_was_deleted_still_finishes(storage_url: str, make_job: Callable) -> None:

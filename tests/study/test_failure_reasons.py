@@ -137,7 +137,10 @@ def test_a_study_failed_for_trials_lost_to_other_workers_says_so(url: str) -> No
     def failed_elsewhere(*args: Any, **kwargs: Any) -> Any:
         rdb = optuna.storages.RDBStorage(url)
         [running] = optuna.load_study(study_name="s", storage=rdb).get_trials(states=(TrialState.RUNNING,))
-        rdb.set_trial_state_values(running._trial_id, TrialState.FAIL)
+        study_id = rdb.get_study_id_from_name("s")
+        rdb.set_trial_state_values(
+            rdb.get_trial_id_from_study_id_trial_number(study_id, running.number), TrialState.FAIL
+        )
         return real(*args, **kwargs)
 
     with mock.patch.object(trial_module, "train", failed_elsewhere):

@@ -30,7 +30,9 @@ def test_a_trial_failed_elsewhere_ends_without_ending_the_worker(tmp_path: Path)
                 # Meanwhile, another worker's stale-trial check fails this trial (Optuna's own storage).
                 plain = optuna.storages.RDBStorage(storage.normalize_url(url))
                 running = [t for t in plain.get_all_trials(1) if t.state == TrialState.RUNNING]
-                plain.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+                plain.set_trial_state_values(
+                    plain.get_trial_id_from_study_id_trial_number(1, running[0].number), TrialState.FAIL
+                )
                 plain.engine.dispose()
                 failed_once.append(running[0].number)
             assert on_epoch_end is not None

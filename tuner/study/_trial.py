@@ -112,12 +112,13 @@ class TrialRunner:
     device: str | None = None
     prune_steps: frozenset[int] | None = None
     recorder: TrialRecorder | None = None
+    trial_id: int | None = None  # the storage's id of the trial it runs, once called
     prunable: bool = True
     #: Each task's metric direction as the study recorded it; read at the first rung of a ``dominated`` study.
     directions: dict[str, str] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        trial_id = trial._trial_id  # storage calls take the id, which Optuna keeps private
+        self.trial_id = trial_id = self.rdb.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         self.recorder = TrialRecorder(
             self.url,
             self.rdb,

@@ -299,70 +299,71 @@ class Worker:
         return True
 
     def _run_trial(self, job: JobInfo, claim_id: int) -> None:
-        """Ask, train, tell: Optuna's ask-and-tell interface, with the heartbeats sent by this worker."""
+        """Ask, train, tell: Optuna's ask-and-tell interface, with the heartbeats sent by this worker.
+
+        From the claim on, whatever ends the run (an interrupt included, wherever it lands) leaves no claim and no
+        trial running: before ``ask`` the slot is given back at once, after it the trial is told FAIL."""
         s = self.settings
-        study = self._study(job)
-        rdb = self._rdb()
-        if job.objective == "compare":
-            study.sampler = compare_sampler(study, self._sampler(job), self._space(job).strategy_names)
-        try:
-            trial = study.ask()
-        except BaseException as exc:  # no trial to run: the slot is given back now, not when its grace period ends
-            state = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else "failed"
-            with suppress(*DB_ERRORS), storage.session_scope(s.url) as session:
-                storage.finish_claim(session, claim_id, state=state, missing_ok=True)
-            raise
-        runner = TrialRunner(
-            s.url,
-            job,
-            self._problem(job),
-            self._space(job),
-            claim_id,
-            rdb,
-            rdb.get_study_id_from_name(job.study_name),  # remembered by the storage
-            s.device,
-            prune_steps(job.pruner, epochs=job.epochs, objective=job.objective),
-        )
+        trial: optuna.Trial | None = None
+        runner: TrialRunner | None = None
         finished: optuna.trial.FrozenTrial | None = None
         started = time.monotonic()
         try:
+            study, rdb = self._study(job), self._rdb()
+            if job.objective == "compare":
+                study.sampler = compare_sampler(study, self._sampler(job), self._space(job).strategy_names)
+            runner = TrialRunner(
+                s.url,
+                job,
+                self._problem(job),
+                self._space(job),
+                claim_id,
+                rdb,
+                rdb.get_study_id_from_name(job.study_name),  # remembered by the storage
+                s.device,
+                prune_steps(job.pruner, epochs=job.epochs, objective=job.objective),
+            )
+            trial = study.ask()
             with _heartbeats(s.url, s.heartbeat_seconds, lambda session: storage.heartbeat(session, claim_id)):
                 finished = self._train_and_tell(study, trial, runner)
-        except KeyboardInterrupt:  # its trial was told FAIL, marked interrupted (or had finished: its claim stays)
-            with storage.session_scope(s.url) as session:
-                storage.finish_claim(session, claim_id, state=INTERRUPTED, missing_ok=True)
-            raise
-        except TrialLost as exc:  # seen at an epoch's end
-            log.warning("%s", exc)
-        except (ValueError, KeyError, optuna.exceptions.UpdateFinishedTrialError):
-            # Seen only when telling it: Optuna refuses to tell a trial that is no longer running.
-            if not runner.lost:
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            if trial is None or interrupted:  # no trial to run, or an interrupt: the slot is given back now
+                if trial is not None:
+                    _tell_interrupted(study, trial)  # its finisher closes the claim and writes the summary
+                with suppress(*DB_ERRORS), storage.session_scope(s.url) as session:
+                    storage.finish_claim(
+                        session, claim_id, state=INTERRUPTED if interrupted else "failed", missing_ok=True
+                    )
                 raise
-            log.warning("trial %s of %s was finished elsewhere or deleted", trial.number, job.study_name)
+            assert runner is not None  # made before the trial was asked for
+            if isinstance(exc, TrialLost):  # seen at an epoch's end
+                log.warning("%s", exc)
+            elif isinstance(exc, ValueError | KeyError | optuna.exceptions.UpdateFinishedTrialError) and runner.lost:
+                # Seen only when telling it: Optuna refuses to tell a trial that is no longer running.
+                log.warning("trial %s of %s was finished elsewhere or deleted", trial.number, job.study_name)
+            else:
+                raise
         finally:
-            rdb.release(trial._trial_id)
-            if runner.recorder is not None:
+            if runner is not None and runner.trial_id is not None:
+                runner.rdb.release(runner.trial_id)
+            if runner is not None and runner.recorder is not None:
                 runner.recorder.drain()  # nothing of the trial left queued, whatever ended it
+        assert runner is not None and trial is not None  # the trial ran
         self.trials_run += 1
         _log_trial(job, trial, finished, time.monotonic() - started)
         self._record(job, claim_id, finished, recorded=runner.recorded)
 
     @staticmethod
     def _train_and_tell(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner) -> optuna.trial.FrozenTrial:
-        """What ``study.optimize`` does for one trial: pruned and failed trials are told so, errors are logged,
-        and Ctrl-C or SIGTERM leaves the trial FAIL, not RUNNING."""
+        """What ``study.optimize`` does for one trial: pruned and failed trials are told so and errors are logged
+        (an interrupt is left to ``_run_trial``, which tells the trial FAIL wherever it lands)."""
         try:
             values = runner(trial)
         except optuna.TrialPruned:
             return _tell(study, trial, runner, state=TrialState.PRUNED)
         except TrialLost:
             raise  # its owner is whoever finished it: nothing to tell
-        except KeyboardInterrupt:
-            with suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
-                trial.set_user_attr(INTERRUPTED_ATTR, True)  # also when the interrupt came after training
-                study.tell(trial, state=TrialState.FAIL)
-                _retry_baseline(study, trial)
-            raise
         except Exception as exc:
             if isinstance(exc, StopRequested):  # the user's request, not a failure: no traceback
                 log.info("trial %d of %s interrupted: the study was asked to stop", trial.number, study.study_name)
@@ -467,6 +468,14 @@ class Worker:
         )
 
 
+def _tell_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Ctrl-C or SIGTERM leaves the trial FAIL, marked interrupted, not RUNNING (nothing when it was told already)."""
+    with suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        trial.set_user_attr(INTERRUPTED_ATTR, True)  # also when the interrupt came after training
+        study.tell(trial, state=TrialState.FAIL)
+        _retry_baseline(study, trial)
+
+
 def _retry_baseline(study: optuna.Study, trial: optuna.Trial) -> None:
     """A failed baseline is queued again, as its study's first trial was: every study compares with it."""
     if trial.user_attrs.get(storage.BASELINE_ATTR):
@@ -492,8 +501,8 @@ def _tell(
         try:
             return study.tell(trial, *args, **kwargs)
         except DB_ERRORS as exc:
-            if runner.recorded:
-                return runner.rdb.get_trial(trial._trial_id)
+            if runner.recorded and runner.trial_id is not None:
+                return runner.rdb.get_trial(runner.trial_id)
             if attempt == TELL_ATTEMPTS:
                 raise
             log.warning("telling trial %d failed (%s); trying again", trial.number, exc)
