@@ -257,7 +257,8 @@ def test_a_run_whose_study_fails_exits_non_zero(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_closed_terminal_leaves_the_study_stopped(tmp_path: Path, workers: int) -> None:
     url = f"sqlite:///{tmp_path / 'hup.db'}"
-    cmd = [*MTL, "study", "run", "--problem", "gradnorm-toy", "--option", "n_train=400", "--epochs", "50"]
+    # Trials of several seconds: the hangup must reach the run before its three trials are done.
+    cmd = [*MTL, "study", "run", "--problem", "gradnorm-toy", "--option", "n_train=2000", "--epochs", "200"]
     cmd += ["--trials", "3", "--study", "hup", "--storage", url, "--pruner", "none", "--workers", str(workers)]
     cmd += ["--confirm-seeds", "0"]  # the hangup must reach it while trials run
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
