@@ -253,6 +253,7 @@ class Comparison(BaseModel):
     baseline: float | None
     best: float | None
     change: float | None = Field(description="(best - baseline) / |baseline|")
+    better: bool | None = Field(None, description="whether best is better by the direction; null when equal or unknown")
 
 
 class StudyDetail(StudySummary):

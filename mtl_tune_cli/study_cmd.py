@@ -363,35 +363,39 @@ def list_studies(storage_url: StorageOption = None) -> None:
 @app.command()
 def show(name: Annotated[str, typer.Argument(help="Study name.")], storage_url: StorageOption = None) -> None:
     """Best configuration, per-task best vs baseline, trials by state; the Pareto set for pareto studies; the verdict
-    of its confirmation on held-out data."""
-    from storage.reports import study_report
+    of its confirmation on held-out data. The same indexed reads as ``GET /api/studies/{name}``."""
+    import storage
+    from api.views import study_detail
     from tuner.verdict import study_verdict
 
     with user_errors():
         url = resolve_storage(storage_url)
-        report = study_report(url, name)
+        storage.ensure_schema(url)
+        with storage.session_scope(url) as session:
+            detail = study_detail(session, storage.get_job(session, name))
         verdict = study_verdict(url, name)
     console.print(
-        f"[bold]{report.name}[/]  problem {report.problem}  objective {report.objective}  status {report.status}"
+        f"[bold]{detail.name}[/]  problem {detail.problem}  objective {detail.objective}  status {detail.status}"
     )
-    console.print("trials: " + ", ".join(f"{k} {v}" for k, v in report.states.items()))
-    for row in report.best_rows:
-        console.print(f"best trial #{row['number']}  values {row['values']}")
-        console.print_json(json.dumps(row["config"]))
-    if report.baseline_missing:
+    counts = detail.trials.model_dump()
+    console.print("trials: " + (", ".join(f"{state} {n}" for state, n in counts.items() if n) or "none yet"))
+    for row in detail.best:
+        console.print(f"best trial #{row.number}  values {row.values}")
+        console.print_json(json.dumps(row.params))
+    if detail.objective != "pareto" and detail.best and detail.baseline is None:
         console.print(
             "no baseline result yet: trial 0 (equal weighting, the problem's defaults) has not completed, so the best "
             "trial is not compared with the default; a failed baseline is run again"
         )
-    if report.comparison:
+    if detail.comparison:
         title = "best vs baseline on the validation split that chose the best (optimistic)"
         table = Table("task", "metric", "baseline", "best", "change", title=title)
-        for task, c in report.comparison.items():
-            change = f"{c['change']:+.1%}" if c["change"] is not None else "-"
-            if c["better"] is not None:
-                change += " better" if c["better"] else " worse"
-            metric = f"{c['metric']} {'↑' if c['direction'] == 'maximize' else '↓'}"
-            table.add_row(task, metric, _fmt(c["baseline"]), _fmt(c["best"]), change)
+        for task, c in detail.comparison.items():
+            change = f"{c.change:+.1%}" if c.change is not None else "-"
+            if c.better is not None:
+                change += " better" if c.better else " worse"
+            metric = f"{c.metric} {'↑' if c.direction == 'maximize' else '↓'}"
+            table.add_row(task, metric, _fmt(c.baseline), _fmt(c.best), change)
         print_table(table)
     print_verdict(verdict)
 

@@ -1,6 +1,5 @@
-"""Study reports read through Optuna's API: best trials, the baseline, per-task comparison, export, deletion.
-
-Plain data; the CLI and the API render it.
+"""What goes through Optuna's own API on purpose: a trial's configuration document (``study best``), every trial
+(``study export``) and a study's deletion. ``study show`` reads mtl-tune's indexed tables, as the API does.
 """
 
 from __future__ import annotations
@@ -9,7 +8,6 @@ import csv
 import io
 import json
 from contextlib import suppress
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -19,23 +17,10 @@ from storage._engine import session_scope
 from storage._errors import StudyNotFound
 from storage._optuna import optuna_storage
 from storage._schema import ensure_schema
-from storage.claims import INTERRUPTED, INTERRUPTED_ATTR
+from storage.epochs import claim_state
 from storage.jobs import delete_job, get_job
 from storage.models import StudyJob
-from storage.queries import BASELINE_ATTR, comparison, recorded_tasks
-
-
-@dataclass
-class StudyReport:
-    name: str
-    problem: str
-    objective: str
-    status: str
-    states: dict[str, int]
-    best_rows: list[dict[str, Any]] = field(default_factory=list)
-    comparison: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: a scalar study with a best trial but no completed baseline: nothing to compare the best with yet
-    baseline_missing: bool = False
+from storage.queries import BASELINE_ATTR, recorded_tasks
 
 
 def _load(url: str, name: str) -> tuple[StudyJob, optuna.Study]:
@@ -66,31 +51,9 @@ def task_metrics(study: optuna.Study) -> dict[str, tuple[str, str]]:
 
 
 def report_state(trial: FrozenTrial) -> str:
-    """A trial's state as reports count it: Optuna's, except that a FAIL trial its worker marked interrupted (an
-    interrupt or a stop request ended it) is ``interrupted``, as its claim and summary are."""
-    if trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED_ATTR):
-        return INTERRUPTED
-    return trial.state.name.lower()
-
-
-def study_report(url: str, name: str) -> StudyReport:
-    job, study = _load(url, name)
-    trials = study.get_trials(deepcopy=False)
-    states: dict[str, int] = {}
-    for t in trials:
-        state = report_state(t)
-        states[state] = states.get(state, 0) + 1
-    bests = best_trials(study)
-    rows = [{"number": t.number, "values": t.values, "config": t.user_attrs.get("config", {})} for t in bests]
-    report = StudyReport(name, job.problem, job.objective, job.status, states, rows)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    baseline = next((t for t in complete if t.user_attrs.get(BASELINE_ATTR)), None)
-    if baseline is not None and len(bests) == 1:
-        report.comparison = comparison(
-            baseline.user_attrs.get("tasks"), bests[0].user_attrs.get("tasks"), task_metrics(study)
-        )
-    report.baseline_missing = baseline is None and len(bests) == 1
-    return report
+    """A trial's state as every report and the API name it: a finished trial's is its claim's (``failed``, and
+    ``interrupted`` for one its worker marked so), a running or waiting one's is Optuna's."""
+    return claim_state(trial) if trial.state.is_finished() else trial.state.name.lower()
 
 
 def best_config(url: str, name: str, *, trial_number: int | None = None) -> dict[str, Any]:

@@ -131,3 +131,17 @@ def trial_id(url: str, trial: optuna.Trial | optuna.trial.FrozenTrial, study: st
     for a trial the worker storage created or holds."""
     rdb = storage.worker_storage(url)
     return rdb.get_trial_id_from_study_id_trial_number(rdb.get_study_id_from_name(study), trial.number)
+
+
+def shown_states(url: str, name: str = "s") -> dict[str, int]:
+    """The trial counts by state that ``mtl-tune study show`` prints (states with no trial left out)."""
+    from typer.testing import CliRunner
+
+    from mtl_tune_cli.main import app
+
+    out = CliRunner().invoke(app, ["study", "show", name, "--storage", url])
+    assert out.exit_code == 0, out.output
+    line = next(line for line in out.output.splitlines() if line.startswith("trials: "))
+    if line == "trials: none yet":
+        return {}
+    return {state: int(n) for state, n in (item.split() for item in line.removeprefix("trials: ").split(", "))}

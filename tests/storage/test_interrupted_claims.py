@@ -14,8 +14,7 @@ import storage
 from storage import queries
 from storage.claims import INTERRUPTED_ATTR
 from storage.epochs import claim_state
-from storage.reports import study_report
-from tests.storage.helpers import held_trial
+from tests.storage.helpers import held_trial, shown_states
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +65,7 @@ def test_a_stopped_trial_is_interrupted_everywhere_and_the_study_stops(storage_u
             session, job_id=job.id, state="interrupted", order="number", limit=10, offset=0
         )
         assert total == 1 and [r.trial_number for r in rows] == [0]
-    assert study_report(storage_url, "s").states == {"interrupted": 1}
+    assert shown_states(storage_url) == {"interrupted": 1}
 
     # The slot is free again: a resumed study claims it.
     with storage.session_scope(storage_url) as session:
@@ -84,7 +83,7 @@ def test_a_failed_trial_is_still_failed(storage_url: str, make_job: Callable) ->
         assert (counts["failed"], counts["interrupted"]) == (1, 0)
         assert queries.count_trials(session, job_id=job.id, state="failed") == 1
         assert queries.count_trials(session, job_id=job.id, state="interrupted") == 0
-    assert study_report(storage_url, "s").states == {"fail": 1}
+    assert shown_states(storage_url) == {"failed": 1}
 
 
 def test_an_interrupted_claim_frees_its_slot_and_never_completes_a_job(storage_url: str, make_job: Callable) -> None:

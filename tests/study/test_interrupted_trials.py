@@ -16,8 +16,8 @@ import storage
 from storage import epochs as epochs_module
 from storage import queries
 from storage.claims import INTERRUPTED_ATTR
-from storage.reports import study_report
 from tests.api.helpers import client_for
+from tests.storage.helpers import shown_states
 from tests.study.helpers import QUICK_SPACE, TINY
 from tuner.study import StudySpec, Worker, WorkerSettings, create_study
 from tuner.study import _trial as trial_module
@@ -91,7 +91,7 @@ def test_a_study_stopped_mid_trial_shows_the_trial_interrupted(backend_url: str)
     assert counts == {"running": 0, "complete": 1, "pruned": 0, "failed": 0, "interrupted": 1}
     assert summary_state == "interrupted"
     assert status == "stopped"
-    assert study_report(backend_url, NAME).states == {"complete": 1, "interrupted": 1}
+    assert shown_states(backend_url, NAME) == {"complete": 1, "interrupted": 1}
 
     with client_for(backend_url) as client:
         study = client.get(f"/api/studies/{NAME}").json()
@@ -126,7 +126,7 @@ def test_a_worker_interrupted_mid_trial_leaves_it_interrupted(backend_url: str) 
     counts, summary_state, _ = _recorded(backend_url)
     assert counts == {"running": 0, "complete": 1, "pruned": 0, "failed": 0, "interrupted": 1}
     assert summary_state == "interrupted"
-    assert study_report(backend_url, NAME).states == {"complete": 1, "interrupted": 1}
+    assert shown_states(backend_url, NAME) == {"complete": 1, "interrupted": 1}
 
 
 def test_an_exception_in_training_still_counts_as_failed(backend_url: str) -> None:
@@ -145,7 +145,7 @@ def test_an_exception_in_training_still_counts_as_failed(backend_url: str) -> No
     assert counts == {"running": 0, "complete": 3, "pruned": 0, "failed": 1, "interrupted": 0}
     assert summary_state == "failed"
     assert status == "completed"
-    assert study_report(backend_url, NAME).states == {"complete": 3, "fail": 1}
+    assert shown_states(backend_url, NAME) == {"complete": 3, "failed": 1}
     with client_for(backend_url) as client:
         assert client.get(f"/api/studies/{NAME}").json()["trials"]["failed"] == 1
         failed = client.get(f"/api/studies/{NAME}/trials", params={"state": "failed"}).json()
