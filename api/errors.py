@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
 import storage
-from storage._errors import is_unavailable
+from storage._engine import is_unavailable
 
 log = logging.getLogger("mtl_tune.api")
 

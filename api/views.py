@@ -6,6 +6,7 @@ Pareto front is cached until the study's count of complete trials changes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,7 +78,7 @@ def study_detail(session: Session, job: StudyJob) -> StudyDetail:
     compared = {}
     if baseline is not None and scalar_best is not None:
         metrics = {t.name: (t.metric, t.direction) for t in tasks}
-        compared = q.comparison(baseline.task_metrics, scalar_best.task_metrics, metrics)
+        compared = comparison(baseline.task_metrics, scalar_best.task_metrics, metrics)
     return StudyDetail(
         **summary_of(job, counts=counts, best_value=scalar_best.objective if scalar_best else None).model_dump(),
         space=job.space,
@@ -210,3 +211,22 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.astimezone(UTC)
+
+
+def comparison(
+    baseline: Mapping[str, Any] | None, best: Mapping[str, Any] | None, metrics: Mapping[str, tuple[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """Per task of the baseline: its and the best trial's validation metric (from a trial's ``tasks``, ``{task:
+    {"metric": ...}}``; not finite: None), the relative change, the metric's name and direction as the study recorded
+    them (``metrics``; None for a task it lacks) and whether the best is better by that direction (None when equal or
+    unknown)."""
+    out = {}
+    for task, numbers in (baseline or {}).items():
+        before, after = finite((numbers or {}).get("metric")), finite(((best or {}).get(task) or {}).get("metric"))
+        metric, direction = metrics.get(task, ("metric", None))
+        change = better = None
+        if before is not None and after is not None:
+            change = (after - before) / abs(before) if before != 0 else None
+            better = None if after == before or direction is None else (after > before) == (direction == "maximize")
+        out[task] = dict(metric=metric, direction=direction, baseline=before, best=after, change=change, better=better)
+    return out

@@ -6,11 +6,21 @@ SQLite (the default ``sqlite:///mtl-tune.db``) serves processes on one machine; 
 
 from __future__ import annotations
 
-from storage._engine import dispose_engines, get_engine, session_scope
-from storage._errors import SchemaOutdated, StorageError, StorageUnavailable, StudyExists, StudyNotFound
+from storage._engine import (
+    SchemaOutdated,
+    StorageError,
+    StorageUnavailable,
+    StudyExists,
+    StudyNotFound,
+    default_url,
+    dispose_engines,
+    get_engine,
+    normalize_url,
+    redact,
+    session_scope,
+)
 from storage._optuna import MAX_RETRY, optuna_storage, worker_storage
 from storage._schema import current_revision, ensure_schema, head_revision, upgrade
-from storage._url import default_url, normalize_url, redact
 from storage.claims import (
     CLAIM_STATES,
     attach_trial,

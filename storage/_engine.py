@@ -1,7 +1,10 @@
-"""One engine per URL per process, and the session scope every storage call runs in."""
+"""Storage URLs, one engine per URL per process, the session scope every storage call runs in, and the storage
+errors callers catch (driver errors translated into them)."""
 
 from __future__ import annotations
 
+import functools
+import os
 import sqlite3
 import threading
 import time
@@ -10,11 +13,118 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, InvalidatePoolError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, InvalidatePoolError, OperationalError
 from sqlalchemy.orm import Session
 
-from storage._errors import translate
-from storage._url import is_sqlite, normalize_url, redact
+# --- errors ----------------------------------------------------------------------------------------------------
+
+# SQLSTATE classes meaning "the server is not there or is going away": connection exceptions (08xxx) and
+# operator intervention (admin/crash shutdown, cannot connect now).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+class StorageError(Exception):
+    """Base class of every error ``storage`` raises on purpose."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached (server down, refused, connection lost); retrying later may help."""
+
+
+class SchemaOutdated(StorageError):
+    """The database holds an older revision of mtl-tune's tables; ``mtl-tune db upgrade`` fixes it."""
+
+    def __init__(self, current: str, head: str) -> None:
+        super().__init__(
+            f"the database schema is at revision {current}, this mtl-tune needs {head}; "
+            "run `mtl-tune db upgrade` (with the same --storage) to migrate it"
+        )
+        self.current = current
+        self.head = head
+
+
+class StudyExists(StorageError):
+    """A study job with this name already exists."""
+
+
+class StudyNotFound(StorageError):
+    """No study job has this name."""
+
+
+def is_unavailable(exc: DBAPIError) -> bool:
+    """Whether a driver error means the database is unreachable rather than a bad statement."""
+    if isinstance(exc, InterfaceError) or exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlite_errorname", None) == "SQLITE_CANTOPEN":
+        return True
+    if type(orig).__module__.startswith("psycopg"):
+        # psycopg leaves sqlstate empty for client-side failures such as a refused connection.
+        sqlstate = getattr(orig, "sqlstate", None)
+        return sqlstate is None or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    return False
+
+
+def translate(exc: DBAPIError, where: str) -> StorageError | None:
+    """The ``StorageError`` to raise instead of ``exc``, or None when ``exc`` is a bug to surface as is."""
+    detail = str(exc.orig).strip()
+    first_line = detail.splitlines()[0] if detail else type(exc.orig).__name__
+    if is_unavailable(exc):
+        return StorageUnavailable(f"storage unavailable at {where}: {first_line}")
+    if isinstance(exc, OperationalError):  # locked, deadlock, serialization failure: transient, not a bug
+        return StorageError(f"database error at {where}: {first_line}")
+    return None
+
+
+# --- URLs ------------------------------------------------------------------------------------------------------
+
+ENV_VAR = "MTL_TUNE_STORAGE"
+DEFAULT_URL = "sqlite:///mtl-tune.db"
+_POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def default_url() -> str:
+    """``$MTL_TUNE_STORAGE``, else the embedded SQLite file ``mtl-tune.db`` in the working directory."""
+    return os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise StorageError(f"invalid storage URL {url!r}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def normalize_url(url: str) -> str:
+    """Pick psycopg 3 for bare PostgreSQL URLs and check that the URL parses (cached: every session asks)."""
+    url = url.strip()
+    for prefix in _POSTGRES_PREFIXES:
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url.removeprefix(prefix)
+            break
+    parsed = parse_url(url)
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StorageError(f"invalid storage URL {redact(url)!r}: only sqlite:// and postgresql:// are supported")
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL with its password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return url
+
+
+def is_sqlite(url: str) -> bool:
+    return parse_url(url).get_backend_name() == "sqlite"
+
+
+# --- engines and sessions --------------------------------------------------------------------------------------
 
 SQLITE_BUSY_TIMEOUT_S = 30
 SQLITE_BEGIN_OPTION = "mtl_tune_sqlite_begin"

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 
-from storage._engine import engine_kwargs, ping_when_idle, translate_errors
+from storage._engine import engine_kwargs, is_sqlite, normalize_url, ping_when_idle, translate_errors
 from storage._schema import create_missing
-from storage._url import is_sqlite, normalize_url
 
 if TYPE_CHECKING:
     import optuna

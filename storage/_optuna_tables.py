@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
-from storage._errors import StorageError
+from storage._engine import StorageError
 from storage.claims import LOST
 from storage.models import StudyJob, TrialClaim
 

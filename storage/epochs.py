@@ -21,9 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from storage._engine import read_connection, write_transaction
+from storage._engine import normalize_url, read_connection, write_transaction
 from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost_trials, write
-from storage._url import normalize_url
 from storage._worker_storage import WorkerStorage
 from storage.claims import INTERRUPTED, INTERRUPTED_ATTR, attach_trial, finish_claim
 from storage.metrics import epoch_records, insert_epochs, write_summary

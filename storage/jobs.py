@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
-from storage._engine import write_lock
-from storage._errors import StudyExists, StudyNotFound
+from storage._engine import StudyExists, StudyNotFound, write_lock
 from storage.models import StudyJob, TrialClaim
 
 JOB_STATUSES = ("queued", "running", "stopping", "stopped", "completed", "failed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -235,25 +235,6 @@ def recorded_tasks(tasks: Any, metric_names: Any) -> list[dict[str, str]]:
         }
         for name, metric in (metric_names.items() if isinstance(metric_names, dict) else ())
     ]
-
-
-def comparison(
-    baseline: Mapping[str, Any] | None, best: Mapping[str, Any] | None, metrics: Mapping[str, tuple[str, str]]
-) -> dict[str, dict[str, Any]]:
-    """Per task of the baseline: its and the best trial's validation metric (from a trial's ``tasks``, ``{task:
-    {"metric": ...}}``; not finite: None), the relative change, the metric's name and direction as the study recorded
-    them (``metrics``; None for a task it lacks) and whether the best is better by that direction (None when equal or
-    unknown)."""
-    out = {}
-    for task, numbers in (baseline or {}).items():
-        before, after = finite((numbers or {}).get("metric")), finite(((best or {}).get(task) or {}).get("metric"))
-        metric, direction = metrics.get(task, ("metric", None))
-        change = better = None
-        if before is not None and after is not None:
-            change = (after - before) / abs(before) if before != 0 else None
-            better = None if after == before or direction is None else (after > before) == (direction == "maximize")
-        out[task] = dict(metric=metric, direction=direction, baseline=before, best=after, change=change, better=better)
-    return out
 
 
 def finite(value: Any) -> float | None:

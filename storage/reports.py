@@ -13,8 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from storage._engine import session_scope
-from storage._errors import StudyNotFound
+from storage._engine import StudyNotFound, session_scope
 from storage._optuna import optuna_storage
 from storage._schema import ensure_schema
 from storage.epochs import claim_state

@@ -7,9 +7,8 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from storage._engine import get_engine
+from storage._engine import default_url, get_engine
 from storage._schema import VERSION_TABLE
-from storage._url import default_url
 from storage.models import Base
 
 

@@ -24,7 +24,7 @@ import pytest
 from optuna.trial import TrialState
 
 import storage
-from storage._schema_lock import PG_LOCK_KEY
+from storage._schema import PG_LOCK_KEY
 from tests.e2e.helpers import free_port, wait_for
 from tests.pg import fresh_database
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from storage.queries import comparison
+from api.views import comparison
 from storage.reports import task_metrics
 
 
