@@ -98,10 +98,12 @@ def epoch_transaction_ms(url: str, n_epochs: int) -> list[float]:
     study = optuna.load_study(study_name=name, storage=rdb)
     trial = study.ask()
     with storage.session_scope(url) as session:
-        job_id = storage.get_job(session, name).id
+        job = storage.get_job(session, name)
     study_id = rdb.get_study_id_from_name(name)
     trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-    recorder = TrialRecorder(url, rdb, job_id=job_id, claim_id=claim, trial_id=trial_id, trial_number=0)
+    recorder = TrialRecorder(
+        url, rdb, job_id=job.id, job_created_at=job.created_at, claim_id=claim, trial_id=trial_id, trial_number=0
+    )
     rdb.hold(trial_id, study_id, finisher=recorder.finish)
     rows = [{"task": t, "train_loss": 0.5, "val_loss": 0.5, "metric": 0.5, "weight": 1.0} for t in TASKS]
     times = []

@@ -175,11 +175,13 @@ def write(connection: Connection, trial_id: int, writes: Writes) -> None:
 
 def finish_trial(connection: Connection, trial_id: int, trial: FrozenTrial, writes: Writes) -> bool:
     """In the caller's transaction: a running trial's final state, values and pending writes, from ``trial`` as it
-    now is; False (and nothing written) when the trial is not running."""
-    assert trial.datetime_complete is not None
+    now is; False (and nothing written) when the trial is not running, or is not that trial any more."""
+    assert trial.datetime_complete is not None and trial.datetime_start is not None
     changed = connection.execute(
         update(TRIALS)
         .where(TRIALS.c.trial_id == trial_id, TRIALS.c.state == TrialState.RUNNING)
+        # The same number and start: this trial, not one that took its id after a delete.
+        .where(TRIALS.c.number == trial.number, TRIALS.c.datetime_start == utc_naive(trial.datetime_start))
         .values(state=trial.state, datetime_complete=utc_naive(trial.datetime_complete))
     )
     if changed.rowcount != 1:

@@ -238,9 +238,9 @@ class WorkerStorage(BaseStorage):
         if not written:  # no longer running: refused as Optuna refuses it, and nothing of it was written
             with read_connection(self.url) as connection:
                 current = tables.trial_state(connection, trial_id)
-            if current is None:
+            if current is None or not current.is_finished():  # deleted (its id may be another trial's now)
                 raise KeyError(f"No trial with trial_id {trial_id} exists.")
-            self.check_trial_is_updatable(trial_id, current)
+            self.check_trial_is_updatable(trial_id, current)  # finished elsewhere: Optuna's own error
             raise ValueError(f"trial {trial_id} is {current.name}, not running")
         with self._lock:
             self._finished[trial_id] = (held.study_id, finished)

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -22,7 +22,7 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from storage._engine import normalize_url, read_connection, write_transaction
-from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost_trials, write
+from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost_trials, utc_naive, write
 from storage._worker_storage import WorkerStorage
 from storage.claims import INTERRUPTED, INTERRUPTED_ATTR, attach_trial, finish_claim
 from storage.metrics import epoch_records, insert_epochs, write_summary
@@ -73,13 +73,31 @@ class TrialRecorder:
 
     ``lost`` (the trial was finished elsewhere: failed as lost by another worker) and ``finished`` (its final state,
     claim and summary written together) are this recorder's own: it is the trial's one owner in the database.
+
+    Every transaction first checks that the job and the trial are still the ones it started with (the job's id and
+    creation time, the trial's id, number and start): a study deleted and created again while the trial runs may
+    get the same ids (SQLite hands a deleted row's id out again), and nothing of this trial may reach it.
     """
 
     def __init__(
-        self, url: str, rdb: WorkerStorage, *, job_id: int, claim_id: int, trial_id: int, trial_number: int
+        self,
+        url: str,
+        rdb: WorkerStorage,
+        *,
+        job_id: int,
+        job_created_at: datetime,
+        claim_id: int,
+        trial_id: int,
+        trial_number: int,
     ) -> None:
         self.url, self.rdb = url, rdb
         self.job_id, self.claim_id, self.trial_id, self.trial_number = job_id, claim_id, trial_id, trial_number
+        start = rdb.get_trial(trial_id).datetime_start
+        assert start is not None  # a running trial has started
+        self.identity = {
+            "job_id": job_id, "created_at": job_created_at, "trial_id": trial_id, "number": trial_number,
+            "start": utc_naive(start),
+        }  # fmt: skip
         self.lost = self.finished = False
         self.outcome: EpochOutcome | None = None  # what the latest committed transaction read
         self.writer = epoch_writer(normalize_url(url))
@@ -119,7 +137,8 @@ class TrialRecorder:
         self.drain()
         with write_transaction(self.url) as connection:
             written = finish_trial(connection, self.trial_id, trial, self.unwritten | writes)
-            if written:
+            # The job is still its own (``finish_claim`` then locks its row for the counts).
+            if written and connection.execute(_JOB, self.identity).first() is not None:
                 record_finished(connection, job_id=self.job_id, claim_id=self.claim_id, trial=trial)
         self.lost = self.lost or not written
         self.finished = written
@@ -212,37 +231,50 @@ def epoch_writer(url: str) -> EpochWriter:
 
 
 def _write_batch(url: str, batch: Sequence[_Queued]) -> dict[TrialRecorder, EpochOutcome]:
-    """Queued starts and epochs in one transaction: the metric rows, then per trial its claim's trial number when
-    it starts, one read of the job's status and the trial's state, and its Optuna writes when it still runs (a
-    trial finished elsewhere gets none). Rows that reference the job come before the claim's update, the order a
-    job's deletion (the job, then its claims) takes its locks in."""
+    """Queued starts and epochs in one transaction: per trial one read of its job's status and its state (each
+    None when it is no longer the one it started with), then the metric rows of the trials whose job is theirs, the
+    claim's trial number when a trial starts, and the Optuna writes of the trials still running (a trial finished
+    elsewhere gets none). Rows that reference the job come before the claim's update, the order a job's deletion
+    (the job, then its claims) takes its locks in."""
     pending: dict[TrialRecorder, Writes] = {}
-    outcomes, started = {}, {item.recorder for item in batch if item.epoch is None}
-    records = [
-        record
-        for item in batch
-        if item.epoch is not None
-        for record in epoch_records(
-            job_id=item.recorder.job_id, trial_number=item.recorder.trial_number, epoch=item.epoch, rows=item.rows
-        )
-    ]
+    for item in batch:
+        pending[item.recorder] = pending.get(item.recorder, Writes()) | item.writes
     with write_transaction(url) as connection:  # BEGIN IMMEDIATE: the write lock first, then the reads
-        insert_epochs(connection, records)  # every queued epoch's rows in one INSERT
-        for item in batch:
-            pending[item.recorder] = pending.get(item.recorder, Writes()) | item.writes
-        for r, writes in pending.items():
-            if r in started:
-                attach_trial(connection, r.claim_id, r.trial_number)
-            status, state = connection.execute(_CHECK, {"job_id": r.job_id, "trial_id": r.trial_id}).one()
+        outcomes = {}
+        for r in pending:
+            status, state = connection.execute(_CHECK, r.identity).one()
             outcomes[r] = EpochOutcome(status, state == TrialState.RUNNING)
-            if state == TrialState.RUNNING:
+        ours = {r for r, outcome in outcomes.items() if outcome.job_status is not None}
+        records = [
+            record
+            for item in batch
+            if item.epoch is not None and item.recorder in ours
+            for record in epoch_records(
+                job_id=item.recorder.job_id, trial_number=item.recorder.trial_number, epoch=item.epoch, rows=item.rows
+            )
+        ]
+        insert_epochs(connection, records)  # every queued epoch's rows in one INSERT
+        for r, writes in pending.items():
+            if r in ours and any(item.recorder is r and item.epoch is None for item in batch):
+                attach_trial(connection, r.claim_id, r.trial_number)
+            if outcomes[r].trial_running:
                 write(connection, r.trial_id, writes)
     return outcomes
 
 
+# The job's status and the trial's state, each only while it is the one a recorder started with. The job's row is
+# locked as the metric rows' foreign key would lock it (PostgreSQL): a deletion waits for this transaction, or this
+# one sees the job gone, so its rows are never inserted after the job was deleted.
+_JOB = select(StudyJob.status).where(StudyJob.id == bindparam("job_id"), StudyJob.created_at == bindparam("created_at"))
 _CHECK = select(
-    select(StudyJob.status).where(StudyJob.id == bindparam("job_id")).scalar_subquery(),
-    select(TRIALS.c.state).where(TRIALS.c.trial_id == bindparam("trial_id")).scalar_subquery(),
+    _JOB.with_for_update(read=True, key_share=True).scalar_subquery(),
+    select(TRIALS.c.state)
+    .where(
+        TRIALS.c.trial_id == bindparam("trial_id"),
+        TRIALS.c.number == bindparam("number"),
+        TRIALS.c.datetime_start == bindparam("start"),
+    )
+    .scalar_subquery(),
 )
 
 

@@ -111,8 +111,9 @@ def held_trial(
     rdb.hold(trial_id(url, trial), rdb.get_study_id_from_name("s"))
     trial.suggest_int("layers", 1, 4)
     recorder = TrialRecorder(
-        url, rdb, job_id=made.id, claim_id=claim, trial_id=trial_id(url, trial), trial_number=trial.number
-    )
+        url, rdb, job_id=made.id, job_created_at=made.created_at, claim_id=claim, trial_id=trial_id(url, trial),
+        trial_number=trial.number,
+    )  # fmt: skip
     rdb.hold(trial_id(url, trial), rdb.get_study_id_from_name("s"), finisher=recorder.finish)
     return made, claim, study, trial, recorder
 

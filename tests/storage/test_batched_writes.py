@@ -34,9 +34,17 @@ def _held_trial(url: str, name: str = "s") -> tuple[WorkerStorage, optuna.Study,
     return rdb, study, trial
 
 
-def _epoch(url: str, rdb: WorkerStorage, job_id: int, trial: optuna.Trial, epoch: int = 0) -> EpochOutcome:
+def _epoch(url: str, rdb: WorkerStorage, job: storage.StudyJob, trial: optuna.Trial, epoch: int = 0) -> EpochOutcome:
     """One epoch's transaction, waited for (the claim is not used by epochs)."""
-    recorder = TrialRecorder(url, rdb, job_id=job_id, claim_id=0, trial_id=trial_id(url, trial), trial_number=0)
+    recorder = TrialRecorder(
+        url,
+        rdb,
+        job_id=job.id,
+        job_created_at=job.created_at,
+        claim_id=0,
+        trial_id=trial_id(url, trial),
+        trial_number=0,
+    )
     recorder.epoch(epoch, ROWS)
     recorder.flush()
     assert recorder.outcome is not None
@@ -73,7 +81,7 @@ def test_held_writes_wait_for_a_flush_but_reads_here_see_them(storage_url: str, 
     assert here.params == {"x": x} and here.intermediate_values == {1: 0.7} and here.user_attrs == {"config": {"x": x}}
     assert rdb.get_trial(trial_id(storage_url, trial)).params == {"x": x}
 
-    outcome = _epoch(storage_url, rdb, job.id, trial)
+    outcome = _epoch(storage_url, rdb, job, trial)
     assert outcome.trial_running and outcome.job_status == "queued"
     outside = outside_trial(storage_url, "s")
     assert outside.params == {"x": x} and outside.intermediate_values == {1: 0.7}
@@ -112,7 +120,7 @@ def test_one_commit_per_epoch_with_the_metrics_and_the_intermediate_value(storag
     with _commits(storage_url) as commits:
         for epoch in range(5):
             trial.report(1.0 / (epoch + 1), epoch + 1)
-            _epoch(storage_url, rdb, job.id, trial, epoch)
+            _epoch(storage_url, rdb, job, trial, epoch)
         assert commits() == 5
     assert len(outside_trial(storage_url, "s").intermediate_values) == 5
     with storage.session_scope(storage_url) as session:
@@ -128,7 +136,7 @@ def test_a_trial_finished_elsewhere_is_reported_and_not_written(storage_url: str
     plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
     plain.set_trial_state_values(trial_id(storage_url, trial), TrialState.FAIL)
     plain.engine.dispose()
-    outcome = _epoch(storage_url, rdb, job.id, trial)
+    outcome = _epoch(storage_url, rdb, job, trial)
     assert not outcome.trial_running
     assert outside_trial(storage_url, "s").intermediate_values == {}
 
@@ -248,8 +256,9 @@ def test_an_epoch_is_all_or_nothing(storage_url: str, make_job: Callable) -> Non
     plain.set_trial_param(trial_id(storage_url, trial), "x", 0.1, optuna.distributions.FloatDistribution(0.0, 1.0))
     plain.engine.dispose()
     recorder = TrialRecorder(
-        storage_url, rdb, job_id=job.id, claim_id=0, trial_id=trial_id(storage_url, trial), trial_number=0
-    )
+        storage_url, rdb, job_id=job.id, job_created_at=job.created_at, claim_id=0,
+        trial_id=trial_id(storage_url, trial), trial_number=0,
+    )  # fmt: skip
     recorder.epoch(0, ROWS)
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         recorder.flush()

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
 from datetime import UTC
 from typing import Any
 
 import optuna
 import pytest
-import sqlalchemy.exc
 from optuna.trial import TrialState
 
 import storage
 from storage import queries
+from storage.reports import delete_study
 from tests.storage.helpers import JOB_DEFAULTS, held_trial, outside_trial, trial_id
 
 ROWS = [{"task": "a", "train_loss": 0.5, "val_loss": 0.4, "metric": 0.3, "weight": 1}]
@@ -153,8 +152,41 @@ def test_a_trial_whose_study_job_was_deleted_still_finishes(storage_url: str, ma
     recorder.epoch(0, ROWS)
     with storage.session_scope(storage_url) as session:
         storage.delete_job(session, "s")
-    with suppress(storage.StorageError, sqlalchemy.exc.IntegrityError):
-        recorder.epoch(1, ROWS)  # its metric rows have no job any more
-        recorder.flush()
+    recorder.epoch(1, ROWS)  # its metric rows have no job any more: they are not written
+    recorder.flush()
+    assert recorder.outcome is not None and recorder.outcome.job_status is None and recorder.outcome.trial_running
     study.tell(trial, state=TrialState.FAIL)
     assert outside_trial(storage_url).state == TrialState.FAIL
+
+
+def test_a_study_deleted_and_created_again_gets_nothing_of_a_running_trial(
+    storage_url: str, make_job: Callable
+) -> None:
+    """``study delete`` and a new study under the same name while a trial runs: on SQLite the new job, Optuna study
+    and trial get the deleted ones' ids (and the trial its number), and none of the old trial's epochs, Optuna
+    writes or final state may reach them."""
+    job, _claim, study, trial, recorder = held_trial(storage_url, make_job)
+    recorder.start()
+    recorder.epoch(0, ROWS)
+    recorder.flush()
+    delete_study(storage_url, "s")
+    again = make_job(study_name="s")
+    plain = optuna.storages.RDBStorage(storage.normalize_url(storage_url))
+    other = optuna.create_study(study_name="s", storage=plain).ask()
+    other_id = plain.get_trial_id_from_study_id_trial_number(plain.get_study_id_from_name("s"), other.number)
+    if storage_url.startswith("sqlite"):  # the case this guards against: every id handed out again
+        assert (again.id, other_id, other.number) == (job.id, trial_id(storage_url, trial), trial.number)
+    trial.report(0.5, 1)
+    recorder.epoch(1, ROWS)
+    recorder.flush()
+    assert recorder.outcome is not None and recorder.outcome.job_status is None
+    assert not recorder.outcome.trial_running and recorder.lost
+    with pytest.raises(KeyError):  # as Optuna says of a deleted trial
+        study.tell(trial, 0.25)
+    assert _curve_epochs(storage_url, again.id) == []
+    newer = plain.get_trial(other_id)
+    assert newer.state == TrialState.RUNNING and newer.intermediate_values == {} and newer.params == {}
+    with storage.session_scope(storage_url) as session:
+        assert storage.claim_counts(session, "s") == dict.fromkeys(storage.CLAIM_STATES, 0)
+        assert queries.count_trials(session, job_id=again.id) == 0
+    plain.engine.dispose()

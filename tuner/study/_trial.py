@@ -123,6 +123,7 @@ class TrialRunner:
             self.url,
             self.rdb,
             job_id=self.job.id,
+            job_created_at=self.job.created_at,
             claim_id=self.claim_id,
             trial_id=trial_id,
             trial_number=trial.number,
