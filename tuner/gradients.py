@@ -6,9 +6,9 @@ with the T unit vectors, ``task_grad_norms``) runs every head's backward pass on
 passes, although a head only ever carries its own task's gradient. ``GradNormTap`` gets the same numbers from the
 step's own backward pass instead:
 
-- during the forward pass each task's head modules read a view of their inputs; in the step's backward pass a hook
-  on each view receives c_i dL_i/da, the gradient task i's head sends back to the shared part (c_i is the task's
-  weight in the step's loss, d loss/dL_i, received by a hook on the losses);
+- during the forward pass each task's head modules read a view of their inputs; in the step's backward pass each
+  view keeps its gradient (``retain_grad``, no call back into Python), c_i dL_i/da, the gradient task i's head sends
+  back to the shared part (c_i is the task's weight in the step's loss, d loss/dL_i, the losses' kept gradient);
 - when the backward pass reaches a head input (every head reading it has sent its gradient, and the graph below it
   is still there), one batched pass starts from it with those gradients, one task per batch entry, and runs through
   the shared layers between it and W only: T times the part of the graph above W, never a head; nothing has to be
@@ -17,8 +17,8 @@ step's own backward pass instead:
 
 When W is an ``nn.Linear`` and only elementwise operations (activations, dropout) lie between its output z and the
 heads' inputs, the batched pass is not needed: task i's gradient on z is its gradient on the head input times the
-elementwise derivative (one plain autograd call), and grad_W L_i = g_i^T x, grad_b L_i = sum g_i, with x the
-layer's input recorded in the forward pass.
+elementwise derivative (ReLU's own rule, or one plain autograd call), and grad_W L_i = g_i^T x, grad_b L_i = sum g_i,
+with x the layer's input recorded in the forward pass: one matrix product for all tasks, their g_i side by side.
 
 That is exact when task i's gradient reaches W only through task i's views. A walk of the part of the backward
 graph recorded after the first head ran checks it every step, before the backward pass; a model where it does not
@@ -50,17 +50,14 @@ from tuner.problems import tree_map
 
 @dataclass(eq=False, slots=True)
 class _View:
-    """A head's input as the head reads it: a view, whose hook keeps the gradient the head sends back."""
+    """A head's input as the head reads it: a view, whose gradient is what the head sends back."""
 
     task: int
     source: Tensor  # the tensor the head was given
     edge: tuple[Node, int]  # where the source's gradient went when the head read it
     node: Node  # the view's own node
+    view: Tensor  # the view itself
     grad: Tensor | None = None
-
-    def receive(self, grads: tuple[Tensor | None, ...]) -> None:
-        """The view node's pre-hook: ``grads`` holds the gradient of the view."""
-        self.grad = grads[0]
 
 
 @dataclass(eq=False)
@@ -124,12 +121,15 @@ class HeadViews:
         v = t.view_as(t)  # a view, not a copy: a head that modifies its input in place still does so
         node = v.grad_fn
         assert node is not None
-        record = _View(task, t, _edge(t), node)
-        node.register_prehook(record.receive)  # the view's gradient, as a hook on the view would get it
-        self._views.append(record)
+        self._keep(v)
+        edge = _edge(t)
+        self._views.append(_View(task, t, edge, node, v))
         if first:
-            self._before_heads.add(record.edge[0])
+            self._before_heads.add(edge[0])
         return v
+
+    def _keep(self, view: Tensor) -> None:
+        """Have the backward pass keep ``view``'s gradient, where the views' gradients are read from the views."""
 
     def _clear(self) -> None:
         self._views, self._before_heads = [], set()
@@ -138,24 +138,42 @@ class HeadViews:
         """The heads' inputs with their views; ``None`` when some task's gradient may reach the parameters other
         than through its own views, or reach another task's views."""
         roots = losses.grad_fn.next_functions if losses.grad_fn is not None else ()
-        if len(roots) != losses.shape[0] or not self._views:
+        views = self._views
+        if len(roots) != losses.shape[0] or not views:
             return None
-        view_task = {v.node: v.task for v in self._views}
-        stop = view_task.keys() | self._before_heads
+        view_task = {v.node: v.task for v in views}
+        before = self._before_heads
+        forbidden = before | self._accumulators
         # From each loss: its own views only, never another task's, the shared part or the parameters around them.
         for task, (root, _) in enumerate(roots):
-            for node in _walk([root], stop):
-                if view_task.get(node, task) != task or node in self._before_heads or node in self._accumulators:
+            if root is None:
+                continue
+            stack, seen = [root], {root}
+            while stack:
+                node = stack.pop()
+                owner = view_task.get(node)
+                if owner is not None:  # a view: the walk stops there
+                    if owner != task or node in before:
+                        return None
+                    continue
+                if node in forbidden:
                     return None
+                for child, _ in node.next_functions:
+                    if child is not None and child not in seen:
+                        seen.add(child)
+                        stack.append(child)
         sources: dict[tuple[Node, int], _Source] = {}
-        for v in self._views:
-            sources.setdefault(v.edge, _Source(v.source)).views.append(v)
+        for v in views:
+            source = sources.get(v.edge)
+            if source is None:
+                source = sources[v.edge] = _Source(v.source)
+            source.views.append(v)
         if any(_edge(s.tensor) != edge for edge, s in sources.items()):
             return None  # a source modified in place after a head read it: its graph is not the one the head read
         # An input made after some head ran (a chain's feature) may lead back into that head: its view would carry
         # the other task's gradient too.
         later = [node for node, _ in sources if node not in self._before_heads]
-        if any(node in view_task for node in _walk(later, stop)):
+        if later and any(node in view_task for node in _walk(later, view_task.keys() | before)):
             return None
         return list(sources.values())
 
@@ -176,7 +194,9 @@ class GradNormTap(HeadViews):
             id(layer.weight),
             id(layer.bias),
         }
-        self._calls: list[tuple[Tensor, Tensor]] = []  # the Linear layer's (input, output) in the recorded pass
+        # The Linear layer's calls in the recorded pass: its input, its output and where the output's gradient goes
+        # (taken when the layer returns: an in-place operation on the output later moves the output's own edge).
+        self._calls: list[tuple[Tensor, Tensor, tuple[Node, int]]] = []
         self._nested = False
 
     @classmethod
@@ -187,9 +207,13 @@ class GradNormTap(HeadViews):
     def _hooks(self) -> list[RemovableHandle]:
         return [self.layer.register_forward_hook(self._linear_called)] if self._linear else []
 
+    def _keep(self, view: Tensor) -> None:
+        # In the view's .grad: kept by autograd itself, without a call back into Python during the backward pass.
+        view.retain_grad()
+
     def _linear_called(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if args and isinstance(args[0], Tensor) and isinstance(output, Tensor):
-            self._calls.append((args[0].detach(), output))
+            self._calls.append((args[0].detach(), output, _edge(output)))
 
     def backward(self, losses: Tensor, loss: Tensor) -> Tensor:
         """Backpropagate ``loss`` (the step's loss, from the stacked per-task ``losses``, shape T) into every
@@ -204,8 +228,13 @@ class GradNormTap(HeadViews):
                 norms = task_grad_norms(losses, self.params)  # before the backward pass frees the graph
                 loss.backward()
                 return norms
-            weights: list[Tensor] = []
-            losses.register_hook(weights.append)
+            # The losses' gradient is each task's weight in the step's loss; kept by autograd, like the views'.
+            retained = losses.retains_grad
+            prior = losses.grad if retained else None  # the caller's own, when it keeps the losses' gradient too
+            if not retained:
+                losses.retain_grad()
+            for v in self._views:  # what another autograd pass through the views left there (a loss's own)
+                v.view.grad = None
             closed = self._closed_form(sources)
             grads: list[Tensor | None] = [None] * len(self.params)
             if closed is None:
@@ -216,21 +245,25 @@ class GradNormTap(HeadViews):
                 if closed is None:
                     for handle in handles:
                         handle.remove()
-            if not weights:  # the loss does not depend on the tasks' losses
+            weights = losses.grad
+            if not retained:
+                losses.grad = None
+            elif weights is not None and prior is not None:
+                weights = weights - prior
+            if weights is None:  # the loss does not depend on the tasks' losses
                 return torch.full((losses.shape[0],), float("nan"), device=losses.device)
             norms = self._linear_norms(sources, closed, losses) if closed is not None else _norms(grads, losses)
-            return norms / weights[0].float().abs()
+            return norms.div_(weights.abs())  # norms is a fresh tensor
         finally:
             self._clear()  # the step's graph is freed with it
 
-    def _closed_form(self, sources: Sequence[_Source]) -> list[Tensor | None] | None:
-        """For the closed form on a Linear layer called once: per source, the derivative of the source by the
-        layer's output, elementwise (``None`` where the source is the output itself); ``None`` when some source is
-        not an elementwise function of the output. Taken before the step's backward pass, which frees the graph."""
+    def _closed_form(self, sources: Sequence[_Source]) -> list[_Chain | None] | None:
+        """For the closed form on a Linear layer called once: per source, how its gradient becomes the gradient on
+        the layer's output (``None`` where the source is the output itself; ``None`` in all when some source is not
+        an elementwise function of the output). Taken before the step's backward pass, which frees the graph."""
         if not self._linear or len(self._calls) != 1:
             return None
-        output = self._calls[0][1]
-        target = _edge(output)
+        _, output, target = self._calls[0]
         chained: list[Node | None] = []  # the node next to the source, when there is one between
         for s in sources:
             if s.tensor.shape != output.shape:  # an elementwise chain keeps the shape (a broadcast would not)
@@ -243,40 +276,41 @@ class GradNormTap(HeadViews):
                     return None
                 edge = live[0]
             chained.append(None if first == target else first[0])
-        return [_derivative(s.tensor, output, first) for s, first in zip(sources, chained, strict=True)]
+        return [_chain(s.tensor, target, first) for s, first in zip(sources, chained, strict=True)]
 
-    def _linear_norms(self, sources: Sequence[_Source], derivatives: Sequence[Tensor | None], losses: Tensor) -> Tensor:
+    def _linear_norms(self, sources: Sequence[_Source], chains: Sequence[_Chain | None], losses: Tensor) -> Tensor:
         """Per task, the norm of the Linear layer's weight and bias gradients together, from its output's gradient
-        g (what the views received, times the derivatives): ||g^T [x 1]||, the bias being the weight of an input
-        fixed at 1."""
+        g (what the views received, through the elementwise chains): ||g^T [x 1]||, the bias being the weight of an
+        input fixed at 1. Every task's g sits side by side in one N x (T out) matrix: one product for all."""
         layer, n = self.layer, losses.shape[0]
         assert isinstance(layer, nn.Linear)
         gz: Tensor | None = None
-        for source, derivative in zip(sources, derivatives, strict=True):
-            received = [v for v in source.views if v.grad is not None]
+        for source, chain in zip(sources, chains, strict=True):
+            received = _received(source)
             if not received:
                 continue
-            g = _per_task(received, n)
-            if derivative is not None:
-                g = g * derivative
+            g = _per_task(received, n, dim=-2)  # ... x T x out
+            if chain is not None:
+                g = chain.apply(g)
             gz = g if gz is None else gz + g
         if gz is None or not self.params:
             return torch.zeros(n, device=losses.device)
-        g = gz.reshape(n, -1, gz.shape[-1]).float()  # T x N x out
+        out = gz.shape[-1]
+        g = gz.reshape(-1, n * out).float()  # N x (T out), task i's columns i out ... (i + 1) out - 1
         if not layer.weight.requires_grad:  # the bias alone
-            return torch.linalg.vector_norm(g.sum(dim=1), dim=1)
+            return torch.linalg.vector_norm(g.sum(dim=0).view(n, out), dim=1)
         x = self._calls[0][0]
         x = x.reshape(-1, x.shape[-1]).float()
         if layer.bias is not None and layer.bias.requires_grad:
             x = torch.nn.functional.pad(x, (0, 1), value=1.0)
-        return _outer_norms(g, x)
+        return _outer_norms(g, x, n)
 
     def _reached(self, source: _Source, grads: list[Tensor | None], n: int, _: Tensor) -> None:
         """The backward pass is at ``source``: add each task's gradient on W through it to ``grads``."""
         if self._nested or source.reached:  # a batched pass from another source running through this one
             return
         source.reached = True
-        received = [v for v in source.views if v.grad is not None]
+        received = _received(source)  # every head reading the source has sent its gradient
         if not received:
             return
         self._nested = True
@@ -456,15 +490,26 @@ def _walk(starts: Iterable[Node | None], stop: Collection[Node]) -> Iterator[Nod
                 stack.append(child)
 
 
-def _per_task(views: Sequence[_View], n: int) -> Tensor:
-    """The gradients the views of one input received, stacked by task (zeros for a task with none)."""
+def _received(source: _Source) -> list[_View]:
+    """The views of ``source`` that received a gradient in the backward pass, their ``grad`` taken from the view."""
+    received = []
+    for v in source.views:
+        v.grad = v.view.grad
+        if v.grad is not None:
+            received.append(v)
+    return received
+
+
+def _per_task(views: Sequence[_View], n: int, dim: int = 0) -> Tensor:
+    """The gradients the views of one input received, stacked by task along ``dim`` (zeros for a task with
+    none)."""
     slots: list[Tensor | None] = [None] * n
     for v in views:
         assert v.grad is not None
         prior = slots[v.task]
         slots[v.task] = v.grad if prior is None else prior + v.grad
     like = next(s for s in slots if s is not None)
-    return torch.stack([s if s is not None else torch.zeros_like(like) for s in slots])
+    return torch.stack([s if s is not None else torch.zeros_like(like) for s in slots], dim=dim)
 
 
 #: Autograd nodes of elementwise operations with one differentiable input: activations, and a product or quotient
@@ -494,24 +539,44 @@ _ELEMENTWISE = frozenset(
 )
 
 
-def _derivative(source: Tensor, output: Tensor, first: Node | None) -> Tensor | None:
-    """d source / d output, elementwise, for a source that is an elementwise function of ``output`` (``first``
-    being the node next to the source; ``None``: the source is the output)."""
+@dataclass(eq=False, slots=True)
+class _Chain:
+    """The elementwise operations between the Linear layer's output and a source, as they act on gradients:
+    ReLU's own backward rule (a gradient passes where the ReLU's result is > 0) or a product with the chain's
+    elementwise derivative."""
+
+    source: Tensor
+    derivative: Tensor | None = None  # None: a ReLU of the layer's output, whose result is ``source``
+
+    def apply(self, g: Tensor) -> Tensor:
+        """``g`` (... x T x out: every task's gradient on the source) as gradients on the layer's output."""
+        if self.derivative is None:
+            return g.mul_(self.source.unsqueeze(-2) > 0)  # g is the fresh stack of the views' gradients
+        return g.mul_(self.derivative.unsqueeze(-2))
+
+
+def _chain(source: Tensor, target: tuple[Node, int], first: Node | None) -> _Chain | None:
+    """The chain from the layer's output (whose gradient goes to ``target``) to a source that is an elementwise
+    function of it (``first`` being the node next to the source; ``None``: the source is the output)."""
     if first is None:
         return None
-    if first.name() == "ReluBackward0" and first.next_functions[0] == _edge(output):
-        return (source > 0).to(source.dtype)  # ReLU's own backward rule: the gradient where its result is > 0
-    return torch.autograd.grad(source, output, torch.ones_like(source), retain_graph=True)[0]
+    if first.name() == "ReluBackward0" and first.next_functions[0] == target:
+        return _Chain(source)
+    ones = torch.ones_like(source)
+    derivative = torch.autograd.grad(source, GradientEdge(*target), ones, retain_graph=True)[0]
+    return _Chain(source, derivative)
 
 
-def _outer_norms(g: Tensor, x: Tensor) -> Tensor:
-    """||g_i^T x||_F for every entry i of ``g`` (T x N x out; x: N x in), without the T x out x in products when
-    the N x N Gram matrices are smaller."""
-    n, out, inp = x.shape[0], g.shape[2], x.shape[1]
+def _outer_norms(g: Tensor, x: Tensor, tasks: int) -> Tensor:
+    """||g_i^T x||_F for every task i, g holding task i's N x out block in its columns i out ... (i + 1) out - 1
+    (g: N x (T out); x: N x in), without the T x out x in products when the N x N Gram matrices are smaller."""
+    n, inp = x.shape
+    out = g.shape[1] // tasks
     if out * inp <= 2 * n * n:
-        return torch.linalg.vector_norm(g.transpose(1, 2) @ x, dim=(1, 2))
+        return torch.linalg.vector_norm((g.T @ x).view(tasks, out, inp), dim=(1, 2))
     # ||g^T x||_F^2 = sum_ab (g g^T)_ab (x x^T)_ab
-    squared = ((g @ g.transpose(1, 2)) * (x @ x.T)).sum(dim=(1, 2))
+    per_task = g.view(n, tasks, out).transpose(0, 1)  # T x N x out
+    squared = ((per_task @ per_task.transpose(1, 2)) * (x @ x.T)).sum(dim=(1, 2))
     return squared.clamp_min(0.0).sqrt()
 
 

@@ -123,6 +123,15 @@ class LinearEnd(TinyMixed):
         return SharedBottom(self.tasks, trunk, 16, chain)
 
 
+class InplaceReluEnd(TinyMixed):
+    """TinyMixed whose last shared nn.Linear is followed by ReLU(inplace=True): the layer's output tensor becomes the
+    ReLU's result, whose gradient is not the layer's."""
+
+    def build_model(self, knobs: Mapping[str, Any], chain: Chain | None) -> nn.Module:
+        trunk = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(inplace=True))
+        return SharedBottom(self.tasks, trunk, 16, chain)
+
+
 class Tokens(nn.Module):
     """A Linear layer on every one of 2 tokens (a B x 2 x 3 input), scaled SiLU after it, heads on the flattened
     tokens."""
@@ -223,10 +232,11 @@ CASES: dict[str, Callable[[], tuple[Problem, TrainConfig]]] = {
     "dropout": lambda: (DropoutTrunk.create(), TrainConfig()),
     "gelu": lambda: (SmoothTrunk.create(), TrainConfig()),
     "linear-end": lambda: (LinearEnd.create(), TrainConfig()),
+    "inplace-relu": lambda: (InplaceReluEnd.create(), TrainConfig()),
     "tokens": lambda: (TokenTrunk.create(), TrainConfig()),
 }
 #: Cases whose last shared layer is an nn.Linear with only elementwise operations after it: closed-form norms.
-LINEAR = {"mlp", "dropout", "gelu", "linear-end", "tokens"}
+LINEAR = {"mlp", "dropout", "gelu", "linear-end", "inplace-relu", "tokens"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -242,8 +252,16 @@ def test_the_norms_are_exact_from_a_constant_number_of_autograd_calls(
     assert fallbacks == 0 and len(calls) <= 2, calls
     if case in LINEAR:
         assert not any("batched" in c for c in calls), calls
-    if case in ("mlp", "linear-end"):  # ReLU's derivative is its mask; nothing at all after the layer
+    if case in ("mlp", "linear-end", "inplace-relu"):  # ReLU's derivative is its mask; nothing after the layer
         assert calls == ["backward"]
+
+
+@pytest.mark.parametrize(("rows", "width"), [(64, 16), (8, 16)], ids=["products", "gram"])
+def test_every_task_s_product_norm_is_its_own(rows: int, width: int) -> None:
+    """||g_i^T x|| for tasks side by side in g, from the products or from the N x N Gram matrices."""
+    g, x = torch.randn(rows, 3 * width), torch.randn(rows, width)
+    expected = torch.stack([torch.linalg.norm(g[:, i * width : (i + 1) * width].T @ x) for i in range(3)])
+    torch.testing.assert_close(gradients._outer_norms(g, x, 3), expected, rtol=1e-5, atol=0.0)
 
 
 def test_heads_reading_different_inputs_get_exact_norms_from_one_pass_per_input(
@@ -287,6 +305,24 @@ def test_the_step_sends_every_parameter_the_plain_backward_gradient(tiny: Proble
     for p, g in zip(params, expected, strict=True):
         assert p.grad is not None
         torch.testing.assert_close(p.grad, g, rtol=1e-6, atol=1e-9)
+
+
+def test_losses_whose_gradient_the_caller_keeps_still_get_exact_norms(tiny: Problem) -> None:
+    """The tap reads the tasks' weights from the losses' gradient; a caller that keeps it too keeps its own."""
+    run = build(tiny, resolve_config(tiny, TrainConfig(strategy="gradnorm")), torch.device("cpu"))
+    assert run.grad_norms is not None
+    inputs, targets = tiny.load().train.take(slice(0, 32))  # type: ignore[union-attr]
+    with run.grad_norms.recording():
+        outputs = run.model(inputs)
+    losses = torch.stack([t.compute_loss(outputs[t.name], targets[t.name]) for t in tiny.tasks])
+    losses.retain_grad()
+    losses.sum().backward(retain_graph=True)  # an earlier pass of the caller's own: losses.grad is all ones
+    reference = _reference(losses, run.grad_norms.params)
+    prior = losses.grad.clone()  # type: ignore[union-attr]
+    weights = torch.tensor([0.3, 1.2, 1.5])
+    norms = run.grad_norms.backward(losses, (weights * losses).sum())
+    torch.testing.assert_close(norms, reference, rtol=1e-5, atol=0.0)
+    torch.testing.assert_close(losses.grad, prior + weights)
 
 
 def test_a_model_without_task_modules_still_gets_its_norms() -> None:
