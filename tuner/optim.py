@@ -33,6 +33,11 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     specs = param_groups(groups, strategy, config)
     fused = True if device.type in FUSED_DEVICES else None
+    if fused is None and device.type == "cpu":
+        # The loss weights are a few numbers: their group's step is all dispatch, one fused call instead of ~10.
+        for spec in specs:
+            if spec["name"] == "weighting":
+                spec["fused"] = True
     if config.optimizer == "sgd":
         return torch.optim.SGD(specs, lr=0.0, momentum=config.momentum, weight_decay=config.weight_decay, fused=fused)
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
