@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 import storage
 from storage import queries
-from tests.study.test_workers import FINISHED, _wait_for_running_trial, launch, start_worker
+from tests.study.test_workers import FINISHED, _wait_for_running_trial, ended, launch, start_worker
 
 
 @pytest.mark.slow
@@ -23,7 +23,8 @@ def test_stop_ends_the_running_trial_at_an_epoch_boundary_and_resume_finishes(tm
     running = _wait_for_running_trial(url, "halt", min_epochs=1)
     with storage.session_scope(url) as session:
         assert storage.request_stop(session, "halt").status == "stopping"
-    assert worker.wait(timeout=120) == 0
+    code, err = ended(worker, 120)
+    assert code == 0, err[-3000:]
     study = optuna.load_study(study_name="halt", storage=url)
     stopped = study.get_trials()[running]
     assert stopped.state == TrialState.FAIL
@@ -34,7 +35,7 @@ def test_stop_ends_the_running_trial_at_an_epoch_boundary_and_resume_finishes(tm
         counts = storage.claim_counts(session, "halt")
         assert counts["interrupted"] == 1 and counts["failed"] == 0  # not the trial's failure
         storage.resume(session, "halt")
-    start_worker(url, "halt", "--exit-when-idle").wait(timeout=300)
+    ended(start_worker(url, "halt", "--exit-when-idle"), 300)
     assert sum(t.state in FINISHED for t in study.get_trials()) == 3
 
 
@@ -46,7 +47,8 @@ def test_sigterm_marks_the_running_trial_interrupted_and_frees_its_slot(tmp_path
     worker = start_worker(url, "term")
     running = _wait_for_running_trial(url, "term", min_epochs=1)
     worker.send_signal(signum)
-    assert worker.wait(timeout=60) != -signum  # handled, not killed by the signal
+    code, err = ended(worker, 60)
+    assert code != -signum, err[-3000:]  # handled, not killed by the signal
     trial = optuna.load_study(study_name="term", storage=url).get_trials()[running]
     assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"] is True
     with storage.session_scope(url) as session:
@@ -83,7 +85,7 @@ def test_detach_then_workers_zero_follows_a_worker_started_elsewhere(tmp_path) -
     with storage.session_scope(url) as session:
         assert storage.get_job(session, "remote").status == "queued"
     follower = subprocess.Popen([*base, "--workers", "0"], stdout=subprocess.PIPE, text=True)
-    start_worker(url, "remote", "--exit-when-idle").wait(timeout=300)
+    ended(start_worker(url, "remote", "--exit-when-idle"), 300)
     text, _ = follower.communicate(timeout=120)
     assert follower.returncode == 0
     assert "remote" in text and "completed" in text

@@ -32,8 +32,23 @@ def pg_url() -> Iterator[str]:
 
 
 def start_worker(url: str, study: str, *extra: str) -> subprocess.Popen[bytes]:
+    """A worker process; its stderr is piped (read it with ``ended``, which no full pipe can block)."""
     cmd = worker_command(study, "--threads", "1", "--poll", "0.5", *extra)
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=worker_environment(url))
+    env = worker_environment(url) | {"PYTHONFAULTHANDLER": "1"}  # SIGABRT dumps every thread's stack
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def ended(worker: subprocess.Popen[bytes], timeout: float) -> tuple[int, str]:
+    """The worker's exit code and stderr once it ends; one still running after ``timeout`` is aborted and the
+    assertion shows where each of its threads was."""
+    try:
+        _, err = worker.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGABRT)
+        _, err = worker.communicate(timeout=30)
+        stacks = err.decode(errors="replace")[-8000:]
+        raise AssertionError(f"the worker did not end in {timeout} s:\n{stacks}") from None
+    return worker.returncode, err.decode(errors="replace")
 
 
 def launch(
