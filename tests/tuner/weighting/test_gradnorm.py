@@ -291,13 +291,18 @@ def test_models_the_views_cannot_serve_get_the_exact_batched_call_instead(
     assert fallbacks == 1
 
 
-def test_the_step_sends_every_parameter_the_plain_backward_gradient(tiny: Problem) -> None:
+def _recorded_losses(tiny: Problem) -> tuple[Any, Tensor]:
+    """A GradNorm run of ``tiny`` and its per-task losses on 32 samples, the forward pass recorded by its tap."""
     run = build(tiny, resolve_config(tiny, TrainConfig(strategy="gradnorm")), torch.device("cpu"))
     assert run.grad_norms is not None
     inputs, targets = tiny.load().train.take(slice(0, 32))  # type: ignore[union-attr]
     with run.grad_norms.recording():
         outputs = run.model(inputs)
-    losses = torch.stack([t.compute_loss(outputs[t.name], targets[t.name]) for t in tiny.tasks])
+    return run, torch.stack([t.compute_loss(outputs[t.name], targets[t.name]) for t in tiny.tasks])
+
+
+def test_the_step_sends_every_parameter_the_plain_backward_gradient(tiny: Problem) -> None:
+    run, losses = _recorded_losses(tiny)
     loss = (torch.tensor([0.3, 1.2, 1.5]) * losses).sum()
     params = [p for p in run.model.parameters()]
     expected = torch.autograd.grad(loss, params, retain_graph=True)
@@ -309,12 +314,7 @@ def test_the_step_sends_every_parameter_the_plain_backward_gradient(tiny: Proble
 
 def test_losses_whose_gradient_the_caller_keeps_still_get_exact_norms(tiny: Problem) -> None:
     """The tap reads the tasks' weights from the losses' gradient; a caller that keeps it too keeps its own."""
-    run = build(tiny, resolve_config(tiny, TrainConfig(strategy="gradnorm")), torch.device("cpu"))
-    assert run.grad_norms is not None
-    inputs, targets = tiny.load().train.take(slice(0, 32))  # type: ignore[union-attr]
-    with run.grad_norms.recording():
-        outputs = run.model(inputs)
-    losses = torch.stack([t.compute_loss(outputs[t.name], targets[t.name]) for t in tiny.tasks])
+    run, losses = _recorded_losses(tiny)
     losses.retain_grad()
     losses.sum().backward(retain_graph=True)  # an earlier pass of the caller's own: losses.grad is all ones
     reference = _reference(losses, run.grad_norms.params)
