@@ -35,7 +35,13 @@ def start_worker(url: str, study: str, *extra: str) -> subprocess.Popen[bytes]:
     """A worker process; its stderr is piped (read it with ``ended``, which no full pipe can block)."""
     cmd = worker_command(study, "--threads", "1", "--poll", "0.5", *extra)
     env = worker_environment(url) | {"PYTHONFAULTHANDLER": "1"}  # SIGABRT dumps every thread's stack
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # Started as from a terminal, whatever this process inherited (under nohup, hangups are ignored, and a worker
+    # keeps ignoring them when its parent does).
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def ended(worker: subprocess.Popen[bytes], timeout: float) -> tuple[int, str]:
