@@ -23,6 +23,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Connection,
     DateTime,
     Enum,
@@ -179,9 +180,9 @@ def finish_trial(connection: Connection, trial_id: int, trial: FrozenTrial, writ
     assert trial.datetime_complete is not None and trial.datetime_start is not None
     changed = connection.execute(
         update(TRIALS)
-        .where(TRIALS.c.trial_id == trial_id, TRIALS.c.state == TrialState.RUNNING)
-        # The same number and start: this trial, not one that took its id after a delete.
-        .where(TRIALS.c.number == trial.number, TRIALS.c.datetime_start == utc_naive(trial.datetime_start))
+        .where(
+            same_trial(trial_id, trial.number, utc_naive(trial.datetime_start)), TRIALS.c.state == TrialState.RUNNING
+        )
         .values(state=trial.state, datetime_complete=utc_naive(trial.datetime_complete))
     )
     if changed.rowcount != 1:
@@ -194,6 +195,12 @@ def finish_trial(connection: Connection, trial_id: int, trial: FrozenTrial, writ
         _upsert(connection, VALUES, rows, ("trial_id", "objective"), ("value", "value_type"))
     write(connection, trial_id, writes)
     return True
+
+
+def same_trial(trial_id: Any, number: Any, start: Any) -> ColumnElement[bool]:
+    """The row of trial ``trial_id`` only while it is still the trial numbered ``number`` that started at ``start``
+    (naive UTC), not one that took its id after a delete (SQLite hands a deleted row's id out again)."""
+    return and_(TRIALS.c.trial_id == trial_id, TRIALS.c.number == number, TRIALS.c.datetime_start == start)
 
 
 def trial_state(connection: Connection, trial_id: int) -> TrialState | None:

@@ -287,7 +287,5 @@ class WorkerStorage(BaseStorage):
             loaded = tables.load_trials(connection, sorted(set(identities) - from_memory))
         with self._lock:
             self._finished.update({t: (study_id, trial) for t, trial in loaded.items() if trial.state.is_finished()})
-        trials = [Writes().applied_to(memory[t]) if deepcopy else memory[t] for t in from_memory] + list(
-            loaded.values()
-        )
+        trials = [*(Writes().applied_to(memory[t]) if deepcopy else memory[t] for t in from_memory), *loaded.values()]
         return sorted(trials, key=lambda t: t.number)

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from storage._engine import normalize_url, read_connection, write_transaction
-from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost_trials, utc_naive, write
+from storage._optuna_tables import TRIALS, LostTrial, Writes, finish_trial, lost_trials, same_trial, utc_naive, write
 from storage._worker_storage import WorkerStorage
 from storage.claims import INTERRUPTED, INTERRUPTED_ATTR, attach_trial, finish_claim
 from storage.metrics import epoch_records, insert_epochs, write_summary
@@ -239,6 +239,7 @@ def _write_batch(url: str, batch: Sequence[_Queued]) -> dict[TrialRecorder, Epoc
     pending: dict[TrialRecorder, Writes] = {}
     for item in batch:
         pending[item.recorder] = pending.get(item.recorder, Writes()) | item.writes
+    started = {item.recorder for item in batch if item.epoch is None}
     with write_transaction(url) as connection:  # BEGIN IMMEDIATE: the write lock first, then the reads
         outcomes = {}
         for r in pending:
@@ -255,7 +256,7 @@ def _write_batch(url: str, batch: Sequence[_Queued]) -> dict[TrialRecorder, Epoc
         ]
         insert_epochs(connection, records)  # every queued epoch's rows in one INSERT
         for r, writes in pending.items():
-            if r in ours and any(item.recorder is r and item.epoch is None for item in batch):
+            if r in ours and r in started:
                 attach_trial(connection, r.claim_id, r.trial_number)
             if outcomes[r].trial_running:
                 write(connection, r.trial_id, writes)
@@ -269,11 +270,7 @@ _JOB = select(StudyJob.status).where(StudyJob.id == bindparam("job_id"), StudyJo
 _CHECK = select(
     _JOB.with_for_update(read=True, key_share=True).scalar_subquery(),
     select(TRIALS.c.state)
-    .where(
-        TRIALS.c.trial_id == bindparam("trial_id"),
-        TRIALS.c.number == bindparam("number"),
-        TRIALS.c.datetime_start == bindparam("start"),
-    )
+    .where(same_trial(bindparam("trial_id"), bindparam("number"), bindparam("start")))
     .scalar_subquery(),
 )
 
