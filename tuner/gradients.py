@@ -34,7 +34,7 @@ starts from the losses.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -43,7 +43,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
-from torch.utils.hooks import RemovableHandle
 
 from tuner.problems import tree_map
 
@@ -88,32 +87,40 @@ class HeadViews:
 
     @contextmanager
     def recording(self) -> Iterator[None]:
-        """Record the forward pass run inside this context: the heads read views of their inputs."""
+        """Record the forward pass run inside this context: the heads read views of their inputs.
+
+        For the context's duration each watched module's ``forward`` is wrapped by an instance attribute, which
+        ``nn.Module.__call__`` looks up before the class's method, as accelerate's module hooks do: unlike a forward
+        hook, it keeps the call on ``nn.Module``'s fast path. The modules are left as they were on exit."""
         self._clear()
-        handles = [
-            module.register_forward_pre_hook(partial(self._enter_head, task), with_kwargs=True)
+        wrapped: list[tuple[nn.Module, Callable[..., Any]]] = [
+            (module, partial(self._call_head, task, module.forward))
             for task, modules in enumerate(self.heads)
             for module in modules
         ]
-        handles += self._hooks()
+        wrapped += self._wrapped()
+        priors = [vars(module).get("forward") for module, _ in wrapped]
+        for module, forward in wrapped:
+            vars(module)["forward"] = forward
         try:
             yield
         finally:
-            for handle in handles:
-                handle.remove()
+            for (module, _), prior in zip(wrapped, priors, strict=True):
+                if prior is None:
+                    del vars(module)["forward"]
+                else:
+                    vars(module)["forward"] = prior
 
-    def _hooks(self) -> list[RemovableHandle]:
-        """Further hooks for the recorded forward pass."""
+    def _wrapped(self) -> list[tuple[nn.Module, Callable[..., Any]]]:
+        """Further modules whose ``forward`` the recorded pass wraps, with their wrappers."""
         return []
 
-    def _enter_head(
-        self, task: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def _call_head(self, task: int, forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         first = not self._views
         if not kwargs and len(args) == 1 and isinstance(args[0], Tensor):  # the common case, without tree_map
-            return (self._view(task, first, args[0]),), kwargs
+            return forward(self._view(task, first, args[0]))
         view = partial(self._view, task, first)
-        return tree_map(view, args), tree_map(view, kwargs) if kwargs else kwargs
+        return forward(*tree_map(view, args), **(tree_map(view, kwargs) if kwargs else kwargs))
 
     def _view(self, task: int, first: bool, t: Tensor) -> Tensor:
         if not t.requires_grad:
@@ -204,16 +211,18 @@ class GradNormTap(HeadViews):
         """The tap for ``model`` whose tasks own ``task_params`` (a problem's ``parameter_groups``)."""
         return cls(layer, task_modules(model, task_params))
 
-    def _hooks(self) -> list[RemovableHandle]:
-        return [self.layer.register_forward_hook(self._linear_called)] if self._linear else []
+    def _wrapped(self) -> list[tuple[nn.Module, Callable[..., Any]]]:
+        return [(self.layer, partial(self._call_layer, self.layer.forward))] if self._linear else []
 
     def _keep(self, view: Tensor) -> None:
         # In the view's .grad: kept by autograd itself, without a call back into Python during the backward pass.
         view.retain_grad()
 
-    def _linear_called(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+    def _call_layer(self, forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        output = forward(*args, **kwargs)
         if args and isinstance(args[0], Tensor) and isinstance(output, Tensor):
             self._calls.append((args[0].detach(), output, _edge(output)))
+        return output
 
     def backward(self, losses: Tensor, loss: Tensor) -> Tensor:
         """Backpropagate ``loss`` (the step's loss, from the stacked per-task ``losses``, shape T) into every
@@ -550,8 +559,8 @@ class _Chain:
 
     def apply(self, g: Tensor) -> Tensor:
         """``g`` (... x T x out: every task's gradient on the source) as gradients on the layer's output."""
-        if self.derivative is None:
-            return g.mul_(self.source.unsqueeze(-2) > 0)  # g is the fresh stack of the views' gradients
+        if self.derivative is None:  # the ReLU's result is >= 0: its sign is the ReLU's derivative, 0 or 1
+            return g.mul_(self.source.sign().unsqueeze(-2))  # g is the fresh stack of the views' gradients
         return g.mul_(self.derivative.unsqueeze(-2))
 
 
@@ -561,7 +570,7 @@ def _chain(source: Tensor, target: tuple[Node, int], first: Node | None) -> _Cha
     if first is None:
         return None
     if first.name() == "ReluBackward0" and first.next_functions[0] == target:
-        return _Chain(source)
+        return _Chain(source.detach())
     ones = torch.ones_like(source)
     derivative = torch.autograd.grad(source, GradientEdge(*target), ones, retain_graph=True)[0]
     return _Chain(source, derivative)

@@ -247,6 +247,7 @@ def test_the_norms_are_exact_from_a_constant_number_of_autograd_calls(
     norms, reference, calls, fallbacks = _step_norms(problem, config, monkeypatch)
     torch.testing.assert_close(norms, reference, rtol=1e-5, atol=0.0)
     assert bool(torch.all(reference > 0))
+    assert not norms.requires_grad  # numbers for the weights' update, not part of the step's graph
     # The step's backward pass and one batched pass from the heads' one input, whatever the number of tasks (the MLP
     # has four); on a Linear layer no batched pass, at most a plain one for the derivative of what follows it.
     assert fallbacks == 0 and len(calls) <= 2, calls
@@ -310,6 +311,35 @@ def test_the_step_sends_every_parameter_the_plain_backward_gradient(tiny: Proble
     for p, g in zip(params, expected, strict=True):
         assert p.grad is not None
         torch.testing.assert_close(p.grad, g, rtol=1e-6, atol=1e-9)
+
+
+def test_recording_leaves_the_model_s_modules_as_they_were(tiny: Problem) -> None:
+    """The recorded pass wraps the heads' and the layer's ``forward``; afterwards, even after an error, every
+    module's ``forward`` is its own again, including one the user had set on the instance."""
+    run = build(tiny, resolve_config(tiny, TrainConfig(strategy="gradnorm")), torch.device("cpu"))
+    tap = run.grad_norms
+    assert tap is not None
+    inputs, _ = tiny.load().train.take(slice(0, 8))  # type: ignore[union-attr]
+    own = tap.heads[0][0]
+    calls: list[int] = []
+    original = own.forward
+
+    def users_forward(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    own.forward = users_forward  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="the user's error"), tap.recording():
+        run.model(inputs)
+        assert len(tap._views) == len(tiny.tasks)  # every head read a view, the user's forward included
+        raise RuntimeError("the user's error")
+    assert calls == [1]
+    assert vars(own)["forward"] is users_forward
+    watched = [m for modules in tap.heads for m in modules if m is not own] + [tap.layer]
+    assert all("forward" not in vars(m) for m in watched)
+    recorded = len(tap._views)
+    run.model(inputs)
+    assert calls == [1, 1] and len(tap._views) == recorded  # outside the context nothing is recorded
 
 
 def test_losses_whose_gradient_the_caller_keeps_still_get_exact_norms(tiny: Problem) -> None:
