@@ -60,19 +60,21 @@ class GradNorm(WeightingStrategy):
         self.register_buffer("_last_g", torch.zeros(self.n_tasks))
         self.register_buffer("_last_target", torch.zeros(self.n_tasks))
         self.register_buffer("_counted", torch.ones(()), persistent=False)
-        # The epoch's G, targets and whether each step counted, kept as references and summed once per epoch (or
+        # The epoch's G, G - target and whether each step counted, kept as references and summed once per epoch (or
         # every COLLAPSE_EVERY steps) rather than added up with more operations every step.
         self._epoch: list[tuple[Tensor, Tensor, Tensor]] = []
-        # A host-side counter: it decides when L(0) is taken without reading any tensor.
-        self._steps = 0
+        # Host-side: whether L(0) was taken, decided without reading any tensor (and set once: nn.Module's
+        # attribute assignment costs as much as a tensor operation, too much for every step).
+        self._started = False
 
     @classmethod
     def from_config(cls, tasks: Sequence[Task], config: TrainConfig) -> WeightingStrategy:
         return cls(tasks, **cls.knob_values(config.strategy_options), skip_overflow=config.precision == "fp16")
 
     def combine(self, losses: Tensor) -> Tensor:
-        if self._steps == 0:
+        if not self._started:
             self.initial_losses = losses.detach().float().clamp_min(1e-12)
+            self._started = True
         return torch.dot(self.w.detach(), losses)
 
     def after_backward(self, losses: Tensor, grad_norms: Tensor | None) -> None:
@@ -80,18 +82,18 @@ class GradNorm(WeightingStrategy):
         # Few operations: on a CPU each one's dispatch costs about as much as its arithmetic on T numbers.
         g = self.w.detach() * grad_norms  # G_i = ||grad_W (w_i L_i)|| = w_i ||grad_W L_i||
         ratio = losses / self.initial_losses
-        target = (ratio / ratio.mean()).pow_(self.alpha).mul_(g.mean())
-        gap = g - target
+        ratio = ratio.div_(ratio.mean()).pow_(self.alpha)
+        gap = torch.addcmul(g, ratio, g.mean(), value=-1.0)  # G_i - target_i, target_i = mean(G) ratio_i
         # d|G_i - target_i| / dw_i = sign(G_i - target_i) ||grad_W L_i||.
         self.w.grad = torch.copysign(grad_norms, gap)
+        # The epoch keeps G and G - target: the targets' sum is their difference's.
         if self.skip_overflow:  # one infinite norm makes every target infinite (through mean(G)): skip the step
             counted = gap.isfinite().all()
-            self._epoch.append((g.where(counted, 0.0), target.where(counted, 0.0), counted.float()))
+            self._epoch.append((g.where(counted, 0.0), gap.where(counted, 0.0), counted.float()))
         else:
-            self._epoch.append((g, target, self._counted))
+            self._epoch.append((g, gap, self._counted))
         if len(self._epoch) >= COLLAPSE_EVERY:
             self._epoch = [self._epoch_sums()]
-        self._steps += 1
 
     def after_step(self) -> None:
         w = self.w.detach()  # shares w's storage: updating it in place needs no no_grad() context
@@ -101,14 +103,14 @@ class GradNorm(WeightingStrategy):
     @torch.no_grad()
     def on_epoch_end(self, train_losses: Tensor) -> None:
         if self._epoch:
-            g_sum, target_sum, counted = self._epoch_sums()
+            g_sum, gap_sum, counted = self._epoch_sums()
             steps = counted.clamp_min(1.0)
-            self._last_g, self._last_target = g_sum / steps, target_sum / steps
+            self._last_g, self._last_target = g_sum / steps, (g_sum - gap_sum) / steps
         self._epoch.clear()
 
     def _epoch_sums(self) -> tuple[Tensor, Tensor, Tensor]:
-        g, target, counted = (torch.stack(series).sum(dim=0) for series in zip(*self._epoch, strict=True))
-        return g, target, counted
+        g, gap, counted = (torch.stack(series).sum(dim=0) for series in zip(*self._epoch, strict=True))
+        return g, gap, counted
 
     def weights(self) -> Tensor:
         return self.w.detach().clone()
