@@ -68,6 +68,27 @@ class _Source:
     reached: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class TaskNorms:
+    """One step's gradient norms of every task on W, as the step backpropagated them: ``scaled[i]`` is
+    ||grad_W (c_i L_i)||, c_i = ``weights[i]`` being task i's weight in the loss backpropagated (with a gradient
+    scaler, times its scale)."""
+
+    scaled: Tensor
+    weights: Tensor
+
+    @classmethod
+    def of(cls, norms: Tensor, weights: Tensor) -> TaskNorms:
+        """From the unweighted norms ||grad_W L_i||."""
+        return cls(norms * weights.abs(), weights)
+
+    @property
+    def norms(self) -> Tensor:
+        """||grad_W L_i||_2 for every task (shape T, float32); NaN for a task whose weight is zero (it sent no
+        gradient back)."""
+        return self.scaled / self.weights.abs()
+
+
 class HeadViews:
     """The tensors each task's heads read in a recorded forward pass, given to the heads as views.
 
@@ -81,6 +102,10 @@ class HeadViews:
         # The parameters' gradient accumulators, held so that every step's graph uses these same nodes (as
         # DistributedDataParallel holds them for its hooks).
         self._accumulators = {get_gradient_edge(p).node for p in params}
+        # The heads' own parameters' accumulators (held likewise): leaves, which ``_sources`` need not visit.
+        self._head_leaves = {
+            get_gradient_edge(p).node for modules in heads for m in modules for p in m.parameters() if p.requires_grad
+        }
         self._views: list[_View] = []
         # Nodes that existed before any head ran (what the first head read): no view lies below them.
         self._before_heads: set[Node] = set()
@@ -151,6 +176,7 @@ class HeadViews:
         view_task = {v.node: v.task for v in views}
         before = self._before_heads
         forbidden = before | self._accumulators
+        skipped = self._head_leaves - forbidden
         # From each loss: its own views only, never another task's, the shared part or the parameters around them.
         for task, (root, _) in enumerate(roots):
             if root is None:
@@ -166,7 +192,7 @@ class HeadViews:
                 if node in forbidden:
                     return None
                 for child, _ in node.next_functions:
-                    if child is not None and child not in seen:
+                    if child is not None and child not in seen and child not in skipped:
                         seen.add(child)
                         stack.append(child)
         sources: dict[tuple[Node, int], _Source] = {}
@@ -224,24 +250,18 @@ class GradNormTap(HeadViews):
             self._calls.append((args[0].detach(), output, _edge(output)))
         return output
 
-    def backward(self, losses: Tensor, loss: Tensor) -> Tensor:
+    def backward(self, losses: Tensor, loss: Tensor) -> TaskNorms:
         """Backpropagate ``loss`` (the step's loss, from the stacked per-task ``losses``, shape T) into every
-        parameter's ``.grad``, and return ||grad_W L_i||_2 for every task (shape T, float32).
+        parameter's ``.grad``, and return every task's gradient norm on W.
 
         The norms are measured on what the step backpropagates: with a gradient scaler's scaled loss, small
-        gradients do not underflow. A task whose weight in ``loss`` is zero sends no gradient back: its norm is NaN.
+        gradients do not underflow.
         """
         try:
             sources = self._sources(losses)
             if sources is None:
                 norms = task_grad_norms(losses, self.params)  # before the backward pass frees the graph
-                loss.backward()
-                return norms
-            # The losses' gradient is each task's weight in the step's loss; kept by autograd, like the views'.
-            retained = losses.retains_grad
-            prior = losses.grad if retained else None  # the caller's own, when it keeps the losses' gradient too
-            if not retained:
-                losses.retain_grad()
+                return TaskNorms.of(norms, _backward(losses, loss))
             for v in self._views:  # what another autograd pass through the views left there (a loss's own)
                 v.view.grad = None
             closed = self._closed_form(sources)
@@ -249,20 +269,13 @@ class GradNormTap(HeadViews):
             if closed is None:
                 handles = [s.tensor.register_hook(partial(self._reached, s, grads, losses.shape[0])) for s in sources]
             try:
-                loss.backward()
+                weights = _backward(losses, loss)
             finally:
                 if closed is None:
                     for handle in handles:
                         handle.remove()
-            weights = losses.grad
-            if not retained:
-                losses.grad = None
-            elif weights is not None and prior is not None:
-                weights = weights - prior
-            if weights is None:  # the loss does not depend on the tasks' losses
-                return torch.full((losses.shape[0],), float("nan"), device=losses.device)
-            norms = self._linear_norms(sources, closed, losses) if closed is not None else _norms(grads, losses)
-            return norms.div_(weights.abs())  # norms is a fresh tensor
+            scaled = self._linear_norms(sources, closed, losses) if closed is not None else _norms(grads, losses)
+            return TaskNorms(scaled, weights)
         finally:
             self._clear()  # the step's graph is freed with it
 
@@ -476,6 +489,23 @@ def _batched(
     )
 
 
+def _backward(losses: Tensor, loss: Tensor) -> Tensor:
+    """Backpropagate ``loss`` and return each task's weight in it: the gradient it sends the stacked per-task
+    ``losses`` (kept by autograd, like the views'; zeros where it does not depend on them). The losses' own
+    ``.grad`` is left as the caller had it."""
+    retained = losses.retains_grad
+    prior = losses.grad if retained else None  # the caller's own, when it keeps the losses' gradient too
+    if not retained:
+        losses.retain_grad()
+    loss.backward()
+    weights = losses.grad
+    if not retained:
+        losses.grad = None
+    elif weights is not None and prior is not None:
+        weights = weights - prior
+    return weights if weights is not None else torch.zeros_like(losses)
+
+
 def _edge(t: Tensor) -> tuple[Node, int]:
     node = t.grad_fn
     if node is not None:
@@ -582,7 +612,7 @@ def _outer_norms(g: Tensor, x: Tensor, tasks: int) -> Tensor:
     n, inp = x.shape
     out = g.shape[1] // tasks
     if out * inp <= 2 * n * n:
-        return torch.linalg.vector_norm((g.T @ x).view(tasks, out, inp), dim=(1, 2))
+        return torch.linalg.vector_norm((g.T @ x).view(tasks, -1), dim=1)
     # ||g^T x||_F^2 = sum_ab (g g^T)_ab (x x^T)_ab
     per_task = g.view(n, tasks, out).transpose(0, 1)  # T x N x out
     squared = ((per_task @ per_task.transpose(1, 2)) * (x @ x.T)).sum(dim=(1, 2))

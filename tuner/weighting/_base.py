@@ -12,7 +12,7 @@ from tuner.config import ConfigError, TrainConfig
 from tuner.problems import Knob, Task, knob_values
 
 if TYPE_CHECKING:
-    from tuner.gradients import TaskJacobian
+    from tuner.gradients import TaskJacobian, TaskNorms
 
 
 class WeightingStrategy(nn.Module, ABC):
@@ -74,8 +74,8 @@ class WeightingStrategy(nn.Module, ABC):
         """
         raise NotImplementedError(f"strategy {self.name!r} does not run the backward pass itself")
 
-    def after_backward(self, losses: Tensor, grad_norms: Tensor | None) -> None:
-        """Called after ``backward()`` and before the optimizer step; ``grad_norms`` (shape T) when requested."""
+    def after_backward(self, losses: Tensor, grad_norms: TaskNorms | None) -> None:
+        """Called after ``backward()`` and before the optimizer step; ``grad_norms`` when requested."""
 
     def after_step(self) -> None:
         """Called after the optimizer step."""

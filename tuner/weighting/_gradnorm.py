@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from tuner.config import ConfigError, TrainConfig
+from tuner.gradients import TaskNorms
 from tuner.problems import Knob, Task
 from tuner.weighting._base import WeightingStrategy
 
@@ -53,6 +54,7 @@ class GradNorm(WeightingStrategy):
         if alpha < 0:
             raise ConfigError(f"strategy_options: gradnorm's alpha must be >= 0, got {alpha}")
         self.alpha = alpha
+        self._target_scale = float(self.n_tasks) ** (alpha - 1.0)
         self.min_weight = min_weight
         self.skip_overflow = skip_overflow
         self.w = nn.Parameter(torch.ones(self.n_tasks))
@@ -77,15 +79,20 @@ class GradNorm(WeightingStrategy):
             self._started = True
         return torch.dot(self.w.detach(), losses)
 
-    def after_backward(self, losses: Tensor, grad_norms: Tensor | None) -> None:
+    def after_backward(self, losses: Tensor, grad_norms: TaskNorms | None) -> None:
         assert grad_norms is not None, "GradNorm needs the per-task gradient norms (needs_grad_norms=True)"
         # Few operations: on a CPU each one's dispatch costs about as much as its arithmetic on T numbers.
-        g = self.w.detach() * grad_norms  # G_i = ||grad_W (w_i L_i)|| = w_i ||grad_W L_i||
+        norms = grad_norms.scaled / grad_norms.weights  # ||grad_W L_i||: the weights are w (x the scale) > 0
+        # G_i = ||grad_W (w_i L_i)||: what the step backpropagated, sum_i w_i L_i, unless fp16's gradient scaler
+        # multiplied it by its scale.
+        g = self.w.detach() * norms if self.skip_overflow else grad_norms.scaled
+        # target_i = mean(G) (r_i / mean(r))^alpha = sum(G) T^(alpha - 1) (r_i / sum(r))^alpha: sums, which cost half
+        # a mean on a CPU.
         ratio = losses / self.initial_losses
-        ratio = ratio.div_(ratio.mean()).pow_(self.alpha)
-        gap = torch.addcmul(g, ratio, g.mean(), value=-1.0)  # G_i - target_i, target_i = mean(G) ratio_i
+        ratio = ratio.div_(ratio.sum()).pow_(self.alpha)
+        gap = torch.addcmul(g, ratio, g.sum(), value=-self._target_scale)  # G_i - target_i
         # d|G_i - target_i| / dw_i = sign(G_i - target_i) ||grad_W L_i||.
-        self.w.grad = torch.copysign(grad_norms, gap)
+        self.w.grad = torch.copysign(norms, gap)
         # The epoch keeps G and G - target: the targets' sum is their difference's.
         if self.skip_overflow:  # one infinite norm makes every target infinite (through mean(G)): skip the step
             counted = gap.isfinite().all()

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from tests.tuner.conftest import TinyMixed
 from tuner import gradients
 from tuner.config import Chain, TrainConfig
-from tuner.gradients import GradNormTap, task_grad_norms
+from tuner.gradients import GradNormTap, TaskNorms, task_grad_norms
 from tuner.problems import (
     Dataset,
     Defaults,
@@ -223,7 +223,7 @@ def _step_norms(
     monkeypatch.setattr(gradients, "task_grad_norms", counted)
     with _counting_autograd(monkeypatch) as calls:
         norms = run.grad_norms.backward(losses, (weights * losses).sum())
-    return norms, reference, calls, len(fallbacks)
+    return norms.norms, reference, calls, len(fallbacks)
 
 
 CASES: dict[str, Callable[[], tuple[Problem, TrainConfig]]] = {
@@ -350,7 +350,7 @@ def test_losses_whose_gradient_the_caller_keeps_still_get_exact_norms(tiny: Prob
     reference = _reference(losses, run.grad_norms.params)
     prior = losses.grad.clone()  # type: ignore[union-attr]
     weights = torch.tensor([0.3, 1.2, 1.5])
-    norms = run.grad_norms.backward(losses, (weights * losses).sum())
+    norms = run.grad_norms.backward(losses, (weights * losses).sum()).norms
     torch.testing.assert_close(norms, reference, rtol=1e-5, atol=0.0)
     torch.testing.assert_close(losses.grad, prior + weights)
 
@@ -369,7 +369,7 @@ def test_a_model_without_task_modules_still_gets_its_norms() -> None:
         outputs = model(inputs)
     losses = torch.stack([t.compute_loss(outputs[t.name], targets[t.name]) for t in problem.tasks])
     expected = task_grad_norms(losses, list(layer.parameters()))
-    torch.testing.assert_close(tap.backward(losses, losses.sum()), expected, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(tap.backward(losses, losses.sum()).norms, expected, rtol=1e-6, atol=0.0)
 
 
 # --- the weights' update --------------------------------------------------------------------------------------
@@ -442,7 +442,7 @@ def test_with_fp16_a_step_whose_scaled_gradients_overflowed_leaves_the_epoch_mea
     losses = torch.tensor([1.0, 2.0, 3.0])
     strategy.combine(losses)
     for norms in ([1.0, 2.0, 3.0], [float("inf"), 4.0, 5.0]):
-        strategy.after_backward(losses, torch.tensor(norms))
+        strategy.after_backward(losses, TaskNorms.of(torch.tensor(norms), torch.ones(3)))
     strategy.on_epoch_end(losses)
     torch.testing.assert_close(strategy.report()["grad_norm"], torch.tensor([1.0, 2.0, 3.0]))  # w = 1
     assert bool(torch.all(strategy.report()["grad_norm_target"].isfinite()))
@@ -481,9 +481,9 @@ def test_the_epoch_report_carries_mean_gradient_norms_and_targets(
     seen: list[Tensor] = []
     original = GradNorm.after_backward
 
-    def after_backward(self: GradNorm, losses: Tensor, grad_norms: Tensor | None) -> None:
+    def after_backward(self: GradNorm, losses: Tensor, grad_norms: TaskNorms | None) -> None:
         assert grad_norms is not None
-        seen.append(self.w.detach() * grad_norms)  # G_i = w_i ||grad_W L_i||
+        seen.append(self.w.detach() * grad_norms.norms)  # G_i = w_i ||grad_W L_i||
         original(self, losses, grad_norms)
 
     monkeypatch.setattr(GradNorm, "after_backward", after_backward)
