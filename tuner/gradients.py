@@ -227,6 +227,9 @@ class GradNormTap(HeadViews):
             id(layer.weight),
             id(layer.bias),
         }
+        trained = {id(p) for p in self.params}
+        self._trains_weight = id(getattr(layer, "weight", None)) in trained
+        self._trains_bias = id(getattr(layer, "bias", None)) in trained
         # The Linear layer's calls in the recorded pass: its input, its output and where the output's gradient goes
         # (taken when the layer returns: an in-place operation on the output later moves the output's own edge).
         self._calls: list[tuple[Tensor, Tensor, tuple[Node, int]]] = []
@@ -304,8 +307,7 @@ class GradNormTap(HeadViews):
         """Per task, the norm of the Linear layer's weight and bias gradients together, from its output's gradient
         g (what the views received, through the elementwise chains): ||g^T [x 1]||, the bias being the weight of an
         input fixed at 1. Every task's g sits side by side in one N x (T out) matrix: one product for all."""
-        layer, n = self.layer, losses.shape[0]
-        assert isinstance(layer, nn.Linear)
+        n = losses.shape[0]
         gz: Tensor | None = None
         for source, chain in zip(sources, chains, strict=True):
             received = _received(source)
@@ -318,12 +320,12 @@ class GradNormTap(HeadViews):
         if gz is None or not self.params:
             return torch.zeros(n, device=losses.device)
         out = gz.shape[-1]
-        g = gz.reshape(-1, n * out).float()  # N x (T out), task i's columns i out ... (i + 1) out - 1
-        if not layer.weight.requires_grad:  # the bias alone
+        g = _float32(gz.view(-1, n * out))  # N x (T out), task i's columns i out ... (i + 1) out - 1
+        if not self._trains_weight:  # the bias alone
             return torch.linalg.vector_norm(g.sum(dim=0).view(n, out), dim=1)
         x = self._calls[0][0]
-        x = x.reshape(-1, x.shape[-1]).float()
-        if layer.bias is not None and layer.bias.requires_grad:
+        x = _float32(x if x.dim() == 2 else x.reshape(-1, x.shape[-1]))
+        if self._trains_bias:
             x = torch.nn.functional.pad(x, (0, 1), value=1.0)
         return _outer_norms(g, x, n)
 
@@ -504,6 +506,11 @@ def _backward(losses: Tensor, loss: Tensor) -> Tensor:
     elif weights is not None and prior is not None:
         weights = weights - prior
     return weights if weights is not None else torch.zeros_like(losses)
+
+
+def _float32(t: Tensor) -> Tensor:
+    """``t`` in float32, without a call where it already is (a call costs as much as the arithmetic here)."""
+    return t if t.dtype == torch.float32 else t.float()
 
 
 def _edge(t: Tensor) -> tuple[Node, int]:
