@@ -234,6 +234,7 @@ class GradNormTap(HeadViews):
         # (taken when the layer returns: an in-place operation on the output later moves the output's own edge).
         self._calls: list[tuple[Tensor, Tensor, tuple[Node, int]]] = []
         self._nested = False
+        self._ones: Tensor | None = None  # the column of ones of the closed form, kept from step to step
 
     @classmethod
     def of(cls, model: nn.Module, layer: nn.Module, task_params: Sequence[Sequence[nn.Parameter]]) -> GradNormTap:
@@ -325,8 +326,11 @@ class GradNormTap(HeadViews):
             return torch.linalg.vector_norm(g.sum(dim=0).view(n, out), dim=1)
         x = self._calls[0][0]
         x = _float32(x if x.dim() == 2 else x.reshape(-1, x.shape[-1]))
-        if self._trains_bias:
-            x = torch.nn.functional.pad(x, (0, 1), value=1.0)
+        if self._trains_bias:  # the bias is the weight of an input fixed at 1
+            ones = self._ones
+            if ones is None or ones.shape[0] != x.shape[0] or ones.device != x.device:
+                ones = self._ones = x.new_ones(x.shape[0], 1)
+            x = torch.cat((x, ones), dim=1)
         return _outer_norms(g, x, n)
 
     def _reached(self, source: _Source, grads: list[Tensor | None], n: int, _: Tensor) -> None:
@@ -549,6 +553,8 @@ def _received(source: _Source) -> list[_View]:
 def _per_task(views: Sequence[_View], n: int, dim: int = 0) -> Tensor:
     """The gradients the views of one input received, stacked by task along ``dim`` (zeros for a task with
     none)."""
+    if len(views) == n and all(v.task == i for i, v in enumerate(views)):  # one view per task, in order: the rule
+        return torch.stack([v.grad for v in views], dim=dim)  # type: ignore[misc]
     slots: list[Tensor | None] = [None] * n
     for v in views:
         assert v.grad is not None
