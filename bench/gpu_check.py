@@ -126,7 +126,7 @@ def gradnorm_error(problem: Problem, precision: str, device: torch.device) -> tu
 
     gradients.task_grad_norms = counted
     try:
-        norms = tap.backward(losses, run.scaler.scale(loss) if run.scaler is not None else loss)
+        norms = tap.backward(losses, run.scaler.scale(loss) if run.scaler is not None else loss).norms
     finally:
         gradients.task_grad_norms = batched
     error = float(((norms - reference).abs() / reference).max())
