@@ -105,7 +105,7 @@ class HeadViews:
         # visit.
         self._head_leaves = {
             get_gradient_edge(p).node for modules in heads for m in modules for p in m.parameters() if p.requires_grad
-        }
+        } - self._accumulators  # a head's parameter tied to W's stays one the walk must find
         self._views: list[_View] = []
         # Nodes that existed before any head ran (what the first head read): no view lies below them.
         self._before_heads: set[Node] = set()
@@ -118,21 +118,21 @@ class HeadViews:
         ``nn.Module.__call__`` looks up before the class's method, as accelerate's module hooks do: unlike a forward
         hook, it keeps the call on ``nn.Module``'s fast path. The modules are left as they were on exit."""
         self._clear()
-        wrapped: list[tuple[nn.Module, Callable[..., Any]]] = [
-            (module, partial(self._call_head, task, module.forward))
-            for task, modules in enumerate(self.heads)
-            for module in modules
-        ]
-        wrapped += self._wrapped()
-        priors = [vars(module).get("forward") for module, _ in wrapped]
-        for module, forward in wrapped:
-            vars(module)["forward"] = forward
+        wrapped: dict[int, tuple[nn.Module, Callable[..., Any]]] = {}  # by module: one held under two names once
+        for task, modules in enumerate(self.heads):
+            for module in modules:
+                wrapped.setdefault(id(module), (module, partial(self._call_head, task, module.forward)))
+        for module, forward in self._wrapped():
+            wrapped.setdefault(id(module), (module, forward))
+        priors = [(module, vars(module).get("forward")) for module, _ in wrapped.values()]
         try:
+            for module, forward in wrapped.values():
+                vars(module)["forward"] = forward
             yield
         finally:
-            for (module, _), prior in zip(wrapped, priors, strict=True):
+            for module, prior in reversed(priors):
                 if prior is None:
-                    del vars(module)["forward"]
+                    vars(module).pop("forward", None)
                 else:
                     vars(module)["forward"] = prior
 
@@ -213,7 +213,7 @@ class GradNormTap(HeadViews):
     """Per-task gradient norms on ``layer``'s parameters, for one training step at a time.
 
     ``heads[i]`` are task i's own modules (``task_modules`` finds them). A step runs its forward pass inside
-    ``recording()`` and its backward pass with ``backward(losses, loss)``, which returns the norms.
+    ``recording()`` and its backward pass with ``backward(losses, loss)``, which returns the norms (``TaskNorms``).
     """
 
     def __init__(self, layer: nn.Module, heads: Sequence[Sequence[nn.Module]]) -> None:

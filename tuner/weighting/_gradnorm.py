@@ -64,7 +64,7 @@ class GradNorm(WeightingStrategy):
         self.register_buffer("_last_target", torch.zeros(self.n_tasks))
         self.register_buffer("_counted", torch.ones(()), persistent=False)
         self.register_buffer("_uniform", torch.full((self.n_tasks,), 1.0 / self.n_tasks), persistent=False)
-        # The epoch's G, G - target and whether each step counted, kept as references and summed once per epoch (or
+        # The epoch's G, targets and whether each step counted, kept as references and summed once per epoch (or
         # every COLLAPSE_EVERY steps) rather than added up with more operations every step.
         self._epoch: list[tuple[Tensor, Tensor, Tensor]] = []
         # Host-side: whether L(0) was taken, decided without reading any tensor (and set once: nn.Module's
@@ -91,16 +91,16 @@ class GradNorm(WeightingStrategy):
         # target_i = mean(G) (r_i / mean(r))^alpha = sum(G) T^(alpha - 1) (r_i / sum(r))^alpha: sums, which cost half
         # a mean on a CPU.
         ratio = losses / self.initial_losses
-        ratio = ratio.div_(ratio.sum()).pow_(self.alpha)
-        gap = torch.addcmul(g, ratio, g.sum(), value=-self._target_scale)  # G_i - target_i
+        target = ratio.div_(ratio.sum()).pow_(self.alpha).mul_(g.sum())  # target_i / T^(alpha - 1)
+        gap = torch.sub(g, target, alpha=self._target_scale)  # G_i - target_i
         # d|G_i - target_i| / dw_i = sign(G_i - target_i) ||grad_W L_i||.
         self.w.grad = torch.copysign(norms, gap)
-        # The epoch keeps G and G - target: the targets' sum is their difference's.
+        # The epoch keeps G and the targets (divided by T^(alpha - 1), a constant factor).
         if self.skip_overflow:  # one infinite norm makes every target infinite (through mean(G)): skip the step
             counted = gap.isfinite().all()
-            self._epoch.append((g.where(counted, 0.0), gap.where(counted, 0.0), counted.float()))
+            self._epoch.append((g.where(counted, 0.0), target.where(counted, 0.0), counted.float()))
         else:
-            self._epoch.append((g, gap, self._counted))
+            self._epoch.append((g, target, self._counted))
         if len(self._epoch) >= COLLAPSE_EVERY:
             self._epoch = [self._epoch_sums()]
 
@@ -112,14 +112,14 @@ class GradNorm(WeightingStrategy):
     @torch.no_grad()
     def on_epoch_end(self, train_losses: Tensor) -> None:
         if self._epoch:
-            g_sum, gap_sum, counted = self._epoch_sums()
+            g_sum, target_sum, counted = self._epoch_sums()
             steps = counted.clamp_min(1.0)
-            self._last_g, self._last_target = g_sum / steps, (g_sum - gap_sum) / steps
+            self._last_g, self._last_target = g_sum / steps, target_sum * self._target_scale / steps
         self._epoch.clear()
 
     def _epoch_sums(self) -> tuple[Tensor, Tensor, Tensor]:
-        g, gap, counted = (torch.stack(series).sum(dim=0) for series in zip(*self._epoch, strict=True))
-        return g, gap, counted
+        g, target, counted = (torch.stack(series).sum(dim=0) for series in zip(*self._epoch, strict=True))
+        return g, target, counted
 
     def weights(self) -> Tensor:
         return self.w.detach().clone()

@@ -342,6 +342,45 @@ def test_recording_leaves_the_model_s_modules_as_they_were(tiny: Problem) -> Non
     assert calls == [1, 1] and len(tap._views) == recorded  # outside the context nothing is recorded
 
 
+class _AliasedHead(nn.Module):
+    """Task a's head is held under two names, so ``task_modules`` finds it twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer, self.h0, self.h1 = nn.Linear(4, 8), nn.Linear(8, 1), nn.Linear(8, 1)
+        self.heads = nn.ModuleList([self.h0, self.h1])
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        z = torch.relu(self.layer(x))
+        return [self.h0(z), self.h1(z)]
+
+
+def test_a_head_held_under_two_names_is_wrapped_once_and_gets_exact_norms() -> None:
+    torch.manual_seed(0)
+    model = _AliasedHead()
+    tap = GradNormTap.of(model, model.layer, [list(model.h0.parameters()), list(model.h1.parameters())])
+    assert sum(m is model.h0 for m in tap.heads[0]) == 2
+    with tap.recording():
+        outputs = model(torch.randn(5, 4))
+    losses = torch.stack([o.pow(2).mean() for o in outputs])
+    reference = _reference(losses, tap.params)
+    torch.testing.assert_close(tap.backward(losses, losses.sum()).norms, reference, rtol=1e-5, atol=0.0)
+    assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_a_head_tied_to_the_layer_s_weight_gets_the_exact_path() -> None:
+    """Task b's head reads W itself: the closed form, which sees W only through the views, must not be taken."""
+    torch.manual_seed(0)
+    layer, h0, h1 = nn.Linear(8, 8), nn.Linear(8, 1), nn.Linear(8, 8)
+    h1.weight = layer.weight
+    tap = GradNormTap(layer, [[h0], [h1]])
+    with tap.recording():
+        z = torch.relu(layer(torch.randn(5, 8)))
+        losses = torch.stack([h0(z).pow(2).mean(), h1(z).pow(2).mean()])
+    reference = _reference(losses, tap.params)
+    torch.testing.assert_close(tap.backward(losses, losses.sum()).norms, reference, rtol=1e-5, atol=0.0)
+
+
 def test_losses_whose_gradient_the_caller_keeps_still_get_exact_norms(tiny: Problem) -> None:
     """The tap reads the tasks' weights from the losses' gradient; a caller that keeps it too keeps its own."""
     run, losses = _recorded_losses(tiny)
@@ -446,6 +485,28 @@ def test_with_fp16_a_step_whose_scaled_gradients_overflowed_leaves_the_epoch_mea
     strategy.on_epoch_end(losses)
     torch.testing.assert_close(strategy.report()["grad_norm"], torch.tensor([1.0, 2.0, 3.0]))  # w = 1
     assert bool(torch.all(strategy.report()["grad_norm_target"].isfinite()))
+
+
+def test_the_epoch_s_targets_stay_exact_when_far_below_g() -> None:
+    """A task whose loss fell a thousandfold has a target ~1e-9 of its G at alpha = 3: reported as computed."""
+    tasks = [Task(name, "regression") for name in "abc"]
+    strategy = GradNorm(tasks, alpha=3.0)
+    generator = torch.Generator().manual_seed(1)
+    expected = []
+    for step in range(21):  # the first step takes L(0), in an epoch of its own
+        losses = torch.tensor([1.0, 1.0, 1.0 if step == 0 else 1e-3]) * (1 + 0.1 * torch.rand(3, generator=generator))
+        norms = 1 + torch.rand(3, generator=generator)
+        strategy.combine(losses)  # the weights stay 1: no optimizer step
+        strategy.after_backward(losses, TaskNorms.of(norms, torch.ones(3)))
+        if step == 0:
+            strategy.on_epoch_end(losses)
+            continue
+        ratio = (losses / strategy.initial_losses).double()
+        expected.append(norms.double().mean() * (ratio / ratio.mean()) ** 3.0)
+    strategy.on_epoch_end(losses)
+    reported = strategy.report()["grad_norm_target"]
+    torch.testing.assert_close(reported.double(), torch.stack(expected).mean(dim=0), rtol=1e-5, atol=0.0)
+    assert 0.0 < float(reported[2]) < 1e-7
 
 
 # --- the paper's toy behaviour and the report -----------------------------------------------------------------
