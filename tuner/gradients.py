@@ -281,10 +281,10 @@ class GradNormTap(HeadViews):
         finally:
             self._clear()  # the step's graph is freed with it
 
-    def _closed_form(self, sources: Sequence[_Source]) -> list[_Chain | None] | None:
-        """For the closed form on a Linear layer called once: per source, how its gradient becomes the gradient on
-        the layer's output (``None`` where the source is the output itself; ``None`` in all when some source is not
-        an elementwise function of the output). Taken before the step's backward pass, which frees the graph."""
+    def _closed_form(self, sources: Sequence[_Source]) -> list[Tensor | None] | None:
+        """For the closed form on a Linear layer called once: per source, its derivative by the layer's output,
+        elementwise (``None`` where the source is the output itself); ``None`` when some source is not an elementwise
+        function of the output. Taken before the step's backward pass, which frees the graph."""
         if not self._linear or len(self._calls) != 1:
             return None
         _, output, target = self._calls[0]
@@ -300,21 +300,21 @@ class GradNormTap(HeadViews):
                     return None
                 edge = live[0]
             chained.append(None if first == target else first[0])
-        return [_chain(s.tensor, target, first) for s, first in zip(sources, chained, strict=True)]
+        return [_derivative(s.tensor, target, first) for s, first in zip(sources, chained, strict=True)]
 
-    def _linear_norms(self, sources: Sequence[_Source], chains: Sequence[_Chain | None], losses: Tensor) -> Tensor:
+    def _linear_norms(self, sources: Sequence[_Source], derivatives: Sequence[Tensor | None], losses: Tensor) -> Tensor:
         """Per task, the norm of the Linear layer's weight and bias gradients together, from its output's gradient
-        g (what the views received, through the elementwise chains): ||g^T [x 1]||, the bias being the weight of an
+        g (what the views received, times the elementwise derivatives): ||g^T [x 1]||, the bias being the weight of an
         input fixed at 1. Every task's g sits side by side in one N x (T out) matrix: one product for all."""
         n = losses.shape[0]
         gz: Tensor | None = None
-        for source, chain in zip(sources, chains, strict=True):
+        for source, derivative in zip(sources, derivatives, strict=True):
             received = _received(source)
             if not received:
                 continue
             g = _per_task(received, n, dim=-2)  # ... x T x out
-            if chain is not None:
-                g = chain.apply(g)
+            if derivative is not None:
+                g = g.mul_(derivative.unsqueeze(-2))  # g is the fresh stack of the views' gradients
             gz = g if gz is None else gz + g
         if gz is None or not self.params:
             return torch.zeros(n, device=losses.device)
@@ -589,32 +589,15 @@ _ELEMENTWISE = frozenset(
 )
 
 
-@dataclass(eq=False, slots=True)
-class _Chain:
-    """The elementwise operations between the Linear layer's output and a source, as they act on gradients:
-    ReLU's own backward rule (a gradient passes where the ReLU's result is > 0) or a product with the chain's
-    elementwise derivative."""
-
-    source: Tensor
-    derivative: Tensor | None = None  # None: a ReLU of the layer's output, whose result is ``source``
-
-    def apply(self, g: Tensor) -> Tensor:
-        """``g`` (... x T x out: every task's gradient on the source) as gradients on the layer's output."""
-        if self.derivative is None:  # the ReLU's result is >= 0: its sign is the ReLU's derivative, 0 or 1
-            return g.mul_(self.source.sign().unsqueeze(-2))  # g is the fresh stack of the views' gradients
-        return g.mul_(self.derivative.unsqueeze(-2))
-
-
-def _chain(source: Tensor, target: tuple[Node, int], first: Node | None) -> _Chain | None:
-    """The chain from the layer's output (whose gradient goes to ``target``) to a source that is an elementwise
-    function of it (``first`` being the node next to the source; ``None``: the source is the output)."""
+def _derivative(source: Tensor, target: tuple[Node, int], first: Node | None) -> Tensor | None:
+    """d source / d output, elementwise, for a source that is an elementwise function of the layer's output (whose
+    gradient goes to ``target``; ``first`` is the node next to the source; ``None``: the source is the output)."""
     if first is None:
         return None
     if first.name() == "ReluBackward0" and first.next_functions[0] == target:
-        return _Chain(source.detach())
+        return source.detach().sign()  # ReLU's own rule: its result is >= 0, 1 where > 0 (the gradient passes)
     ones = torch.ones_like(source)
-    derivative = torch.autograd.grad(source, GradientEdge(*target), ones, retain_graph=True)[0]
-    return _Chain(source, derivative)
+    return torch.autograd.grad(source, GradientEdge(*target), ones, retain_graph=True)[0]
 
 
 def _outer_norms(g: Tensor, x: Tensor, tasks: int) -> Tensor:
